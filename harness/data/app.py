@@ -7,7 +7,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-
 # An absolute path: Hydra resolves a relative one against the package, not the file.
 _CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
