@@ -1,0 +1,35 @@
+"""Recommender models: StandardVAE and MultVAE (Keras 3), Popularity and EASE baselines.
+
+Every model shares one API: ``fit(x_train, x_valid=None, x_val_tr=None, x_val_te=None,
+mapper=None, *, epoch_callback=None)``, ``history()``, ``best_epoch``, ``best_ndcg``,
+``get_optimal_beta()``, ``ndcg_per_epoch()``, ``score(x)`` and
+``recommend_k_items(x, k, remove_seen=True)``.
+"""
+
+from harness.models.baselines import EASE, Popularity
+from harness.models.callbacks import (
+    AnnealingCallback,
+    LossHistory,
+    Metrics,
+    TrainingDivergedError,
+    beta_at,
+)
+from harness.models.mult_vae import Mult_VAE, MultVAE
+from harness.models.registry import MODEL_DEFAULTS, build_model, model_param_names
+from harness.models.standard_vae import StandardVAE
+
+__all__ = [
+    "EASE",
+    "MODEL_DEFAULTS",
+    "AnnealingCallback",
+    "LossHistory",
+    "Metrics",
+    "MultVAE",
+    "Mult_VAE",
+    "Popularity",
+    "StandardVAE",
+    "TrainingDivergedError",
+    "beta_at",
+    "build_model",
+    "model_param_names",
+]

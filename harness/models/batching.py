@@ -1,0 +1,108 @@
+"""Sparse click batches and the top-k helpers shared by every model.
+
+Batches are cut from a CSR matrix and handed to TensorFlow as COO components (row ids,
+item ids, values); the network consumes them as a ``tf.SparseTensor``. Nothing here
+densifies more than the rows of one batch, and the training batches densify nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+
+Components = tuple[np.ndarray, np.ndarray, np.ndarray, int]
+"""(row ids within the batch, item ids, values, number of rows): int32, int32, float32, int."""
+
+
+def row_ids(x: sp.csr_matrix) -> np.ndarray:
+    """Row id of every stored entry of a CSR matrix (int32)."""
+    return np.repeat(np.arange(x.shape[0], dtype=np.int32), np.diff(x.indptr))
+
+
+def slice_components(x: sp.csr_matrix, rows: np.ndarray, start: int, stop: int) -> Components:
+    """COO components of rows [start, stop) of ``x``; ``rows`` is ``row_ids(x)``."""
+    lo, hi = x.indptr[start], x.indptr[stop]
+    return (
+        rows[lo:hi] - np.int32(start),
+        x.indices[lo:hi].astype(np.int32, copy=False),
+        x.data[lo:hi],
+        stop - start,
+    )
+
+
+def chunks(x: sp.csr_matrix, size: int) -> Iterator[tuple[int, int, Components]]:
+    """Yield (start, stop, components) for consecutive row blocks of at most ``size`` rows."""
+    rows = row_ids(x)
+    for start in range(0, x.shape[0], size):
+        stop = min(start + size, x.shape[0])
+        yield start, stop, slice_components(x, rows, start, stop)
+
+
+class SparseBatches:
+    """Training batches: a fresh shuffle every epoch, the last partial batch kept.
+
+    The order comes from a seeded ``numpy.random.Generator`` owned by this object, so a
+    seeded fit replays the same sequence of epochs while every epoch differs from the
+    last (the seed replayed one order every epoch and dropped the last partial batch).
+
+    Args:
+        x: training clicks (CSR, float32, canonical).
+        batch_size: users per batch.
+        seed: seeds the shuffle; None = nondeterministic.
+    """
+
+    def __init__(self, x: sp.csr_matrix, batch_size: int, seed: int | None = None) -> None:
+        self.x = x
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        """Batches per epoch: ceil(n_users / batch_size)."""
+        return -(-self.x.shape[0] // self.batch_size)
+
+    def epoch(self) -> Iterator[Components]:
+        """Yield the batches of one epoch in a new random order."""
+        # one permuted copy of the stored entries per epoch makes every batch a cheap slice
+        shuffled = self.x[self.rng.permutation(self.x.shape[0])]
+        for _, _, components in chunks(shuffled, self.batch_size):
+            yield components
+
+
+def ndcg_from_top(top: np.ndarray, heldout: sp.csr_matrix) -> np.ndarray:
+    """Binary NDCG@k per user from ranked item indices (users x k), best first.
+
+    Equal to ``harness.evaluation.ndcg_at_k`` on the scores those indices came from (a test
+    checks it), but it never needs the dense score matrix, which is what makes per-epoch
+    validation cheap. IDCG counts min(k, n_heldout) ones.
+
+    Returns:
+        float64 per user; NaN for a user with no held-out item.
+    """
+    n_users, kk = top.shape
+    n_items = heldout.shape[1]
+    keys = row_ids(heldout).astype(np.int64) * n_items + heldout.indices
+    wanted = np.arange(n_users, dtype=np.int64)[:, None] * n_items + top
+    pos = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    hits = keys[pos] == wanted if len(keys) else np.zeros(top.shape, dtype=bool)
+    discounts = 1.0 / np.log2(np.arange(2, kk + 2))
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])
+    n_rel = np.diff(heldout.indptr)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_rel > 0, (hits @ discounts) / ideal[np.minimum(n_rel, kk)], np.nan)
+
+
+def top_to_csr(top: np.ndarray, values: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """CSR with exactly the given (index, value) entries per row, kept explicit.
+
+    Built from (data, indices, indptr) directly, so a score of 0 or below (a Mult-VAE logit)
+    stays an explicit entry; column indices are sorted within each row (canonical CSR), the
+    rank order is in the values.
+    """
+    n_users, kk = top.shape
+    order = np.argsort(top, axis=1, kind="stable")
+    indices = np.take_along_axis(top, order, axis=1).astype(np.int32).ravel()
+    data = np.take_along_axis(values, order, axis=1).astype(np.float32).ravel()
+    indptr = np.arange(0, n_users * kk + 1, kk, dtype=np.int64)
+    return sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
