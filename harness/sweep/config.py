@@ -1,0 +1,165 @@
+"""Composed config -> sweep arguments. The only place that knows the config layout.
+
+`sweep_from_config` runs one model's study; `run_many` runs several models with the same
+budget on one split. Both validate everything cheap (settings, every search space, storage)
+before the data is loaded or any trial starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from harness.sweep.runner import run_sweep
+from harness.sweep.settings import SweepConfigError, SweepSettings
+from harness.sweep.space import parse_search_space
+from harness.sweep.study import open_storage, resolve_storage_url
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def sweep_from_config(cfg: DictConfig | Mapping[str, Any], *, split: Any = None) -> optuna.Study:
+    """Run the study for `cfg.model` (or, with `sweep.models` set, for each listed model).
+
+    Args:
+        cfg: The composed `sweep` config (dataset, protocol, model, search_space, sweep,
+            results_dir, data_dir), as a DictConfig or plain mapping.
+        split: An already loaded split; None = `harness.data.split_from_config` (cached).
+
+    Returns:
+        The study of `cfg.model` (with `sweep.models`: the study of the last model).
+
+    Raises:
+        SweepConfigError: Any invalid setting, naming the key and the fix, before any trial.
+    """
+    cfg_dict = _plain(cfg)
+    settings = SweepSettings.from_mapping(cfg_dict.get("sweep") or {})
+    if settings.models:
+        studies = run_many(cfg_dict, settings.models, split=split)
+        return list(studies.values())[-1]
+    model_cfg = cfg_dict["model"]
+    _validate(model_cfg["name"], cfg_dict.get("search_space") or {}, settings, cfg_dict)
+    split = split if split is not None else load_split(cfg_dict)
+    return run_sweep(
+        split=split,
+        dataset_name=cfg_dict["dataset"]["name"],
+        model_name=model_cfg["name"],
+        model_params=model_cfg,
+        search_space=cfg_dict.get("search_space") or {},
+        settings=settings,
+        results_dir=results_dir_of(cfg_dict),
+        config=cfg_dict,
+    )
+
+
+def run_many(
+    cfg_dict: Mapping[str, Any], model_names: Sequence[str], *, split: Any = None
+) -> dict[str, optuna.Study]:
+    """Sweep several models one after another on one split, each with the same budget.
+
+    Each model's config and search space come from `conf/model/<name>.yaml` and
+    `conf/search_space/<name>.yaml`. Values given for `cfg_dict["model"]` that differ from its
+    own file (command-line overrides such as `model.n_epochs=50`) carry over to every model
+    that has the same key, so a shared setting is set once. `sweep.study_name`, if given, gets
+    `-<model>` appended.
+
+    Returns:
+        Model name -> its study, in the order given.
+    """
+    cfg_dict = _plain(cfg_dict)
+    settings = SweepSettings.from_mapping(cfg_dict.get("sweep") or {}).replace(models=None)
+    per_model = {name: model_config(cfg_dict, name) for name in model_names}
+    for name, (_, space) in per_model.items():
+        _validate(name, space, settings, cfg_dict)
+    split = split if split is not None else load_split(cfg_dict)
+    studies = {}
+    for name, (model_cfg, space) in per_model.items():
+        model_settings = settings
+        if settings.study_name:
+            model_settings = settings.replace(study_name=f"{settings.study_name}-{name}")
+        studies[name] = run_sweep(
+            split=split,
+            dataset_name=cfg_dict["dataset"]["name"],
+            model_name=name,
+            model_params=model_cfg,
+            search_space=space,
+            settings=model_settings,
+            results_dir=results_dir_of(cfg_dict),
+            config={**cfg_dict, "model": model_cfg, "search_space": space},
+        )
+    return studies
+
+
+def model_config(cfg_dict: Mapping[str, Any], name: str) -> tuple[dict, dict]:
+    """(model config, search space) for model `name`, resolved against `cfg_dict`.
+
+    Raises:
+        SweepConfigError: No `conf/model/<name>.yaml`.
+    """
+    current = cfg_dict.get("model") or {}
+    if current.get("name") == name:
+        return dict(current), dict(cfg_dict.get("search_space") or {})
+    model_file = CONF_DIR / "model" / f"{name}.yaml"
+    if not model_file.exists():
+        known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+        raise SweepConfigError(
+            f"sweep.models: unknown model {name!r} (no {model_file}); use one of "
+            f"{', '.join(known)}."
+        )
+    model = OmegaConf.load(model_file)
+    space_file = CONF_DIR / "search_space" / f"{name}.yaml"
+    space = OmegaConf.load(space_file) if space_file.exists() else OmegaConf.create({})
+    for key, value in _overridden_model_keys(current).items():
+        if key in model and key != "name":
+            model[key] = value
+    # Resolve inside the full config, so interpolations such as ${dataset.x} still work.
+    root = OmegaConf.create(
+        {k: v for k, v in cfg_dict.items() if k not in ("model", "search_space")}
+    )
+    root.model, root.search_space = model, space
+    resolved = OmegaConf.to_container(root, resolve=True)
+    return resolved["model"], resolved["search_space"] or {}
+
+
+def load_split(cfg_dict: Mapping[str, Any]) -> Any:
+    """The split for `cfg_dict["dataset"]` and `["protocol"]`, from the cache when present."""
+    from harness.data import default_cache_dir, split_from_config
+
+    cache_dir = cfg_dict.get("data_dir") or default_cache_dir()
+    return split_from_config(cfg_dict["dataset"], cfg_dict["protocol"], Path(cache_dir))
+
+
+def results_dir_of(cfg_dict: Mapping[str, Any]) -> Path:
+    """`results_dir` as an absolute path (relative = to the directory the command ran in)."""
+    return Path(cfg_dict.get("results_dir") or "results").expanduser().resolve()
+
+
+def _validate(
+    model_name: str, space: Mapping[str, Any], settings: SweepSettings, cfg_dict: Mapping
+) -> None:
+    parse_search_space(space, model_name=model_name)
+    open_storage(resolve_storage_url(settings, results_dir_of(cfg_dict)), settings)
+
+
+def _overridden_model_keys(current: Mapping[str, Any]) -> dict[str, Any]:
+    name = current.get("name")
+    path = CONF_DIR / "model" / f"{name}.yaml"
+    if not name or not path.exists():
+        return {}
+    own = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    # Interpolated file values cannot be compared unresolved; they are never carried over.
+    return {
+        k: v
+        for k, v in current.items()
+        if k in own and own[k] != v and not (isinstance(own[k], str) and "${" in own[k])
+    }
+
+
+def _plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)

@@ -1,0 +1,305 @@
+"""Run a sweep: validate, open the study, enqueue the defaults, run worker(s), export.
+
+A worker repeats "reap dead trials, count finished trials, run one trial" until the study holds
+`n_trials` finished (COMPLETE + PRUNED) trials or its timeout passes. Counting what the study
+holds, not what this process ran, is what makes rerunning the same command a resume, and lets
+any number of workers share one budget (each may overshoot by the one trial it had running).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from harness.sweep.export import export_study
+from harness.sweep.heartbeat import JournalHeartbeat
+from harness.sweep.objective import INTERRUPTED, TrialFailedError, objective
+from harness.sweep.space import SearchSpace, default_trial_params, parse_search_space
+from harness.sweep.study import (
+    create_or_load_study,
+    is_journal_url,
+    journal_path,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    resolve_storage_url,
+    study_name_for,
+)
+
+log = logging.getLogger("harness.sweep")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Everything a worker process needs; picklable, so spawned workers get it as is."""
+
+    split: Any
+    model_name: str
+    fixed_params: dict[str, Any]
+    space: SearchSpace
+    settings: Any  # SweepSettings
+    storage_url: str
+    study_name: str
+    k: int
+
+
+def run_sweep(
+    *,
+    split: Any,
+    dataset_name: str,
+    model_name: str,
+    model_params: Mapping[str, Any],
+    search_space: Mapping[str, Any],
+    settings: Any,
+    results_dir: Path | str,
+    config: Mapping[str, Any] | None = None,
+) -> optuna.Study:
+    """Run (or resume) the study of one model on one split and export its records.
+
+    Args:
+        split: A `harness.data.Split` (loaded once by the caller).
+        dataset_name: Dataset name, used in the derived study name.
+        model_name: "standard_vae", "mult_vae", "ease" or "popularity".
+        model_params: The model's configuration (`cfg.model`; a "name" key is ignored).
+        search_space: Param -> Hydra Optuna Sweeper expression (or plain fixed value).
+        settings: A `SweepSettings`.
+        results_dir: Where the default SQLite storage and `<study_name>/` exports go.
+        config: The composed config, stored as the study's "config" user attr.
+
+    Returns:
+        The study (loaded from its storage; usable after this returns).
+
+    Raises:
+        SweepConfigError: Invalid search space, settings or unreachable storage (before any trial).
+    """
+    _ensure_logging()
+    space = parse_search_space(search_space, model_name=model_name)
+    storage_url = resolve_storage_url(settings, results_dir)
+    storage = open_storage(storage_url, settings)
+    study_name = settings.study_name or study_name_for(dataset_name, split.fingerprint, model_name)
+    fixed = {key: value for key, value in model_params.items() if key != "name"} | space.fixed
+    k = int(fixed.get("k", 100))
+    attrs = {
+        "model": model_name,
+        "dataset": dataset_name,
+        "split_fingerprint": split.fingerprint,
+        "k": k,
+        "n_trials_budget": settings.n_trials,
+        "config": dict(config or {}),
+    }
+    with _quiet_optuna():
+        study = create_or_load_study(
+            storage,
+            study_name,
+            sampler=make_sampler(settings, space),
+            pruner=make_pruner(settings),
+            attrs=attrs,
+        )
+    _enqueue_defaults(study, space, model_name)
+    plan = WorkerPlan(split, model_name, fixed, space, settings, storage_url, study_name, k)
+    log.info("study %s (%s): %s", study_name, _safe_url(storage_url), _budget_text(settings))
+    try:
+        if settings.n_workers > 1:
+            from harness.sweep.workers import run_workers
+
+            run_workers(plan, study)
+        else:
+            run_worker(plan, study)
+    finally:
+        # Also on Ctrl-C: the exports then show what the interrupted sweep finished.
+        paths = export_study(study, Path(results_dir) / study_name)
+        log.info("exported %s", ", ".join(str(p) for p in paths.values()))
+    return study
+
+
+def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
+    """Run trials until the study's budget or this worker's timeout is reached.
+
+    Args:
+        plan: What to run.
+        study: An already opened study (in-process); None = open it from `plan` (spawned worker).
+
+    Returns:
+        The number of trials this worker ran.
+    """
+    settings = plan.settings
+    if study is None:
+        storage = open_storage(plan.storage_url, settings)
+        study = optuna.load_study(study_name=plan.study_name, storage=storage)
+        study.pruner = make_pruner(settings)
+    study.sampler = make_sampler(settings, plan.space, seed=_worker_seed(plan, study))
+    heartbeat = None
+    if is_journal_url(plan.storage_url):
+        heartbeat = JournalHeartbeat(
+            journal_path(plan.storage_url),
+            plan.study_name,
+            interval=settings.heartbeat_interval,
+            grace_period=settings.effective_grace_period,
+            max_retry=settings.max_retry,
+        )
+    show = not settings.quiet
+    func = functools.partial(
+        objective,
+        split=plan.split,
+        model_name=plan.model_name,
+        fixed_params=plan.fixed_params,
+        space=plan.space,
+        progress=show,
+    )
+    if heartbeat is not None:
+        func = _with_heartbeat(func, heartbeat)
+    from harness.models import TrainingDivergedError
+
+    catch = (TrainingDivergedError, TrialFailedError)
+    summary = functools.partial(_summarize, k=plan.k, worker_id=settings.worker_id)
+    bar = tqdm(total=settings.n_trials, desc=plan.study_name, unit="trial", disable=not show)
+    # Route console logging through tqdm so summary lines do not tear the bars; only the
+    # logger that owns the console handler (root under Hydra, else ours) may be redirected,
+    # or a propagated record would be printed twice.
+    console = log if log.handlers else logging.getLogger()
+    redirect = logging_redirect_tqdm(loggers=[console]) if show else contextlib.nullcontext()
+    ran, start = 0, time.monotonic()
+    with bar, redirect, _quiet_optuna():
+        while True:
+            if heartbeat is not None:
+                heartbeat.fail_stale_trials(study)
+            finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+            bar.n = finished
+            bar.refresh()
+            if _budget_spent(study, settings, finished, time.monotonic() - start):
+                break
+            study.optimize(func, n_trials=1, catch=catch, callbacks=[summary])
+            ran += 1
+        optuna.storages.fail_stale_trials(study)  # RDB: reap trials of workers that died since
+    return ran
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    # Our one-line summary per trial replaces Optuna's INFO line; its warnings (a failed
+    # trial's traceback) still show. Experimental-API warnings are noise for users.
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(min(max(verbosity, optuna.logging.WARNING), optuna.logging.ERROR))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _budget_spent(study: optuna.Study, settings: Any, finished: int, elapsed: float) -> bool:
+    if settings.n_trials is not None and finished >= settings.n_trials:
+        return True
+    if settings.timeout is not None and elapsed >= settings.timeout:
+        return True
+    sampler = study.sampler
+    return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
+
+
+def _enqueue_defaults(study: optuna.Study, space: SearchSpace, model_name: str) -> None:
+    """Enqueue the model's seed defaults as the next trial unless the study already has them.
+
+    "Has them" = any trial with these params, except ones failed by Ctrl-C: an interrupted
+    first run must not lose its baseline. A default that diverged is not tried again.
+    """
+    if not space.distributions:
+        return
+    from harness.models import MODEL_DEFAULTS
+
+    params = default_trial_params(space, MODEL_DEFAULTS.get(model_name, {}))
+    if not params:  # no default lies inside the space: nothing to enqueue
+        return
+    for trial in study.get_trials(deepcopy=False):
+        tried = trial.params or trial.system_attrs.get("fixed_params", {})
+        interrupted = trial.user_attrs.get("failure_reason") == INTERRUPTED
+        if tried == params and not (trial.state == TrialState.FAIL and interrupted):
+            return
+    study.enqueue_trial(params)
+
+
+def _worker_seed(plan: WorkerPlan, study: optuna.Study) -> int:
+    """Sampler seed: the configured seed, shifted so that no two workers and no resumed run
+    replay the random draws already in the study (sampler state is not stored)."""
+    seed = plan.settings.seed + len(study.get_trials(deepcopy=False))
+    worker_id = plan.settings.worker_id
+    if worker_id is not None:
+        seed += 7919 * (worker_id + 1)
+    elif plan.storage_url.startswith(("postgresql", "mysql")):
+        # Separately started workers (other machines) share settings; the pid tells them apart.
+        seed += 7919 * os.getpid()
+    return seed % (2**32)
+
+
+def _with_heartbeat(func: Callable[[optuna.Trial], float], heartbeat: JournalHeartbeat) -> Any:
+    def beating_objective(trial: optuna.Trial) -> float:
+        with heartbeat.beating(trial._trial_id):
+            return func(trial)
+
+    return beating_objective
+
+
+def _summarize(study: optuna.Study, trial: FrozenTrial, *, k: int, worker_id: int | None) -> None:
+    """One line per finished trial: number, state, best NDCG, epochs, time, params."""
+    values = [v for v in trial.intermediate_values.values() if v == v]
+    best = trial.value if trial.value is not None else (max(values) if values else float("nan"))
+    attrs = trial.user_attrs
+    params = ", ".join(f"{name}={_short(value)}" for name, value in trial.params.items())
+    prefix = f"[worker {worker_id}] " if worker_id is not None else ""
+    line = (
+        f"{prefix}trial {trial.number:>3} {trial.state.name:<8} ndcg@{k}={best:.4f} "
+        f"epochs={attrs.get('epochs_run', '?')} {attrs.get('wall_seconds', 0.0):.1f}s  {params}"
+    )
+    if trial.state == TrialState.FAIL:
+        line += f"  reason: {attrs.get('failure_reason', 'unknown')}"
+    log.info(line)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _budget_text(settings: Any) -> str:
+    parts = [f"n_trials={settings.n_trials}"] if settings.n_trials is not None else []
+    if settings.timeout is not None:
+        parts.append(f"timeout={settings.timeout}s")
+    return ", ".join(parts + [f"sampler={settings.sampler}", f"pruner={settings.pruner}"])
+
+
+def _safe_url(url: str) -> str:
+    from harness.sweep.study import _hide_password
+
+    return _hide_password(url)
+
+
+def _ensure_logging() -> None:
+    # Library callers without logging config would otherwise never see the trial summaries.
+    if not logging.getLogger().handlers and not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.propagate = False  # no second copy should the caller configure logging later
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+
+
+def with_worker_id(plan: WorkerPlan, worker_id: int) -> WorkerPlan:
+    """The plan for spawned worker `worker_id`: one process, no bars (the parent has one)."""
+    settings = plan.settings.replace(worker_id=worker_id, n_workers=1, quiet=True)
+    return dataclasses.replace(plan, settings=settings)

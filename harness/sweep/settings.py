@@ -1,0 +1,121 @@
+"""Sweep settings: the `sweep.*` config keys as a typed, validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SAMPLERS = ("tpe", "random", "qmc", "grid", "gp")
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
+
+
+class SweepConfigError(ValueError):
+    """A sweep setting or search space is invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """How one study is run. Every field maps to a `sweep.<field>` config key.
+
+    Attributes:
+        n_trials: Finished trials (COMPLETE or PRUNED) the study should hold at the end,
+            counting trials of earlier runs, so rerunning the same command resumes rather than
+            adds. FAILED trials (NaN loss, dead worker) do not count: they are re-run. None = no
+            trial budget (then `timeout` must be set).
+        timeout: Wall seconds after which this process starts no new trial (a running trial
+            finishes). None = no time budget.
+        sampler: "tpe" (seeded, multivariate; the default), "random", "qmc", "grid" (choice and
+            range parameters only) or "gp".
+        pruner: "median" (default), "hyperband", "successive_halving" or "none".
+        storage: Optuna storage URL; None = SQLite file `<results_dir>/optuna.db`. A path ending
+            in `.log` or a `journal:///abs/path.log` URL selects a journal file.
+        study_name: None = derived `<dataset>-<fingerprint[:12]>-<model>`, so a study never mixes
+            trials from different data or protocols.
+        n_workers: Local worker processes, all pointing at the same storage.
+        seed: Sampler seed. Sampler state is not stored in the study, so a resumed sweep draws a
+            different (still seeded) sequence than an uninterrupted one would have.
+        quiet: No progress bars (per-trial summary lines are still logged).
+        n_startup_trials: Random trials before TPE starts modelling (and before median pruning).
+        n_warmup_epochs: Epochs a trial always runs before the pruner may stop it; VAE NDCG is
+            noisy in the first epochs while the KL weight anneals.
+        heartbeat_interval: Seconds between worker heartbeats (RDB storages natively; journal
+            storage via side files).
+        grace_period: Seconds without heartbeat after which a RUNNING trial counts as dead and is
+            failed and re-run. None = 3 x heartbeat_interval.
+        max_retry: How often a dead worker's trial is re-run before giving up on it.
+        models: For `run_many`: several models swept one after another with this same budget.
+        worker_id: Set for spawned worker processes (logs, heartbeat owner); None in a parent.
+    """
+
+    n_trials: int | None = 20
+    timeout: float | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    storage: str | None = None
+    study_name: str | None = None
+    n_workers: int = 1
+    seed: int = 0
+    quiet: bool = False
+    n_startup_trials: int = 5
+    n_warmup_epochs: int = 5
+    heartbeat_interval: int = 10
+    grace_period: int | None = None
+    max_retry: int = 2
+    models: tuple[str, ...] | None = None
+    worker_id: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise SweepConfigError(
+                f"sweep.sampler={self.sampler!r} is unknown; use one of {', '.join(SAMPLERS)}."
+            )
+        if self.pruner not in PRUNERS:
+            raise SweepConfigError(
+                f"sweep.pruner={self.pruner!r} is unknown; use one of {', '.join(PRUNERS)}."
+            )
+        if self.n_trials is None and self.timeout is None:
+            raise SweepConfigError(
+                "sweep.n_trials and sweep.timeout are both null, so the sweep would never end; "
+                "set sweep.n_trials=<int> or sweep.timeout=<seconds>."
+            )
+        for key in ("n_trials", "n_workers", "heartbeat_interval"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise SweepConfigError(f"sweep.{key}={value} must be >= 1.")
+        if self.timeout is not None and self.timeout <= 0:
+            raise SweepConfigError(f"sweep.timeout={self.timeout} must be > 0 seconds (or null).")
+        if self.grace_period is not None and self.grace_period <= self.heartbeat_interval:
+            raise SweepConfigError(
+                f"sweep.grace_period={self.grace_period} must exceed sweep.heartbeat_interval="
+                f"{self.heartbeat_interval}, or a live worker's trial would be failed."
+            )
+
+    @property
+    def effective_grace_period(self) -> int:
+        """Seconds of heartbeat silence after which a trial is declared dead."""
+        return self.grace_period if self.grace_period is not None else 3 * self.heartbeat_interval
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> SweepSettings:
+        """Build settings from a plain mapping (e.g. the resolved `cfg.sweep`).
+
+        Raises:
+            SweepConfigError: On a key that is not a sweep setting (typo guard).
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise SweepConfigError(
+                f"unknown sweep setting(s) {', '.join('sweep.' + k for k in unknown)}; "
+                f"valid keys are {', '.join(sorted(names))}."
+            )
+        kwargs = dict(values)
+        if kwargs.get("models") is not None:
+            kwargs["models"] = tuple(kwargs["models"])
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> SweepSettings:
+        """Return a copy with `changes` applied (validated again)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,285 @@
+"""Storage, sampler and pruner factories, and study creation/loading.
+
+Storage URLs: anything Optuna's RDBStorage takes (sqlite:///..., postgresql://..., mysql://...)
+or a journal file (`journal:///abs/path.log`, or any path ending in `.log`). RDB storages get
+Optuna's heartbeat, so a dead worker's RUNNING trial is failed and re-enqueued by
+`RetryHeartbeatStaleTrialCallback`; journal files have no heartbeat, so `heartbeat.py` does it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+from harness.sweep.settings import SweepConfigError, SweepSettings
+from harness.sweep.space import SearchSpace, grid_values
+
+
+class StudyNotFoundError(LookupError):
+    """The requested study is not in the storage."""
+
+
+def default_storage(results_dir: Path | str) -> str:
+    """The default storage URL: one SQLite file for all studies under `results_dir`."""
+    return f"sqlite:///{(Path(results_dir) / 'optuna.db').resolve()}"
+
+
+def study_name_for(dataset_name: str, fingerprint: str, model_name: str) -> str:
+    """Derived study name: trials of different data, protocols or models never mix."""
+    return f"{dataset_name}-{fingerprint[:12]}-{model_name}"
+
+
+def is_journal_url(url: str) -> bool:
+    """True for `journal:///path` URLs and plain paths ending in `.log`."""
+    return url.startswith("journal:") or ("://" not in url and url.endswith(".log"))
+
+
+def journal_path(url: str) -> Path:
+    """The file behind a journal storage URL (`journal:///abs/x.log` or `x.log`)."""
+    if url.startswith("journal:"):
+        url = url[len("journal:") :]
+        url = url[2:] if url.startswith("//") else url
+    return Path(url).expanduser().resolve()
+
+
+def resolve_storage_url(settings: SweepSettings, results_dir: Path | str) -> str:
+    """The storage URL this sweep uses, refusing parallel workers on SQLite.
+
+    Raises:
+        SweepConfigError: `n_workers > 1` with a SQLite storage (Optuna's FAQ advises against
+            concurrent SQLite writers; we refuse rather than silently switch storages, so the
+            report and later runs keep finding the study where they expect it).
+    """
+    url = settings.storage or default_storage(results_dir)
+    if settings.n_workers > 1 and url.startswith("sqlite"):
+        log_file = Path(results_dir).resolve() / "optuna-journal.log"
+        raise SweepConfigError(
+            f"sweep.n_workers={settings.n_workers} is refused with SQLite storage ({url}): Optuna "
+            "advises against SQLite for parallel workers. Fix: add "
+            f"sweep.storage=journal://{log_file} (one machine) or "
+            "sweep.storage=postgresql://user@host/db (several machines), or use sweep.n_workers=1."
+        )
+    return url
+
+
+def open_storage(url: str, settings: SweepSettings | None = None) -> BaseStorage:
+    """Open (and create if needed) the storage; fail fast when it cannot be reached.
+
+    Args:
+        url: Storage URL (see module docstring).
+        settings: Heartbeat settings for RDB storages; None = no heartbeat (read-only use).
+
+    Raises:
+        SweepConfigError: Naming `sweep.storage` (password hidden) and what to check.
+    """
+    if is_journal_url(url):
+        path = journal_path(url)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as error:
+            raise SweepConfigError(
+                f"sweep.storage={url}: cannot open the journal file ({error}); use a writable path."
+            ) from None
+    kwargs: dict[str, Any] = {}
+    if settings is not None:
+        kwargs = {
+            "heartbeat_interval": settings.heartbeat_interval,
+            "grace_period": settings.effective_grace_period,
+            "heartbeat_stale_trial_callback": retry_callback(settings.max_retry),
+        }
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith(("postgresql", "mysql")):
+        # Without a timeout an unreachable host hangs for minutes before any error.
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        return _rdb_storage(url, engine_kwargs, kwargs)
+    except Exception as error:  # sqlalchemy/driver errors have no common base we can rely on
+        raise SweepConfigError(
+            f"sweep.storage={_hide_password(url)}: cannot connect ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). Check the URL scheme, host, "
+            "port, credentials and that the database exists (createdb), or leave sweep.storage "
+            "null for the SQLite file under results/."
+        ) from None
+
+
+def _with_installed_driver(url: str) -> str:
+    """`postgresql://` -> `postgresql+psycopg2://` when only psycopg2 is installed.
+
+    SQLAlchemy 2.1 made psycopg (3) the default PostgreSQL driver; the harness depends on
+    psycopg2-binary, and users should not need to know the `+driver` URL syntax.
+    """
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, kwargs: dict) -> RDBStorage:
+    url = _with_installed_driver(url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            if url.startswith("sqlite"):
+                _use_sqlite_wal(storage)
+            return storage
+        except Exception:
+            if not url.startswith(("postgresql", "mysql")):
+                raise
+            # Workers started together on a fresh database race to create Optuna's tables;
+            # the loser fails once, and by now the tables exist.
+            time.sleep(1.0 + random.random())
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+
+
+def _use_sqlite_wal(storage: RDBStorage) -> None:
+    """Write-ahead log + synchronous=NORMAL: ~10x cheaper commits (a trial makes ~30).
+
+    Still safe against a killed process (kill -9 loses nothing committed); a power cut may lose
+    the last commits but cannot corrupt the file. WAL needs a local filesystem, as SQLite's
+    locking does anyway: on shared filesystems use a journal file or PostgreSQL.
+    """
+
+    def on_connect(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(storage.engine, "connect", on_connect)
+    storage.engine.dispose()  # connections opened while creating the tables lack the pragmas
+
+
+def retry_callback(max_retry: int | None) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Optuna's re-enqueue-the-dead-trial callback (experimental API; warning silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+
+def make_sampler(
+    settings: SweepSettings, space: SearchSpace, *, seed: int | None = None
+) -> optuna.samplers.BaseSampler:
+    """The configured sampler. Its state is not stored in the study (Optuna keeps only trials).
+
+    Args:
+        settings: Sweep settings (`sampler`, `seed`, `n_startup_trials`).
+        space: Parsed search space (the grid sampler needs it up front).
+        seed: Overrides `settings.seed` (workers and resumed runs use derived seeds).
+    """
+    seed = settings.seed if seed is None else seed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if settings.sampler == "tpe":
+            # constant_liar keeps parallel workers from proposing the same point.
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                multivariate=True,
+                constant_liar=True,
+                n_startup_trials=settings.n_startup_trials,
+            )
+        if settings.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if settings.sampler == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        if settings.sampler == "grid":
+            grid = {
+                name: grid_values(f"search_space.{name}", dist)
+                for name, dist in space.distributions.items()
+            }
+            return optuna.samplers.GridSampler(grid, seed=seed)
+    raise SweepConfigError(f"sweep.sampler={settings.sampler!r} is not supported.")
+
+
+def make_pruner(settings: SweepSettings) -> optuna.pruners.BasePruner:
+    """The configured pruner; it sees one validation NDCG@k per epoch (step = epoch)."""
+    warmup = max(settings.n_warmup_epochs, 0)
+    if settings.pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=settings.n_startup_trials, n_warmup_steps=warmup
+        )
+    if settings.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(warmup, 1), reduction_factor=3)
+    if settings.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=max(warmup, 1), reduction_factor=3
+        )
+    return optuna.pruners.NopPruner()
+
+
+def create_or_load_study(
+    storage: BaseStorage,
+    study_name: str,
+    *,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+    attrs: Mapping[str, Any],
+) -> optuna.Study:
+    """Create the study, or load it to resume; check it holds compatible trials.
+
+    Args:
+        attrs: Study user attrs (model, dataset, split_fingerprint, k, n_trials_budget, config);
+            written on every run, so they describe the latest invocation.
+
+    Raises:
+        SweepConfigError: The existing study was made for another model or split (only possible
+            with an explicit sweep.study_name).
+    """
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        sampler=sampler,
+        pruner=pruner,
+        direction="maximize",
+        load_if_exists=True,
+    )
+    for key in ("model", "split_fingerprint"):
+        old = study.user_attrs.get(key)
+        if old is not None and old != attrs.get(key):
+            raise SweepConfigError(
+                f"study {study_name!r} holds trials for {key}={old!r} but this run has "
+                f"{attrs.get(key)!r}; set another sweep.study_name (or leave it null to derive one)."
+            )
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def load_study(storage: str | BaseStorage, study_name: str) -> optuna.Study:
+    """Load an existing study for reading (no heartbeat, no sampler state).
+
+    Raises:
+        StudyNotFoundError: Listing the study names the storage does hold.
+    """
+    if isinstance(storage, str):
+        storage = open_storage(storage)
+    names = optuna.study.get_all_study_names(storage)
+    if study_name not in names:
+        raise StudyNotFoundError(
+            f"no study {study_name!r} in the storage; it holds: {', '.join(names) or 'nothing'}. "
+            "Run harness-sweep first, or pass the name of one of those studies."
+        )
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def _hide_password(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparseable URL has no password to hide that we can find
+        return url

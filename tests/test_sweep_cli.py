@@ -1,0 +1,207 @@
+"""End-to-end runs of the real `harness-sweep` command: kill -9 and resume, parallel workers
+on a journal file, and two workers on a throwaway PostgreSQL server."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from harness.sweep import default_storage, open_storage
+
+pytestmark = pytest.mark.slow
+COMMAND = str(Path(sys.executable).with_name("harness-sweep"))
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+RECORDS = {"ndcg_per_epoch", "loss_per_epoch", "beta_per_epoch", "epochs_run", "wall_seconds"}
+
+
+def tiny_args(tmp_path: Path, *extra: str) -> list[str]:
+    """A sweep that trains in about a second per trial (300 users x 150 items)."""
+    return [
+        COMMAND,
+        "dataset=synthetic",
+        "dataset.options.n_users=300",
+        "dataset.options.n_items=150",
+        "dataset.options.density=0.05",
+        "dataset.n_heldout_users=50",
+        "model.intermediate_dim=16",
+        "model.latent_dim=8",
+        "model.n_epochs=2",
+        "search_space.intermediate_dim=choice(16,32)",  # unquoted: the command quotes it
+        "search_space.latent_dim='choice(4,8)'",
+        "sweep.quiet=true",
+        f"results_dir={tmp_path / 'results'}",
+        f"data_dir={tmp_path / 'cache'}",
+        *extra,
+    ]
+
+
+def only_study(storage: optuna.storages.BaseStorage) -> optuna.Study:
+    (name,) = optuna.study.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def check_finished_study(study: optuna.Study, *, n_trials: int, n_workers: int) -> None:
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in FINISHED]
+    assert n_trials <= len(finished) <= n_trials + n_workers - 1
+    assert len({t.number for t in trials}) == len(trials)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    for trial in finished:
+        assert RECORDS <= set(trial.user_attrs), trial.number
+
+
+def wait_for_running_after_finished(url: str, proc: subprocess.Popen, n_finished: int) -> dict:
+    """Poll the storage until `n_finished` trials finished and another one is RUNNING."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        try:
+            study = only_study(optuna.storages.RDBStorage(url, skip_table_creation=True))
+            trials = study.get_trials()
+        except Exception:  # the database or study does not exist yet
+            trials = []
+        finished = {t.number: (t.state, t.value, t.params) for t in trials if t.state in FINISHED}
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if len(finished) >= n_finished and running and running[0].intermediate_values:
+            return finished
+        time.sleep(0.05)
+    raise AssertionError("no trial was running after the first ones finished")
+
+
+def test_kill_9_mid_trial_then_the_same_command_completes_the_study(tmp_path: Path) -> None:
+    args = tiny_args(
+        tmp_path,
+        "sweep.n_trials=5",
+        "model.n_epochs=6",
+        "sweep.heartbeat_interval=1",
+        "sweep.grace_period=2",
+    )
+    url = default_storage(tmp_path / "results")
+    with open(tmp_path / "first.log", "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            before = wait_for_running_after_finished(url, proc, n_finished=2)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    study = only_study(open_storage(url))
+    (killed,) = study.get_trials(states=(TrialState.RUNNING,))
+
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    study = only_study(open_storage(url))
+    check_finished_study(study, n_trials=5, n_workers=1)
+    trials = study.get_trials()
+    for number, record in before.items():
+        assert (trials[number].state, trials[number].value, trials[number].params) == record
+    assert trials[killed.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].params == trials[killed.number].params
+    assert (tmp_path / "results" / study.study_name / "trials.csv").exists()
+
+
+def test_two_local_workers_on_a_journal_file(tmp_path: Path) -> None:
+    journal = tmp_path / "results" / "sweep-journal.log"
+    args = tiny_args(tmp_path, "sweep.n_trials=4", "sweep.n_workers=2", f"sweep.storage={journal}")
+    run = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "[worker 0]" in run.stdout + run.stderr and "[worker 1]" in run.stdout + run.stderr
+    study = only_study(open_storage(str(journal)))
+    check_finished_study(study, n_trials=4, n_workers=2)
+    assert not [p for p in journal.parent.rglob("*.heartbeats/*/*") if p.is_file()]
+
+
+def test_parallel_workers_on_sqlite_are_refused_before_any_trial(tmp_path: Path) -> None:
+    run = subprocess.run(
+        tiny_args(tmp_path, "sweep.n_workers=2"), capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 2
+    assert "sweep.n_workers=2 is refused with SQLite" in run.stderr
+    assert "sweep.storage=journal://" in run.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free port (initdb + pg_ctl), torn down after."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.skip(
+            "PostgreSQL binaries not found (/usr/lib/postgresql/*/bin/initdb); install "
+            "Debian's postgresql package (.ci/run does) to run this test"
+        )
+    bindir = Path(found[-1]).parent
+    root = Path(tempfile.mkdtemp(prefix="vae-sweep-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        # initdb refuses to run as root: the cluster belongs to the postgres OS user.
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' OS user to own the cluster")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", _free_port()
+    pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        [*pg_ctl, "-l", str(root / "server.log"), "-w", "-o", options, "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        import psycopg2
+
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres")
+        connection.autocommit = True
+        connection.cursor().execute("CREATE DATABASE sweep")
+        connection.close()
+        yield f"postgresql://postgres@127.0.0.1:{port}/sweep"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.postgres
+def test_two_workers_share_one_postgresql_study(tmp_path: Path, postgres_url: str) -> None:
+    args = tiny_args(tmp_path, "sweep.n_trials=4", f"sweep.storage={postgres_url}")
+    # Separate commands, as on two machines (they share only the database).
+    workers = [
+        subprocess.Popen(
+            [*args, f"sweep.worker_id={i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output[-3000:]
+    study = only_study(open_storage(postgres_url))
+    check_finished_study(study, n_trials=4, n_workers=2)
+    assert all("trial" in output for output in outputs)

@@ -1,0 +1,228 @@
+"""Settings, storages, study loading, journal heartbeats and the composed Hydra config."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from harness.sweep import (
+    StudyNotFoundError,
+    SweepConfigError,
+    SweepSettings,
+    default_storage,
+    load_study,
+    open_storage,
+    parse_search_space,
+)
+from harness.sweep.app import quote_search_space_args
+from harness.sweep.config import CONF_DIR, model_config
+from harness.sweep.heartbeat import JournalHeartbeat
+from harness.sweep.study import journal_path, make_pruner, make_sampler, resolve_storage_url
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"sampler": "bayes"}, r"sweep.sampler='bayes' is unknown; use one of tpe, random"),
+        ({"pruner": "asha"}, r"sweep.pruner='asha' is unknown; use one of median"),
+        ({"n_trials": None, "timeout": None}, "would never end; set sweep.n_trials"),
+        ({"n_workers": 0}, r"sweep.n_workers=0 must be >= 1"),
+        ({"grace_period": 5, "heartbeat_interval": 10}, "must exceed sweep.heartbeat_interval"),
+    ],
+)
+def test_bad_settings_name_the_key(changes: dict, message: str) -> None:
+    with pytest.raises(SweepConfigError, match=message):
+        SweepSettings(**changes)
+
+
+def test_settings_from_mapping_rejects_typos() -> None:
+    with pytest.raises(SweepConfigError, match="unknown sweep setting.*sweep.n_trails"):
+        SweepSettings.from_mapping({"n_trails": 3})
+    settings = SweepSettings.from_mapping({"models": ["ease", "popularity"], "n_trials": 3})
+    assert settings.models == ("ease", "popularity") and settings.effective_grace_period == 30
+
+
+def test_every_sampler_and_pruner_builds() -> None:
+    space = parse_search_space({"lam": "choice(1.0, 10.0)"}, model_name="ease")
+    for sampler in ("tpe", "random", "qmc", "grid"):
+        assert make_sampler(SweepSettings(sampler=sampler), space) is not None
+    for pruner in ("median", "hyperband", "successive_halving", "none"):
+        assert make_pruner(SweepSettings(pruner=pruner)) is not None
+
+
+def test_sqlite_with_parallel_workers_is_refused_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(SweepConfigError, match=r"sweep.n_workers=2 is refused.*journal://"):
+        resolve_storage_url(SweepSettings(n_workers=2), tmp_path)
+    url = resolve_storage_url(SweepSettings(n_workers=2, storage="x.log"), tmp_path)
+    assert url == "x.log"
+    assert default_storage(tmp_path) == f"sqlite:///{tmp_path.resolve()}/optuna.db"
+
+
+def test_journal_urls() -> None:
+    assert journal_path("journal:///tmp/a/b.log") == Path("/tmp/a/b.log")
+    assert journal_path("rel.log") == Path("rel.log").resolve()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://nobody:secret@127.0.0.1:{port}/nodb",
+        "nosuchdb://host/db",
+        "sqlite:////proc/forbidden/optuna.db",
+    ],
+)
+def test_unreachable_storage_is_a_clear_error_before_any_trial(url: str) -> None:
+    url = url.format(port=_free_port())
+    with pytest.raises(SweepConfigError, match="sweep.storage=.*cannot") as info:
+        open_storage(url, SweepSettings())
+    assert "secret" not in str(info.value)
+
+
+def test_load_study_lists_what_the_storage_holds(tmp_path: Path) -> None:
+    url = default_storage(tmp_path)
+    optuna.create_study(storage=url, study_name="present")
+    assert load_study(url, "present").study_name == "present"
+    with pytest.raises(StudyNotFoundError, match="no study 'absent'.*it holds: present"):
+        load_study(url, "absent")
+
+
+def test_journal_heartbeat_fails_dead_trials_once_and_retries_them(tmp_path: Path) -> None:
+    log_file = tmp_path / "journal.log"
+    study = optuna.create_study(storage=open_storage(str(log_file)), study_name="s")
+    beat = JournalHeartbeat(log_file, "s", interval=0.05, grace_period=0.5, max_retry=1)
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    alive = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    old = time.time() - 5
+    with beat.beating(alive._trial_id):
+        (beat.directory / str(dead._trial_id)).touch()
+        os.utime(beat.directory / str(dead._trial_id), (old, old))
+        time.sleep(0.2)
+        assert beat.fail_stale_trials(study) == [dead.number]
+        # A second reaper (another worker) finds nothing left to do.
+        assert beat.fail_stale_trials(study) == []
+    trials = study.get_trials()
+    assert trials[dead.number].state == TrialState.FAIL
+    assert "no heartbeat" in trials[dead.number].user_attrs["failure_reason"]
+    assert trials[alive.number].state == TrialState.RUNNING
+    (retry,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert retry.params == trials[dead.number].params
+    assert "failure_reason" not in retry.user_attrs
+    assert not (beat.directory / str(alive._trial_id)).exists()
+
+
+def test_cli_search_space_values_are_quoted_for_hydra() -> None:
+    args = [
+        "search_space.beta=interval(0.05,0.5)",
+        "search_space.lr='tag(log, interval(1e-4,1e-2))'",
+        "+search_space.x=choice('a','b')",
+        "model=mult_vae",
+        "search_space.k=3",
+    ]
+    assert quote_search_space_args(args) == [
+        "search_space.beta='interval(0.05,0.5)'",
+        "search_space.lr='tag(log, interval(1e-4,1e-2))'",
+        "+search_space.x=\"choice('a','b')\"",
+        "model=mult_vae",
+        "search_space.k=3",
+    ]
+
+
+def _compose(*overrides: str) -> dict:
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        cfg = compose(config_name="sweep", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("model", ["standard_vae", "mult_vae", "ease", "popularity"])
+def test_search_space_follows_the_model_and_parses(model: str) -> None:
+    cfg = _compose(f"model={model}")
+    assert cfg["model"]["name"] == model
+    parsed = parse_search_space(cfg["search_space"], model_name=model)
+    if model != "popularity":
+        assert parsed.distributions
+    SweepSettings.from_mapping(cfg["sweep"])
+
+
+def test_cli_override_of_a_search_space_entry() -> None:
+    cfg = _compose("model=mult_vae", "search_space.anneal_cap='interval(0.05,0.5)'")
+    assert cfg["search_space"]["anneal_cap"] == "interval(0.05,0.5)"
+    assert "beta" not in cfg["search_space"]
+
+
+def test_model_config_for_other_models_carries_shared_overrides() -> None:
+    cfg = _compose("model.n_epochs=3", "model.batch_size=64")
+    mult, space = model_config(cfg, "mult_vae")
+    assert mult["name"] == "mult_vae" and mult["n_epochs"] == 3 and mult["batch_size"] == 64
+    assert "anneal_cap" in space
+    ease, _ = model_config(cfg, "ease")
+    assert "n_epochs" not in ease
+    with pytest.raises(SweepConfigError, match="unknown model 'vae9'"):
+        model_config(cfg, "vae9")
+
+
+def test_defaults_are_enqueued_once_but_again_after_an_interrupted_first_run() -> None:
+    from harness.sweep.objective import INTERRUPTED
+    from harness.sweep.runner import _enqueue_defaults
+
+    space = parse_search_space({"lam": "tag(log, interval(1, 1e4))"}, model_name="ease")
+    study = optuna.create_study(direction="maximize")
+    _enqueue_defaults(study, space, "ease")
+    _enqueue_defaults(study, space, "ease")  # already waiting: not twice
+    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+    trial = study.ask()
+    assert trial.suggest_float("lam", 1, 1e4, log=True) == 500.0
+    trial.set_user_attr("failure_reason", INTERRUPTED)
+    study.tell(trial, state=TrialState.FAIL)
+    _enqueue_defaults(study, space, "ease")
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 1
+    trial = study.ask()
+    trial.suggest_float("lam", 1, 1e4, log=True)
+    trial.set_user_attr("failure_reason", "TrainingDivergedError: ...")
+    study.tell(trial, state=TrialState.FAIL)
+    _enqueue_defaults(study, space, "ease")  # a diverged default is not retried
+    assert not study.get_trials(states=(TrialState.WAITING,))
+
+
+@pytest.mark.parametrize(
+    ("override", "group"), [("model=vae9", "model"), ("dataset=ml-3m", "dataset")]
+)
+def test_unknown_model_or_dataset_lists_the_available_ones(override: str, group: str) -> None:
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    with pytest.raises((ConfigCompositionException, MissingConfigException)) as info:
+        _compose(override)
+    assert f"Could not find '{group}/" in str(info.value)
+    assert "Available options" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("search_space.beta='interval(1,'", "search_space.beta: cannot parse"),
+        ("sweep.pruner=asha", "sweep.pruner='asha' is unknown"),
+        ("sweep.storage=nosuchdb://x/y", "sweep.storage=nosuchdb://x/y: cannot connect"),
+    ],
+)
+def test_bad_config_fails_before_the_data_is_loaded(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    from harness.sweep import sweep_from_config
+
+    cfg = _compose(override, f"results_dir={tmp_path}")
+    cfg["dataset"]["name"] = "no-such-dataset"  # loading it would fail with another error
+    with pytest.raises(SweepConfigError, match=message.replace("(", r"\(")):
+        sweep_from_config(cfg)
