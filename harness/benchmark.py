@@ -1,0 +1,305 @@
+"""The benchmark: each model's best configuration retrained over seeds and scored on test
+users, with CIs, paired tests against the baseline, the trial budgets and the optimal beta
+two ways. Results go to ``results/<name>/`` (layout in ``harness.benchmark_io``).
+
+Recipe per model:
+    1. candidates: the top ``n_candidates`` complete trials of its study (a fixed config for
+       a model without a study, e.g. popularity);
+    2. seed-aware selection: each candidate retrained with every seed on the training users,
+       early-stopped on validation users; the best mean validation NDCG wins;
+    3. the winner's seed runs are scored on the test users, once each;
+    4. VAEs only: Liang et al.'s optimal beta (anneal to cap 1.0, take the beta of the best
+       validation epoch, retrain with it as the cap at the same slope, score on test).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from harness.benchmark_io import write_results
+from harness.benchmark_summary import ModelRun, summary_tables
+from harness.benchmark_train import SEEDED_MODELS, FitResult, HeldOutTestScorer, fit_seed
+from harness.stats import mean_ci
+
+log = logging.getLogger("harness.benchmark")
+MIN_ANNEAL_CAP = 1e-3  # a best epoch at beta ~ 0 would give cap 0, which the models reject
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """The `benchmark.*` config keys.
+
+    Attributes:
+        name: results folder name under results_dir.
+        models: models compared, in display order.
+        baseline: model every other one is tested against.
+        fixed_models: models compared at a fixed configuration when they have no study.
+        n_seeds: seeds per final configuration (seeds are seed, seed + 1, ...).
+        seed: first seed.
+        n_candidates: top trials per study re-run over the seeds in selection.
+        patience: stop a run after this many epochs without a better validation NDCG
+            (None = train all epochs; the best epoch's weights are restored either way).
+        liang: run Liang et al.'s optimal-beta procedure for the VAEs.
+        liang_seeds: seeds of that procedure (the first ones; None = all ``n_seeds``); each
+            costs two trainings.
+        test_metric: per-user metric of the paired tests.
+        ks: cut-offs of the test metrics.
+        confidence: coverage of the intervals over seeds.
+    """
+
+    name: str
+    models: tuple[str, ...] = ("standard_vae", "mult_vae", "ease", "popularity")
+    baseline: str = "mult_vae"
+    fixed_models: tuple[str, ...] = ("popularity",)
+    n_seeds: int = 5
+    seed: int = 0
+    n_candidates: int = 3
+    patience: int | None = None
+    liang: bool = True
+    liang_seeds: int | None = None
+    test_metric: str = "ndcg@100"
+    ks: tuple[int, ...] = (10, 20, 50, 100)
+    confidence: float = 0.95
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds every final configuration is trained with."""
+        return list(range(self.seed, self.seed + self.n_seeds))
+
+
+def candidates(study: optuna.Study | None, fixed_params: dict[str, Any], n: int) -> list[dict]:
+    """The top ``n`` distinct complete trials by value, each as {trial, search_value, params}.
+
+    Parameters are the trial's recorded full parameters (``params_full``), falling back to
+    the fixed parameters updated with the searched ones. Without a study: the fixed config.
+    """
+    if study is None:
+        return [{"trial": None, "search_value": None, "params": dict(fixed_params)}]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    out, seen = [], set()
+    for t in sorted(complete, key=lambda t: t.value, reverse=True):
+        params = dict(t.user_attrs.get("params_full") or {**fixed_params, **t.params})
+        key = repr(sorted(params.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append({"trial": t.number, "search_value": t.value, "params": params})
+        if len(out) == n:
+            break
+    return out
+
+
+def _select(split, model: str, cands: list[dict], seeds: list[int], patience: int | None):
+    """Retrain every candidate over ``seeds``; keep the fits of the best mean validation NDCG."""
+    best: tuple[float, dict, list[FitResult]] | None = None
+    for cand in cands:
+        fits = [fit_seed(split, model, cand["params"], s, patience=patience) for s in seeds]
+        vals = [f.facts["val_ndcg"] for f in fits]
+        log.info(
+            "%s: trial %s over seeds %s: validation NDCG %s (%.0f s)",
+            model,
+            cand["trial"],
+            seeds,
+            ", ".join(f"{v:.4f}" for v in vals),
+            sum(f.facts["wall_seconds"] for f in fits),
+        )
+        cand.update(
+            val_ndcg=vals,
+            val_ndcg_mean=float(np.nanmean(vals)) if np.isfinite(vals).any() else None,
+        )
+        if cand["val_ndcg_mean"] is not None and (best is None or cand["val_ndcg_mean"] > best[0]):
+            best = (cand["val_ndcg_mean"], cand, fits)
+        del fits
+        gc.collect()  # drop the losing candidate's models before training the next
+    if best is None:
+        raise RuntimeError(
+            f"every candidate configuration of {model} diverged (NaN loss) on "
+            "every seed: inspect the study's trials, or lower learning_rate"
+        )
+    return best[1], best[2]
+
+
+def _liang(
+    split,
+    model: str,
+    params: dict,
+    seeds: list[int],
+    scorer: HeldOutTestScorer,
+    settings: BenchmarkSettings,
+) -> dict[str, Any]:
+    """Liang et al.'s optimal beta: anneal to 1.0, take beta at the best epoch, retrain."""
+    base = {**params, "annealing": True}
+    betas, tests, history, steps = [], [], None, None
+    for seed in seeds:
+        probe = fit_seed(
+            split, model, {**base, "anneal_cap": 1.0}, seed, patience=settings.patience
+        )
+        beta = max(probe.facts["optimal_beta"], MIN_ANNEAL_CAP)
+        # same slope as the probe: the seed formula would rescale the slope by the new cap
+        steps = getattr(probe.model, "total_anneal_steps_", base.get("total_anneal_steps"))
+        history = history or {"beta": probe.history["beta"], "ndcg": probe.history["ndcg"]}
+        final = fit_seed(
+            split,
+            model,
+            {**base, "anneal_cap": beta, "total_anneal_steps": steps},
+            seed,
+            patience=settings.patience,
+        )
+        per_user, _ = scorer.score(final.model, model, "liang", seed)
+        log.info("%s: Liang procedure, seed %d: optimal beta %.3f", model, seed, beta)
+        betas.append(beta)
+        tests.append(float(np.nanmean(per_user[settings.test_metric])))
+    ci = mean_ci(tests, settings.confidence)
+    return {
+        "optimal_beta": betas,
+        "optimal_beta_mean": float(np.mean(betas)),
+        "test": {"mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high},
+        "metric": settings.test_metric,
+        "total_anneal_steps": steps,
+        "seed": seeds[0],
+        "history": history,
+    }
+
+
+def _budget(study: optuna.Study | None) -> dict[str, Any]:
+    """The trials a model's study holds; a model without a study got 0 (fixed config)."""
+    states = [t.state for t in study.get_trials(deepcopy=False)] if study else []
+    complete, pruned = states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED)
+    return {
+        "study": study.study_name if study else "",
+        "n_trials_budget": study.user_attrs.get("n_trials_budget") if study else 0,
+        "finished": complete + pruned,  # what sweep.n_trials counts
+        "complete": complete,
+        "pruned": pruned,
+        "failed": states.count(TrialState.FAIL),
+        "note": "" if study else "fixed configuration: nothing to tune, 0 trials",
+    }
+
+
+def benchmark_model(
+    split,
+    model: str,
+    study: optuna.Study | None,
+    fixed_params: dict[str, Any],
+    settings: BenchmarkSettings,
+    scorer: HeldOutTestScorer,
+) -> ModelRun:
+    """Select, retrain over seeds and test one model (steps 1-4 of the module docstring)."""
+    seeded = model in SEEDED_MODELS
+    seeds = settings.seeds if seeded else settings.seeds[:1]  # closed form: seeds change nothing
+    cands = candidates(study, fixed_params, settings.n_candidates)
+    chosen, fits = _select(split, model, cands, seeds, settings.patience)
+    scored = [scorer.score(f.model, model, "final", f.facts["seed"]) for f in fits]
+    per_user = {m: np.stack([s[0][m] for s in scored]) for m in scored[0][0]}
+    coverage = [s[1] for s in scored]
+    facts = [f.facts for f in fits]
+    if not seeded:  # one deterministic run stands for every seed: zero-width intervals
+        per_user = {m: np.repeat(v, settings.n_seeds, axis=0) for m, v in per_user.items()}
+        coverage = coverage * settings.n_seeds
+        facts = [
+            {**facts[0], "seed": s, "note": "deterministic: trained once"} for s in settings.seeds
+        ]
+    info: dict[str, Any] = {
+        "budget": _budget(study),
+        "chosen_trial": chosen["trial"],
+        "params": chosen["params"],
+        "deterministic": not seeded,
+        "candidates": [{k: v for k, v in c.items() if k != "params"} for c in cands],
+    }
+    if seeded:
+        params = chosen["params"]
+        param = "anneal_cap" if params.get("annealing") else "beta"
+        search = {
+            "param": param,
+            "value": params.get(param),
+            "metric": settings.test_metric,
+            "test_mean": float(np.mean(np.nanmean(per_user[settings.test_metric], axis=1))),
+            "optimal_beta_final": [f["optimal_beta"] for f in facts],
+        }
+        liang_seeds = seeds[: settings.liang_seeds or len(seeds)]
+        liang = (
+            _liang(split, model, params, liang_seeds, scorer, settings) if settings.liang else None
+        )
+        info["beta"] = {"search": search, "liang": liang}
+    del fits
+    gc.collect()
+    return ModelRun(model, per_user, {"coverage@100": coverage}, facts, info)
+
+
+def run_benchmark(
+    *,
+    split,
+    dataset_name: str,
+    studies: Mapping[str, optuna.Study | None],
+    model_params: Mapping[str, dict[str, Any]],
+    settings: BenchmarkSettings,
+    results_dir: Path,
+    storage: str | None = None,
+) -> Path:
+    """Benchmark every model of ``settings.models`` and write ``results_dir/<name>/``.
+
+    Args:
+        split: the data split (the studies' ``split_fingerprint`` must match it).
+        dataset_name: dataset name, recorded.
+        studies: model -> its study (None for a fixed-configuration model).
+        model_params: model -> fixed parameters (used without a study, and as fallback).
+        settings: benchmark settings.
+        results_dir: parent folder of the benchmark folder.
+        storage: storage URL, recorded.
+
+    Returns:
+        The benchmark folder.
+
+    Raises:
+        ValueError: a study was made on another split than ``split``.
+    """
+    start = time.perf_counter()
+    for model, study in studies.items():
+        fp = study.user_attrs.get("split_fingerprint") if study else None
+        if fp and fp != split.fingerprint:
+            raise ValueError(
+                f"study {study.study_name!r} ({model}) was swept on split {fp[:12]} "
+                f"but the benchmark split is {split.fingerprint[:12]}: benchmark "
+                "with the dataset/protocol the sweep used"
+            )
+    scorer = HeldOutTestScorer(split, settings.ks)
+    runs = [
+        benchmark_model(split, m, studies.get(m), dict(model_params.get(m, {})), settings, scorer)
+        for m in settings.models
+    ]
+    info = {
+        "name": settings.name,
+        "dataset": dataset_name,
+        "split_fingerprint": split.fingerprint,
+        "n_test_users": int(split.test_te.shape[0]),
+        "n_items": int(split.n_items),
+        "seeds": settings.seeds,
+        "n_seeds": settings.n_seeds,
+        "baseline": settings.baseline,
+        "test_metric": settings.test_metric,
+        "storage": storage,
+        "test_scorings": scorer.record(),
+        "test_scored_once": max(scorer.scored.values()) == 1,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "settings": {k: v for k, v in vars(settings).items()},
+        "models": {r.model: r.info for r in runs},
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+    tables = summary_tables(
+        runs,
+        baseline=settings.baseline,
+        test_metric=settings.test_metric,
+        confidence=settings.confidence,
+    )
+    per_user = {r.model: {**r.per_user, "test_users": np.asarray(split.test_users)} for r in runs}
+    return write_results(results_dir / settings.name, info, tables, per_user)

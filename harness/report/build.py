@@ -1,0 +1,234 @@
+"""Assemble the report: figures into ``figures/``, then report.md, report.html and
+manifest.json, all written to a temp folder that is renamed to ``reports/<name>`` at the end."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from matplotlib.figure import Figure
+from optuna.trial import TrialState
+
+from harness.benchmark_io import BenchmarkResults, write_atomically
+from harness.report import figures as F
+from harness.report import tables as T
+from harness.report.document import FIGURES_DIR, Document, FigureRef, Section, to_html, to_markdown
+from harness.report.manifest import manifest_section
+
+FIGURE_METRICS = ("ndcg@10", "ndcg@100", "recall@20", "recall@50")  # Liang's headline metrics
+
+
+def _anneal_run(
+    model: str, study: optuna.Study | None, results: BenchmarkResults | None
+) -> F.AnnealRun | None:
+    """Liang's cap-1.0 run from the benchmark if there is one, else the best annealing trial."""
+    record = results.info["models"].get(model, {}) if results else {}
+    liang = (record.get("beta") or {}).get("liang")
+    if liang and liang.get("history", {}).get("beta"):
+        h = liang["history"]
+        return F.AnnealRun(
+            np.array(h["beta"], dtype=float),
+            np.array(h["ndcg"], dtype=float),
+            f"Liang procedure: anneal to cap 1.0 (seed {liang.get('seed')})",
+        )
+    trials = [
+        t
+        for t in (study.get_trials(deepcopy=False) if study else [])
+        if (bp := F.beta_param(t))
+        and bp[0] == "anneal_cap"
+        and np.isfinite(F.attr_curve(t, "ndcg_per_epoch")).any()
+        and F.attr_curve(t, "beta_per_epoch").size
+    ]
+    if not trials:
+        return None
+    t = max(trials, key=F.trial_score)
+    return F.AnnealRun(
+        F.attr_curve(t, "beta_per_epoch"),
+        F.attr_curve(t, "ndcg_per_epoch"),
+        f"best annealing trial {t.number} (anneal_cap {F.beta_param(t)[1]:.3f})",
+    )
+
+
+def _scorings(info: dict[str, Any]) -> str:
+    """The benchmark's record of test scorings as text, e.g. "mult_vae: final 5, liang 3"."""
+    return "; ".join(
+        f"{model}: " + ", ".join(f"{variant} {n}" for variant, n in variants.items())
+        for model, variants in info["test_scorings"].items()
+    )
+
+
+class _Writer:
+    """Collects sections while saving figures into the report's temp folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.figures = folder / FIGURES_DIR
+        self.saved: list[str] = []
+
+    def figure(self, fig: Figure, stem: str, caption: str) -> FigureRef:
+        """Save ``fig`` as PNG and SVG and return the reference to place in a section."""
+        F.save_figure(fig, self.figures, stem)
+        self.saved.append(stem)
+        return FigureRef(stem, caption)
+
+
+def _benchmark_sections(w: _Writer, results: BenchmarkResults) -> list[Section]:
+    info = results.info
+    names = [m for m in FIGURE_METRICS if m in set(results.metrics["metric"])]
+    summary = Section(
+        "Test results",
+        [
+            f"Benchmark `{info['name']}` on `{info['dataset']}` (split `{info['split_fingerprint'][:12]}`), "
+            f"{info['n_test_users']} test users, seeds {info['seeds']}. Each model's final "
+            "configuration (chosen on validation users only) was retrained once per seed with "
+            "the best validation epoch's weights kept, and each run scored the test users once "
+            "(closed-form models are trained once: seeds change nothing). Test scorings: "
+            f"{_scorings(info)}.",
+            T.metrics_table(results),
+            w.figure(
+                F.test_metrics_figure(results.metrics, names),
+                "test_metrics",
+                "Test metrics: mean over seeds with 95% confidence intervals",
+            ),
+            T.tests_table(results),
+        ],
+    )
+    return [
+        summary,
+        Section(
+            "Tuning budget, selection and seeds",
+            [T.budget_table(results), T.selection_table(results), T.seeds_table(results)],
+        ),
+    ]
+
+
+def _beta_section(
+    w: _Writer, studies: Mapping[str, optuna.Study], results: BenchmarkResults | None, k: int
+) -> Section:
+    section = Section("The optimal β")
+    vaes = {
+        m: s
+        for m, s in studies.items()
+        if any(F.beta_param(t) for t in s.get_trials(deepcopy=False))
+    }
+    runs = {m: r for m in (vaes or studies) if (r := _anneal_run(m, studies.get(m), results))}
+    if runs:
+        section.blocks.append(
+            w.figure(
+                F.beta_figure(runs, k=k),
+                "beta_per_epoch",
+                "β per epoch (left axis) and validation NDCG (right axis) "
+                "of annealing runs; the star marks the optimal β",
+            )
+        )
+    else:
+        section.blocks.append("No annealing run recorded: no β-per-epoch figure.")
+    if vaes:
+        section.blocks.append(
+            w.figure(
+                F.ndcg_vs_beta_figure(vaes, k=k),
+                "ndcg_vs_beta",
+                "Validation NDCG against β (constant) or anneal_cap (annealing) across all trials",
+            )
+        )
+    if results is not None:
+        section.blocks.append(T.beta_table(results))
+    return section
+
+
+def _optuna_section(w: _Writer, studies: Mapping[str, optuna.Study]) -> Section:
+    section = Section("Optimisation history and parameter importances")
+    for model, study in studies.items():
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            section.blocks.append(f"{model}: no complete trial yet, no history plot.")
+            continue
+        section.blocks.append(
+            w.figure(
+                F.optimization_history_figure(study, f"Optimisation history: {model}"),
+                f"history_{model}",
+                f"Optimisation history: {model}",
+            )
+        )
+        imp = F.importances_figure(study, f"Parameter importances: {model}")
+        if isinstance(imp, str):
+            section.blocks.append(f"{model}: parameter importances skipped ({imp}).")
+        else:
+            section.blocks.append(
+                w.figure(imp, f"importance_{model}", f"Parameter importances (fANOVA): {model}")
+            )
+    return section
+
+
+def build_report(
+    *,
+    name: str,
+    studies: Mapping[str, optuna.Study],
+    results: BenchmarkResults | None,
+    manifest: dict[str, Any],
+    reports_dir: Path,
+    k: int = 100,
+) -> Path:
+    """Write ``reports_dir/<name>/`` (report.md, report.html, manifest.json, figures/).
+
+    Works with studies that hold pruned, failed or running trials; without benchmark results
+    (``results=None``) the test sections are replaced by a note. Nothing partial is left in
+    ``reports_dir``: the folder appears complete or not at all.
+
+    Args:
+        name: report name (folder name).
+        studies: model name -> its Optuna study, in display order.
+        results: the loaded benchmark, or None.
+        manifest: from ``collect_manifest``; "report" wall time is added here.
+        reports_dir: parent folder, e.g. ``reports/``.
+        k: the cutoff of the validation NDCG the sweeps optimised.
+
+    Returns:
+        The report folder.
+    """
+    start = time.perf_counter()
+    manifest = {**manifest, "stage_seconds": dict(manifest.get("stage_seconds", {}))}
+
+    def fill(folder: Path) -> None:
+        w = _Writer(folder)
+        doc = Document(f"vae-sweep report: {name}")
+        if results is not None:
+            doc.sections += _benchmark_sections(w, results)
+        else:
+            doc.sections.append(
+                Section(
+                    "Test results",
+                    [
+                        "No benchmark results yet: run `harness-benchmark` (or `harness-run`) for the "
+                        "test-user table; below are the sweeps only."
+                    ],
+                )
+            )
+        doc.sections.append(
+            Section(
+                "Sweeps",
+                [
+                    T.study_table(studies),
+                    w.figure(
+                        F.ndcg_per_epoch_figure(studies, k=k),
+                        "ndcg_per_epoch",
+                        f"Validation NDCG@{k} per epoch: every trial faint, the best trial bold",
+                    ),
+                ],
+            )
+        )
+        doc.sections.append(_beta_section(w, studies, results, k))
+        doc.sections.append(_optuna_section(w, studies))
+        if results is not None:
+            doc.sections.append(Section("All test metrics", [T.all_metrics_table(results)]))
+        manifest["stage_seconds"]["report"] = round(time.perf_counter() - start, 1)
+        manifest["figures"] = w.saved
+        doc.sections.append(manifest_section(manifest))
+        (folder / "report.md").write_text(to_markdown(doc))
+        (folder / "report.html").write_text(to_html(doc, w.figures))
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+
+    return write_atomically(reports_dir / name, fill)

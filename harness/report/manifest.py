@@ -1,0 +1,145 @@
+"""Reproducibility manifest: what ran (packages, git commit, config, split), where (machine)
+and how long each stage took."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.report.document import Code, Section, Table
+
+PACKAGES = (
+    "vae-sweep",
+    "numpy",
+    "scipy",
+    "pandas",
+    "optuna",
+    "hydra-core",
+    "omegaconf",
+    "matplotlib",
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+)
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution (None when not installed), plus Python's."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit(repo: Path | None = None) -> dict[str, Any]:
+    """HEAD commit of the repository holding the harness and whether the tree is dirty.
+
+    Returns {"commit": None, ...} outside a git checkout (e.g. a wheel install) instead of
+    failing: a report must still be writable there.
+    """
+    repo = repo or Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, timeout=10
+        ).stdout
+
+    try:
+        commit, status = git("rev-parse", "HEAD").strip(), git("status", "--porcelain")
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, logical cores (total and usable by this process), memory, OS."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": usable,
+        "memory_gb": round(memory / 2**30, 1) if memory else None,
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+    }
+
+
+def collect_manifest(
+    *,
+    config: dict[str, Any],
+    split_fingerprint: str | None,
+    stage_seconds: dict[str, float],
+) -> dict[str, Any]:
+    """Everything needed to reproduce (or distrust) a report.
+
+    Args:
+        config: the fully composed config as a plain dict.
+        split_fingerprint: the data split's sha256 fingerprint.
+        stage_seconds: wall time per stage, e.g. {"sweep": .., "benchmark": .., "report": ..}.
+    """
+    return {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "packages": package_versions(),
+        "git": git_commit(),
+        "machine": machine(),
+        "split_fingerprint": split_fingerprint,
+        "stage_seconds": {k: round(float(v), 1) for k, v in stage_seconds.items()},
+        "config": config,
+    }
+
+
+def manifest_section(manifest: dict[str, Any]) -> Section:
+    """The manifest as a report section: facts table, stage times, composed config."""
+    git = manifest["git"]
+    commit = git["commit"] or "not a git checkout"
+    if git.get("dirty"):
+        commit += " (uncommitted changes)"
+    mach = manifest["machine"]
+    facts = [
+        ["created", manifest["created"]],
+        ["command", f"`{manifest['command']}`"],
+        ["git commit", commit],
+        ["split fingerprint", str(manifest["split_fingerprint"])],
+        [
+            "machine",
+            f"{mach['cpu']}, {mach['cores']} cores ({mach['cores_usable']} usable), "
+            f"{mach['memory_gb']} GB, {mach['platform']}",
+        ],
+    ]
+    facts += [[f"package {k}", str(v)] for k, v in manifest["packages"].items() if v]
+    stages = [[k, f"{v:.1f}"] for k, v in manifest["stage_seconds"].items()]
+    return Section(
+        "Reproducibility manifest",
+        [
+            Table(["item", "value"], facts),
+            Table(["stage", "wall seconds"], stages, caption="Wall time per stage"),
+            "The fully composed config (also in `manifest.json`):",
+            Code(yaml.safe_dump(manifest["config"], sort_keys=False), "yaml"),
+        ],
+    )

@@ -1,0 +1,279 @@
+"""Report tables built from the benchmark files and the studies. Every number is formatted
+here, once, with ``fmt`` so the report shows exactly the values in ``results/``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from harness.benchmark_io import BenchmarkResults
+from harness.report.document import Table
+from harness.report.figures import best_trial
+
+MAIN_METRICS = ("ndcg@10", "ndcg@20", "ndcg@100", "recall@20", "recall@50")
+
+
+def fmt(value: object, digits: int = 4) -> str:
+    """A number with fixed digits; NaN/None as an en dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def stars(p: float | None, alpha: float = 0.05) -> str:
+    """Significance marks of a Holm-adjusted p-value: * < alpha, ** < 0.01, *** < 0.001."""
+    if p is None or (isinstance(p, float) and math.isnan(p)) or p >= alpha:
+        return ""
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*"
+
+
+def ci_cell(row: Mapping[str, float]) -> str:
+    """ "mean [low, high]" of one metrics.csv row."""
+    return f"{fmt(row['mean'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
+
+
+def _metric_cell(metrics: pd.DataFrame, model: str, name: str) -> str:
+    hit = metrics[(metrics["model"] == model) & (metrics["metric"] == name)]
+    return ci_cell(hit.iloc[0]) if len(hit) else "–"
+
+
+def metrics_table(results: BenchmarkResults, names: Sequence[str] = MAIN_METRICS) -> Table:
+    """Models x main test metrics (mean [95% CI] over seeds) with the paired-test column."""
+    metrics, tests = results.metrics, results.tests
+    baseline = results.info.get("baseline", "mult_vae")
+    shown = [m for m in names if m in set(metrics["metric"])]
+    test_metric = results.info.get("test_metric", "ndcg@100")
+    rows = []
+    for model in dict.fromkeys(metrics["model"]):
+        cells = [model, *(_metric_cell(metrics, model, name) for name in shown)]
+        test = tests[tests["model"] == model] if len(tests) else tests
+        if model == baseline:
+            cells.append("baseline")
+        elif len(test):
+            t = test.iloc[0]
+            cells.append(
+                f"{float(t['mean_difference']):+.4f}, p_Holm={fmt(t['p_holm'], 4)}"
+                f" {stars(t['p_holm'])}".rstrip()
+            )
+        else:
+            cells.append("–")
+        rows.append(cells)
+    header = ["model", *shown, f"vs {baseline} ({test_metric}: mean Δ, Holm p)"]
+    return Table(
+        header,
+        rows,
+        caption=(
+            f"Test users, mean [95% t-interval] over {results.info.get('n_seeds', '?')} seeds. "
+            "recall@k is Liang's truncated recall (hits / min(k, n_heldout)); recall_std@k is "
+            "hits / n_heldout. Marks: * p<0.05, ** p<0.01, *** p<0.001 (Wilcoxon signed-rank on "
+            "per-user values averaged over seeds, Holm-corrected)."
+        ),
+    )
+
+
+def all_metrics_table(results: BenchmarkResults) -> Table:
+    """Every metric in metrics.csv: metrics as rows, models as columns."""
+    metrics = results.metrics
+    models = list(dict.fromkeys(metrics["model"]))
+    rows = []
+    for name in dict.fromkeys(metrics["metric"]):
+        rows.append([name, *(_metric_cell(metrics, model, name) for model in models)])
+    return Table(["metric", *models], rows, caption="All test metrics (mean [95% CI])")
+
+
+def tests_table(results: BenchmarkResults) -> Table:
+    """The paired tests, one row per model against the baseline."""
+    rows = [
+        [
+            r["model"],
+            r["baseline"],
+            r["metric"],
+            str(int(r["n_users"])),
+            f"{float(r['mean_difference']):+.4f}",
+            f"{float(r['median_difference']):+.4f}",
+            fmt(r["statistic"], 1),
+            fmt(r["p_value"]),
+            fmt(r["p_holm"]),
+            stars(r["p_holm"]) or "no",
+        ]
+        for _, r in results.tests.iterrows()
+    ]
+    return Table(
+        [
+            "model",
+            "baseline",
+            "metric",
+            "users",
+            "mean Δ",
+            "median Δ",
+            "W",
+            "p",
+            "p (Holm)",
+            "significant",
+        ],
+        rows,
+        caption="Paired Wilcoxon signed-rank tests on per-user values (averaged over seeds), "
+        "Holm-corrected over the models; Δ = model − baseline",
+    )
+
+
+def budget_table(results: BenchmarkResults) -> Table:
+    """The trial budget each model got and the finished trials in its study."""
+    b = results.budget
+    rows = [
+        [
+            r["model"],
+            str(r["study"]),
+            str(r["n_trials_budget"]),
+            str(r["finished"]),
+            str(r["complete"]),
+            str(r["pruned"]),
+            str(r["failed"]),
+            str(r["note"]),
+        ]
+        for _, r in b.fillna("").iterrows()
+    ]
+    tuned = b[b["n_trials_budget"] > 0]
+    equal = tuned["n_trials_budget"].nunique() <= 1 and tuned["finished"].nunique() <= 1
+    return Table(
+        ["model", "study", "budget", "finished", "complete", "pruned", "failed", "note"],
+        rows,
+        caption="Tuning budget: "
+        + ("equal for every tuned model." if equal else "NOT equal across models."),
+    )
+
+
+def beta_table(results: BenchmarkResults) -> Table:
+    """The optimal beta two ways: Liang's procedure and the search's choice."""
+    metric = results.info.get("test_metric", "ndcg@100")
+    rows = []
+    for model, info in results.info["models"].items():
+        beta = info.get("beta") or {}
+        search, liang = beta.get("search"), beta.get("liang")
+        if not (search or liang):
+            continue
+        row = [model]
+        if search:
+            row += [f"{search['param']} = {fmt(search['value'], 3)}", fmt(search["test_mean"])]
+        else:
+            row += ["–", "–"]
+        if liang:
+            row += [
+                fmt(liang["optimal_beta_mean"], 3),
+                ", ".join(fmt(b, 3) for b in liang["optimal_beta"]),
+                ci_cell(liang["test"]),
+            ]
+        else:
+            row += ["–", "–", "–"]
+        rows.append(row)
+    header = [
+        "model",
+        "(b) search chose",
+        f"test {metric}",
+        "(a) Liang optimal β (mean)",
+        "per seed",
+        f"test {metric} at cap = optimal β",
+    ]
+    return Table(
+        header,
+        rows,
+        caption=(
+            "Optimal β two ways: (b) the β / anneal_cap of the configuration the search and "
+            "seed-aware selection chose, retrained over seeds; (a) Liang et al.: anneal to cap 1.0, "
+            "take β at the best validation epoch, retrain with it as cap at the same slope."
+        ),
+    )
+
+
+def selection_table(results: BenchmarkResults) -> Table:
+    """Seed-aware selection: the candidates per model and their mean validation NDCG."""
+    rows = []
+    for model, info in results.info["models"].items():
+        for c in info.get("candidates", []):
+            chosen = "chosen" if c["trial"] == info.get("chosen_trial") else ""
+            rows.append(
+                [
+                    model,
+                    "fixed config" if c["trial"] is None else str(c["trial"]),
+                    fmt(c.get("search_value")),
+                    fmt(c.get("val_ndcg_mean")),
+                    chosen,
+                ]
+            )
+    return Table(
+        ["model", "trial", "search value (1 seed)", "mean val NDCG over seeds", ""],
+        rows,
+        caption="Seed-aware selection of the final configuration",
+    )
+
+
+def study_table(studies: Mapping[str, optuna.Study]) -> Table:
+    """Per study: trials by state and the best trial so far (works while a study runs)."""
+    rows = []
+    for model, study in studies.items():
+        trials = study.get_trials(deepcopy=False)
+        count = {s: sum(t.state == s for t in trials) for s in TrialState}
+        best = best_trial(study)
+        rows.append(
+            [
+                model,
+                study.study_name,
+                str(len(trials)),
+                str(count[TrialState.COMPLETE]),
+                str(count[TrialState.PRUNED]),
+                str(count[TrialState.FAIL]),
+                str(count[TrialState.RUNNING]),
+                fmt(best.value) if best else "–",
+                str(best.number) if best else "–",
+            ]
+        )
+    return Table(
+        [
+            "model",
+            "study",
+            "trials",
+            "complete",
+            "pruned",
+            "failed",
+            "running",
+            "best val NDCG",
+            "best trial",
+        ],
+        rows,
+        caption="Sweeps",
+    )
+
+
+def seeds_table(results: BenchmarkResults) -> Table:
+    """One row per (model, seed): validation NDCG, best epoch, beta and the test metric."""
+    metric = results.info.get("test_metric", "ndcg@100")
+    rows = [
+        [
+            r["model"],
+            str(r["seed"]),
+            fmt(r.get("val_ndcg")),
+            str(int(r["best_epoch"]) + 1),  # shown counted from 1, as in the figures
+            fmt(r.get("epochs_run")),
+            fmt(r.get("optimal_beta"), 3),
+            fmt(r.get(metric)),
+            fmt(r.get("wall_seconds"), 1),
+        ]
+        for _, r in results.seeds.iterrows()
+    ]
+    header = [
+        "model",
+        "seed",
+        "val NDCG",
+        "best epoch",
+        "epochs run",
+        "β at best epoch",
+        f"test {metric}",
+        "train s",
+    ]
+    return Table(header, rows, caption="Final runs per seed (closed-form models: one run)")

@@ -1,0 +1,224 @@
+"""Hydra entry points of `harness-benchmark`, `harness-report` and `harness-run`.
+
+Each turns the composed config into plain arguments and calls one stage; `harness-run` calls
+the sweep (``harness.sweep.run_many``), the benchmark and the report in a row and records the
+wall time of each in the report's manifest.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import matplotlib
+from omegaconf import DictConfig, OmegaConf
+
+# light imports only: TensorFlow loads when a model is first built, not for --help or a report
+from harness.benchmark import BenchmarkSettings, run_benchmark
+from harness.benchmark_io import MissingInputError, load_results, load_studies
+
+# Absolute: Hydra resolves a relative config_path against the *package* when the decorated
+# function lives in a module (harness.run + "../conf" -> pkg://conf, which does not exist).
+CONFIG_PATH = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config resolved into plain Python containers."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def _paths(cfg: dict[str, Any]) -> tuple[Path, Path]:
+    from harness.sweep.config import results_dir_of
+
+    return results_dir_of(cfg), Path(cfg.get("reports_dir") or "reports").expanduser().resolve()
+
+
+def study_names(cfg: dict[str, Any], fingerprint: str) -> dict[str, str]:
+    """Model -> study name, exactly as `harness-sweep`/`run_many` name them."""
+    from harness.sweep import study_name_for
+
+    explicit = cfg["sweep"].get("study_name")
+    return {
+        m: f"{explicit}-{m}" if explicit else study_name_for(cfg["dataset"]["name"], fingerprint, m)
+        for m in cfg["models"]
+    }
+
+
+def storage_url(cfg: dict[str, Any]) -> str:
+    """The sweeps' storage URL (`sweep.storage`, else the SQLite file under results_dir)."""
+    from harness.sweep import default_storage
+
+    return cfg["sweep"].get("storage") or default_storage(_paths(cfg)[0])
+
+
+def _sweep_hint(cfg: dict[str, Any]) -> str:
+    return f"harness-sweep model={{model}} dataset={cfg['dataset']['name']} (or harness-run)"
+
+
+def benchmark_settings(cfg: dict[str, Any]) -> BenchmarkSettings:
+    """`BenchmarkSettings` from `cfg.benchmark` and `cfg.models`."""
+    b = dict(cfg["benchmark"])
+    for key in ("fixed_models", "ks"):
+        b[key] = tuple(b[key])
+    return BenchmarkSettings(models=tuple(cfg["models"]), **b)
+
+
+def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
+    """Benchmark every model of `cfg.models` on the split the sweeps used."""
+    from harness.sweep import model_config
+    from harness.sweep.config import load_split
+
+    split = split if split is not None else load_split(cfg)
+    settings = benchmark_settings(cfg)
+    storage = storage_url(cfg)
+    studies = load_studies(
+        storage,
+        study_names(cfg, split.fingerprint),
+        fixed=settings.fixed_models,
+        sweep_hint=_sweep_hint(cfg),
+    )
+    params = {m: model_config(cfg, m)[0] for m in cfg["models"]}
+    return run_benchmark(
+        split=split,
+        dataset_name=cfg["dataset"]["name"],
+        studies=studies,
+        model_params=params,
+        settings=settings,
+        results_dir=_paths(cfg)[0],
+        storage=storage,
+    )
+
+
+def run_report_stage(
+    cfg: dict[str, Any],
+    *,
+    fingerprint: str | None = None,
+    stage_seconds: dict[str, float] | None = None,
+) -> Path:
+    """Write reports/<report.name>/ from the studies and (if required/present) the benchmark."""
+    from harness.report import build_report, collect_manifest
+
+    results_dir, reports_dir = _paths(cfg)
+    bench_dir = results_dir / cfg["benchmark"]["name"]
+    hint = f"harness-benchmark dataset={cfg['dataset']['name']}"
+    results = None
+    if cfg["report"]["require_benchmark"] or (bench_dir / "benchmark.json").exists():
+        results = load_results(bench_dir, hint=hint)
+    else:
+        print(
+            f"no benchmark in {bench_dir} yet: reporting the sweeps only ({hint} adds the "
+            "test results)",
+            file=sys.stderr,
+        )
+    if fingerprint is None:
+        fingerprint = results.info["split_fingerprint"] if results else _split(cfg).fingerprint
+    fixed = tuple(cfg["benchmark"]["fixed_models"])
+    studies = load_studies(
+        storage_url(cfg),
+        study_names(cfg, fingerprint),
+        fixed=fixed,
+        sweep_hint=_sweep_hint(cfg),
+        usable=("COMPLETE", "PRUNED"),
+    )
+    studies = {m: s for m, s in studies.items() if s is not None}
+    stages = dict(stage_seconds or {})
+    if not stage_seconds:  # a standalone report: take the earlier stages' times from records
+        stages["sweep (sum of trial times)"] = sum(
+            (t.duration.total_seconds() for s in studies.values() for t in s.trials if t.duration),
+            0.0,
+        )
+        if results:
+            stages["benchmark"] = results.info.get("wall_seconds", float("nan"))
+    manifest = collect_manifest(config=cfg, split_fingerprint=fingerprint, stage_seconds=stages)
+    k = next((int(s.user_attrs.get("k", 100)) for s in studies.values()), 100)
+    return build_report(
+        name=cfg["report"]["name"],
+        studies=studies,
+        results=results,
+        manifest=manifest,
+        reports_dir=reports_dir,
+        k=k,
+    )
+
+
+def _split(cfg: dict[str, Any]) -> Any:
+    from harness.sweep.config import load_split
+
+    return load_split(cfg)
+
+
+def run_all(cfg: dict[str, Any]) -> Path:
+    """Sweep each tuned model with the same budget, benchmark, report; print where it is."""
+    from harness.sweep import run_many
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    split = _split(cfg)
+    seconds["data"] = time.perf_counter() - start
+    tuned = [m for m in cfg["models"] if m not in cfg["benchmark"]["fixed_models"]]
+    start = time.perf_counter()
+    run_many(cfg, tuned, split=split)
+    seconds["sweep"] = time.perf_counter() - start
+    start = time.perf_counter()
+    bench = run_benchmark_stage(cfg, split)
+    seconds["benchmark"] = time.perf_counter() - start
+    report = run_report_stage(cfg, fingerprint=split.fingerprint, stage_seconds=seconds)
+    print_summary(bench, report)
+    return report
+
+
+def print_summary(bench: Path, report: Path) -> None:
+    """Print the key table and where the benchmark files and the report are."""
+    from harness.report.document import Document, Section, to_markdown
+    from harness.report.tables import metrics_table
+
+    results = load_results(bench)
+    print(
+        to_markdown(
+            Document("Test results", [Section(results.info["name"], [metrics_table(results)])])
+        )
+    )
+    print(f"benchmark files: {bench}")
+    print(f"report: {report / 'report.html'} (and report.md)")
+
+
+def _guarded(name: str, stage: Callable[[dict[str, Any]], Any], cfg: DictConfig) -> None:
+    """Run a stage; turn expected input and config errors into one line and exit status 2."""
+    from harness.sweep import StudyNotFoundError, SweepConfigError
+
+    matplotlib.use("Agg")  # figures are files: never open a window, work without a display
+    try:
+        stage(plain_config(cfg))
+    except (MissingInputError, SweepConfigError, StudyNotFoundError) as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+@hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="benchmark")
+def benchmark_main(cfg: DictConfig) -> None:
+    """`harness-benchmark`: results/<benchmark.name>/ from the studies."""
+
+    def stage(c: dict[str, Any]) -> None:
+        print(f"benchmark files: {run_benchmark_stage(c)}")
+
+    _guarded("harness-benchmark", stage, cfg)
+
+
+@hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="report")
+def report_main(cfg: DictConfig) -> None:
+    """`harness-report`: reports/<report.name>/ from the studies and benchmark files."""
+
+    def stage(c: dict[str, Any]) -> None:
+        print(f"report: {run_report_stage(c) / 'report.html'}")
+
+    _guarded("harness-report", stage, cfg)
+
+
+@hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="run")
+def run_main(cfg: DictConfig) -> None:
+    """`harness-run`: sweep, benchmark and report in one command."""
+    _guarded("harness-run", run_all, cfg)

@@ -1,0 +1,179 @@
+"""The benchmark on a tiny synthetic split with real (tiny) sweeps, and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from omegaconf import OmegaConf
+
+from harness.benchmark import BenchmarkSettings, run_benchmark
+from harness.benchmark_io import MissingInputError, load_results, load_studies
+from harness.benchmark_train import HeldOutTestScorer
+from harness.data.protocol import make_split
+from harness.data.synthetic import generate_synthetic
+from harness.sweep import SweepSettings, run_sweep, study_name_for
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SPACES = {
+    "mult_vae": {
+        "anneal_cap": "interval(0.05, 1.0)",
+        "learning_rate": "tag(log, interval(1e-4, 1e-2))",
+    },
+    "ease": {"lam": "tag(log, interval(1.0, 1000.0))"},
+}
+
+
+@pytest.fixture(scope="module")
+def split():
+    data = generate_synthetic(n_users=400, n_items=150, density=0.06, seed=0)
+    return make_split(data, n_val_users=50, n_test_users=50)
+
+
+def _params(model: str) -> dict:
+    params = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model}.yaml"))
+    params.pop("name")
+    if model == "mult_vae":
+        params.update(n_epochs=3, intermediate_dim=32, latent_dim=8, batch_size=50)
+    return params
+
+
+@pytest.fixture(scope="module")
+def swept(split, tmp_path_factory):
+    """A storage with 2-trial studies of mult_vae and ease (popularity has none)."""
+    results = tmp_path_factory.mktemp("results")
+    settings = SweepSettings(n_trials=2, quiet=True, n_startup_trials=1, pruner="none")
+    for model, space in SPACES.items():
+        run_sweep(
+            split=split,
+            dataset_name="synthetic",
+            model_name=model,
+            model_params=_params(model),
+            search_space=space,
+            settings=settings,
+            results_dir=results,
+        )
+    storage = f"sqlite:///{results / 'optuna.db'}"
+    names = {
+        m: study_name_for("synthetic", split.fingerprint, m)
+        for m in ("mult_vae", "ease", "popularity")
+    }
+    return results, storage, names
+
+
+def test_benchmark_writes_every_file_with_cis_tests_budget_and_betas(split, swept):
+    results_dir, storage, names = swept
+    studies = load_studies(storage, names, fixed=("popularity",))
+    assert studies["popularity"] is None
+    settings = BenchmarkSettings(
+        name="tiny",
+        models=("mult_vae", "ease", "popularity"),
+        n_seeds=2,
+        n_candidates=2,
+        liang_seeds=1,
+    )
+    out = run_benchmark(
+        split=split,
+        dataset_name="synthetic",
+        studies=studies,
+        model_params={m: _params(m) for m in names},
+        settings=settings,
+        results_dir=results_dir,
+    )
+    res = load_results(out)
+    metrics = res.metrics
+    assert set(metrics["model"]) == {"mult_vae", "ease", "popularity"}
+    assert {
+        "ndcg@10",
+        "ndcg@20",
+        "ndcg@100",
+        "recall@20",
+        "recall@50",
+        "recall_std@50",
+        "coverage@100",
+    } <= set(metrics["metric"])
+    finite = metrics.dropna(subset=["ci_low"])
+    assert (finite["ci_low"] <= finite["mean"] + 1e-12).all()
+    assert (finite["mean"] <= finite["ci_high"] + 1e-12).all()
+    assert set(res.tests["model"]) == {"ease", "popularity"}
+    assert (res.tests["p_holm"] >= res.tests["p_value"] - 1e-12).all()
+    info = json.loads((out / "benchmark.json").read_text())
+    assert info["test_scorings"] == {
+        "mult_vae": {"final": 2, "liang": 1},
+        "ease": {"final": 1},
+        "popularity": {"final": 1},
+    }
+    assert info["test_scored_once"] is True
+    budget = res.budget.set_index("model")
+    assert budget.loc["mult_vae", "finished"] == budget.loc["ease", "finished"] == 2
+    assert budget.loc["popularity", "n_trials_budget"] == 0
+    assert "fixed configuration" in budget.loc["popularity", "note"]
+    beta = info["models"]["mult_vae"]["beta"]
+    assert beta["search"]["param"] == "anneal_cap"
+    assert len(beta["liang"]["optimal_beta"]) == 1 and beta["liang"]["history"]["beta"]
+    assert len(info["models"]["mult_vae"]["candidates"]) == 2
+    per_user = res.per_user("mult_vae")
+    assert per_user["ndcg@100"].shape == (2, 50)
+    assert np.array_equal(per_user["test_users"], split.test_users)
+    # a deterministic model's one run stands for every seed: a zero-width interval
+    ease = metrics[(metrics["model"] == "ease") & (metrics["metric"] == "ndcg@100")].iloc[0]
+    assert ease["ci_low"] == pytest.approx(ease["ci_high"])
+
+
+def test_missing_storage_names_the_sweep_command_and_creates_nothing(tmp_path):
+    db = tmp_path / "none" / "optuna.db"
+    with pytest.raises(MissingInputError, match="harness-sweep model=mult_vae"):
+        load_studies(f"sqlite:///{db}", {"mult_vae": "x-mult_vae"})
+    assert not db.exists()
+
+
+def test_missing_or_unfinished_study_is_a_clear_error(swept, tmp_path):
+    _, storage, names = swept
+    with pytest.raises(
+        MissingInputError, match="has no study 'nope'.*harness-sweep model=standard_vae"
+    ):
+        load_studies(storage, {"standard_vae": "nope"})
+    failed = optuna.create_study(storage=storage, study_name="all-failed")
+    trial = failed.ask()
+    failed.tell(trial, state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(MissingInputError, match="no COMPLETE trial.*1 failed"):
+        load_studies(storage, {"ease": "all-failed"})
+    with pytest.raises(MissingInputError, match="no COMPLETE or PRUNED trial"):
+        load_studies(storage, {"ease": "all-failed"}, usable=("COMPLETE", "PRUNED"))
+    pruned = optuna.create_study(storage=storage, study_name="pruned-only")
+    pruned.tell(pruned.ask(), state=optuna.trial.TrialState.PRUNED)
+    assert load_studies(storage, {"ease": "pruned-only"}, usable=("COMPLETE", "PRUNED"))["ease"]
+
+
+def test_benchmark_refuses_studies_of_another_split(split, swept):
+    results_dir, storage, names = swept
+    studies = load_studies(storage, {"ease": names["ease"]})
+    studies["ease"].set_user_attr("split_fingerprint", "0" * 64)
+    try:
+        with pytest.raises(ValueError, match="swept on split 000000000000"):
+            run_benchmark(
+                split=split,
+                dataset_name="synthetic",
+                studies=studies,
+                model_params={"ease": _params("ease")},
+                settings=BenchmarkSettings(name="x", models=("ease",)),
+                results_dir=results_dir,
+            )
+    finally:
+        studies["ease"].set_user_attr("split_fingerprint", split.fingerprint)
+
+
+def test_test_users_are_scored_once_per_configuration_and_seed(split):
+    from harness.models import build_model
+
+    model = build_model("popularity", split.n_train_users, split.n_items)
+    model.fit(split.train)
+    scorer = HeldOutTestScorer(split, ks=(10, 100))
+    per_user, coverage = scorer.score(model, "popularity", "final", 0)
+    assert per_user["ndcg@100"].shape == (split.test_te.shape[0],) and 0 < coverage <= 1
+    with pytest.raises(RuntimeError, match="already scored"):
+        scorer.score(model, "popularity", "final", 0)
+    assert scorer.record() == {"popularity": {"final": 1}}

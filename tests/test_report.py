@@ -1,0 +1,268 @@
+"""The report from real Optuna studies with complete, pruned, failed and running trials."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from harness.benchmark_io import MissingInputError, load_results, write_results
+from harness.benchmark_summary import ModelRun, summary_tables
+from harness.report import build as build_module
+from harness.report import build_report, collect_manifest
+from harness.report.tables import MAIN_METRICS
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+N_EPOCHS = 6
+
+
+def _epoch_attrs(rng: np.random.Generator, n: int, cap: float | None) -> dict:
+    ndcg = list(np.clip(np.cumsum(rng.uniform(0.0, 0.05, n)) + 0.1, 0, 1))
+    beta = list(np.minimum(np.linspace(0.05, 1.0, n), cap)) if cap else [0.2] * n
+    return {
+        "ndcg_per_epoch": ndcg,
+        "loss_per_epoch": [1.0] * n,
+        "val_loss_per_epoch": [None] * n,
+        "beta_per_epoch": beta,
+        "lr_per_epoch": [1e-3] * n,
+        "best_epoch": int(np.argmax(ndcg)),
+        "optimal_beta": beta[int(np.argmax(ndcg))],
+        "epochs_run": n,
+        "wall_seconds": 0.1,
+        "split_fingerprint": "ab" * 32,
+    }
+
+
+def _make_study(storage: str, model: str, rng: np.random.Generator) -> optuna.Study:
+    study = optuna.create_study(
+        storage=storage, study_name=f"synthetic-abab-{model}", direction="maximize"
+    )
+    study.set_user_attr("model", model)
+    study.set_user_attr("k", 100)
+    study.set_user_attr("n_trials_budget", 4)
+    for i in range(4):
+        trial = study.ask()
+        if model == "ease":
+            lam = trial.suggest_float("lam", 1.0, 1000.0, log=True)
+            attrs = _epoch_attrs(rng, 1, None) | {"params_full": {"lam": lam, "k": 100}}
+        else:
+            cap = trial.suggest_float("anneal_cap", 0.05, 1.0)
+            trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+            annealing = model == "mult_vae"
+            attrs = _epoch_attrs(rng, N_EPOCHS, cap if annealing else None) | {
+                "params_full": {
+                    "annealing": annealing,
+                    "anneal_cap": cap,
+                    "beta": 0.2,
+                    "n_epochs": N_EPOCHS,
+                }
+            }
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if i == 2 and model == "mult_vae":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif i == 3 and model == "standard_vae":
+            trial.set_user_attr("failure_reason", "TrainingDivergedError: NaN loss at epoch 2")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, max(v for v in attrs["ndcg_per_epoch"] if v is not None))
+    if model == "mult_vae":
+        study.ask()  # a trial still running: reports must cope
+    return study
+
+
+@pytest.fixture
+def studies(tmp_path: Path) -> dict[str, optuna.Study]:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    rng = np.random.default_rng(0)
+    return {m: _make_study(storage, m, rng) for m in ("standard_vae", "mult_vae", "ease")}
+
+
+def _fake_results(tmp_path: Path, models: list[str]) -> Path:
+    rng = np.random.default_rng(1)
+    runs = []
+    for i, model in enumerate(models):
+        per_user = {
+            m: np.clip(rng.normal(0.3 + 0.02 * i, 0.1, (3, 50)), 0, 1)
+            for m in ("ndcg@10", "ndcg@20", "ndcg@100", "recall@20", "recall@50")
+        }
+        per_user["ndcg@100"][:, 0] = np.nan  # a user without held-out items
+        info = {
+            "budget": {
+                "study": f"synthetic-abab-{model}",
+                "n_trials_budget": 4,
+                "finished": 4,
+                "complete": 3,
+                "pruned": 1,
+                "failed": 0,
+                "note": "",
+            },
+            "candidates": [{"trial": 0, "search_value": 0.3, "val_ndcg_mean": 0.29}],
+            "chosen_trial": 0,
+            "params": {},
+        }
+        if model != "ease":
+            history = {
+                "beta": list(np.linspace(0, 1, 8)),
+                "ndcg": [0.1, 0.2, 0.3, 0.35, 0.34, 0.33, 0.3, 0.28],
+            }
+            info["beta"] = {
+                "search": {"param": "anneal_cap", "value": 0.3, "test_mean": 0.31},
+                "liang": {
+                    "optimal_beta": [0.4, 0.45, 0.5],
+                    "optimal_beta_mean": 0.45,
+                    "test": {"mean": 0.3, "ci_low": 0.28, "ci_high": 0.32},
+                    "history": history,
+                    "seed": 0,
+                },
+            }
+        seeds = [
+            {
+                "seed": s,
+                "val_ndcg": 0.3,
+                "best_epoch": 3,
+                "optimal_beta": 0.2,
+                "epochs_run": 6,
+                "wall_seconds": 1.5,
+            }
+            for s in range(3)
+        ]
+        runs.append(ModelRun(model, per_user, {"coverage@100": [0.2, 0.21, 0.22]}, seeds, info))
+    info = {
+        "name": "synthetic",
+        "dataset": "synthetic",
+        "split_fingerprint": "ab" * 32,
+        "n_test_users": 50,
+        "seeds": [0, 1, 2],
+        "n_seeds": 3,
+        "baseline": "mult_vae",
+        "test_metric": "ndcg@100",
+        "test_scorings": {m: {"final": 3} for m in models},
+        "models": {r.model: r.info for r in runs},
+    }
+    target = tmp_path / "results" / "synthetic"
+    write_results(
+        target, info, summary_tables(runs, baseline="mult_vae"), {r.model: r.per_user for r in runs}
+    )
+    return target
+
+
+class HtmlCollector(HTMLParser):
+    """Collects <img> sources and table-cell texts of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.cells: list[str] = []
+        self._in_td = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        self._in_td = tag == "td"
+
+    def handle_endtag(self, tag):
+        self._in_td = False
+
+    def handle_data(self, data):
+        if self._in_td:
+            self.cells.append(data)
+
+
+FIGURES = ("ndcg_per_epoch", "beta_per_epoch", "ndcg_vs_beta", "test_metrics")
+
+
+def check_report(out: Path, metrics: pd.DataFrame, stems: list[str]) -> None:
+    """Every figure as PNG + SVG, embedded in valid HTML; table numbers equal metrics.csv."""
+    for stem in stems:
+        for ext in ("png", "svg"):
+            assert (out / "figures" / f"{stem}.{ext}").stat().st_size > 0, stem
+    parser = HtmlCollector()
+    parser.feed((out / "report.html").read_text())
+    parser.close()
+    assert len(parser.images) == len(list((out / "figures").glob("*.png"))) >= len(stems)
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    cells = set(parser.cells)
+    markdown = (out / "report.md").read_text()
+    for _, row in metrics[metrics["metric"].isin(MAIN_METRICS)].iterrows():
+        cell = f"{row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
+        assert cell in cells and cell in markdown, cell
+
+
+def _manifest() -> dict:
+    return collect_manifest(
+        config={"dataset": {"name": "synthetic"}},
+        split_fingerprint="ab" * 32,
+        stage_seconds={"sweep": 1.0, "benchmark": 2.0},
+    )
+
+
+def test_report_has_every_figure_embedded_html_and_benchmark_numbers(tmp_path, studies):
+    results = load_results(_fake_results(tmp_path, list(studies)))
+    out = build_report(
+        name="synthetic",
+        studies=studies,
+        results=results,
+        manifest=_manifest(),
+        reports_dir=tmp_path / "reports",
+    )
+    stems = [*FIGURES, *(f"history_{m}" for m in studies), *(f"importance_{m}" for m in studies)]
+    check_report(out, results.metrics, stems)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["stage_seconds"]) == {"sweep", "benchmark", "report"}
+    assert manifest["machine"]["cores"] >= 1 and manifest["packages"]["optuna"]
+    assert not [p for p in out.parent.iterdir() if p.name != "synthetic"]  # no temp left
+
+
+def test_report_without_benchmark_and_with_a_single_trial_study(tmp_path, studies):
+    storage = f"sqlite:///{tmp_path / 'one.db'}"
+    lonely = optuna.create_study(storage=storage, study_name="one", direction="maximize")
+    lonely.enqueue_trial({"lam": 10.0})
+    lonely.optimize(lambda t: t.suggest_float("lam", 1, 100), n_trials=1)
+    out = build_report(
+        name="sweeps-only",
+        studies={**studies, "popularity": lonely},
+        results=None,
+        manifest=_manifest(),
+        reports_dir=tmp_path / "reports",
+    )
+    text = (out / "report.md").read_text()
+    assert "No benchmark results yet" in text
+    assert "popularity: parameter importances skipped" in text
+    assert (out / "figures" / "ndcg_per_epoch.png").exists()
+
+
+def test_failed_report_leaves_nothing_partial_and_keeps_the_old_one(tmp_path, studies, monkeypatch):
+    reports = tmp_path / "reports"
+    out = build_report(
+        name="r", studies=studies, results=None, manifest=_manifest(), reports_dir=reports
+    )
+    before = (out / "report.md").read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(build_module, "to_html", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_report(
+            name="r", studies=studies, results=None, manifest=_manifest(), reports_dir=reports
+        )
+    with pytest.raises(RuntimeError):
+        build_report(
+            name="new", studies=studies, results=None, manifest=_manifest(), reports_dir=reports
+        )
+    assert sorted(p.name for p in reports.iterdir()) == ["r"]
+    assert (out / "report.md").read_text() == before
+
+
+def test_missing_benchmark_names_the_command(tmp_path):
+    with pytest.raises(MissingInputError, match="harness-benchmark"):
+        load_results(tmp_path / "results" / "nothing")

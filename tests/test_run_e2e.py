@@ -1,0 +1,86 @@
+"""End to end through the real console scripts: `harness-run budget=smoke dataset=synthetic`,
+then `harness-report` on its outputs, and the bad-input exits. Minutes, hence `slow`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_report import FIGURES, check_report
+
+from harness.benchmark_io import load_results
+
+BIN = Path(sys.executable).parent
+TUNED = ("standard_vae", "mult_vae", "ease")
+
+
+def _run(script: str, tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VAE_SWEEP_DATA_DIR": str(tmp / "data"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    args = [
+        str(BIN / script),
+        *overrides,
+        f"results_dir={tmp / 'results'}",
+        f"reports_dir={tmp / 'reports'}",
+    ]
+    return subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    done = _run("harness-run", tmp, "budget=smoke", "dataset=synthetic")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp, done
+
+
+@pytest.mark.slow
+def test_harness_run_writes_benchmark_files_and_a_complete_report(smoke_run):
+    tmp, done = smoke_run
+    bench = tmp / "results" / "synthetic"
+    for name in ("benchmark.json", "metrics.csv", "tests.csv", "seeds.csv", "budget.csv"):
+        assert (bench / name).exists(), name
+    results = load_results(bench)
+    assert set(results.metrics["model"]) == {*TUNED, "popularity"}
+    assert results.info["test_scored_once"] is True
+    budget = results.budget.set_index("model")
+    assert {int(budget.loc[m, "n_trials_budget"]) for m in TUNED} == {2}
+    assert {int(budget.loc[m, "finished"]) for m in TUNED} == {2}
+    report = tmp / "reports" / "synthetic"
+    check_report(report, results.metrics, [*FIGURES, *(f"history_{m}" for m in TUNED)])
+    markdown = (report / "report.md").read_text()
+    for model in TUNED:  # an importance figure, or the reason it was skipped
+        assert (report / "figures" / f"importance_{model}.png").exists() or (
+            f"{model}: parameter importances skipped" in markdown
+        )
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert {"data", "sweep", "benchmark", "report"} <= set(manifest["stage_seconds"])
+    assert manifest["config"]["budget"]["name"] == "smoke"
+    assert manifest["split_fingerprint"] == results.info["split_fingerprint"]
+    assert "report.html" in done.stdout and "| mult_vae |" in done.stdout
+    assert not [p.name for p in (tmp / "reports").iterdir() if p.name != "synthetic"]
+
+
+@pytest.mark.slow
+def test_harness_report_regenerates_from_the_files(smoke_run):
+    tmp, _ = smoke_run
+    done = _run("harness-report", tmp, "budget=smoke", "dataset=synthetic", "report.name=again")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = load_results(tmp / "results" / "synthetic")
+    check_report(tmp / "reports" / "again", results.metrics, list(FIGURES))
+
+
+@pytest.mark.slow
+def test_bad_inputs_exit_with_the_command_to_run_and_leave_no_report(tmp_path):
+    done = _run("harness-report", tmp_path, "dataset=synthetic", "report.require_benchmark=true")
+    assert done.returncode == 2
+    assert "harness-benchmark dataset=synthetic" in done.stderr
+    for script in ("harness-benchmark", "harness-report"):
+        done = _run(script, tmp_path, "dataset=synthetic")
+        assert done.returncode == 2, script
+        assert "no study storage" in done.stderr and "harness-sweep model=" in done.stderr
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+    assert not (tmp_path / "results" / "optuna.db").exists()
