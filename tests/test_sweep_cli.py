@@ -95,6 +95,10 @@ def test_kill_9_mid_trial_then_the_same_command_completes_the_study(tmp_path: Pa
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         try:
             before = wait_for_running_after_finished(url, proc, n_finished=2)
+        except AssertionError as error:
+            out.flush()
+            log = (tmp_path / "first.log").read_text()[-3000:]
+            raise AssertionError(f"{error}\n--- sweep output ---\n{log}") from None
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
