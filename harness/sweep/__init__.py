@@ -1,6 +1,6 @@
 """Optuna sweeps over VAE recommenders, configured by Hydra.
 
-Public API (see CONTRACTS.md, "Sweeps"):
+Public API:
 
 - `run_sweep(*, split, dataset_name, model_name, model_params, search_space, settings,
   results_dir, config=None) -> optuna.Study`: one model's study, resumable.

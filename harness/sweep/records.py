@@ -1,4 +1,4 @@
-"""Trial records: per-epoch logs -> trial user attrs (the contract's names), and plain exports.
+"""Trial records: per-epoch logs -> trial user attrs (names the report reads), and plain exports.
 
 User attrs per trial: ndcg_per_epoch, loss_per_epoch, val_loss_per_epoch, beta_per_epoch,
 lr_per_epoch (NaN -> None, since JSON storages cannot hold NaN), optimal_beta, best_epoch,
