@@ -1,7 +1,7 @@
 """Report figures, each a free function of plain data or Optuna studies returning a Figure.
 
-Reads only trial user attributes (written by harness/sweep/records.py: "ndcg_per_epoch", "beta_per_epoch",
-"params_full", ...), so it works for pruned, failed and still-running trials alike. Epochs
+Reads only trial user attributes (written by harness/sweep/records.py: "ndcg_per_epoch",
+"beta_per_epoch", "params_full", ...), so it works for pruned, failed and still-running trials alike. Epochs
 are shown counted from 1 (the first point is the model after one epoch).
 
 Own figures are plain ``Figure`` objects (no pyplot state, so no backend and nothing to
