@@ -236,12 +236,11 @@ class VAERecommender:
 
     def _finish(self, history: LossHistory, metrics: Metrics | None) -> None:
         self._history = {key: list(values) for key, values in history.per_epoch.items()}
-        ndcg = np.asarray(self._history["ndcg"], dtype=float)
         if metrics is not None and metrics.best_weights is not None:
             self.network.set_weights(metrics.best_weights)
             self.best_epoch, self.best_ndcg = metrics.best_epoch, metrics.best_ndcg
         else:
-            self.best_epoch = max(len(ndcg) - 1, 0)
+            self.best_epoch = max(len(self._history["ndcg"]) - 1, 0)
             self.best_ndcg = math.nan
 
     # --- results ------------------------------------------------------------------------
