@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 # light imports only: TensorFlow loads when a model is first built, not for --help or a report
 from harness.benchmark import BenchmarkSettings, run_benchmark
-from harness.benchmark_io import MissingInputError, load_results, load_studies
+from harness.benchmark.layout import MissingInputError, load_results, load_studies
 
 # Absolute: Hydra resolves a relative config_path against the *package* when the decorated
 # function lives in a module (harness.run + "../conf" -> pkg://conf, which does not exist).

@@ -11,8 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from harness.benchmark import BenchmarkSettings, run_benchmark
-from harness.benchmark_io import MissingInputError, load_results, load_studies
-from harness.benchmark_train import HeldOutTestScorer
+from harness.benchmark.layout import MissingInputError, load_results, load_studies
+from harness.benchmark.training import HeldOutTestScorer
 from harness.data.protocol import make_split
 from harness.data.synthetic import generate_synthetic
 from harness.sweep import SweepSettings, run_sweep, study_name_for

@@ -68,7 +68,7 @@ def test_experiment_runs_at_ml20m_scale_on_synthetic_data(tmp_path):
     The VAE has no "batches per epoch" option, so the epoch runs over the first
     N_BATCHES * batch_size training users instead; everything else is the experiment's.
     """
-    from harness.benchmark_train import HeldOutTestScorer
+    from harness.benchmark.training import HeldOutTestScorer
     from harness.models import build_model
     from harness.sweep.config import load_split
 

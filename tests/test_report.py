@@ -12,8 +12,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from harness.benchmark_io import MissingInputError, load_results, write_results
-from harness.benchmark_summary import ModelRun, summary_tables
+from harness.benchmark.layout import MissingInputError, load_results, write_results
+from harness.benchmark.summary import ModelRun, summary_tables
 from harness.report import build as build_module
 from harness.report import build_report, collect_manifest
 from harness.report.tables import MAIN_METRICS

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_report import FIGURES, check_report
 
-from harness.benchmark_io import load_results
+from harness.benchmark.layout import load_results
 
 BIN = Path(sys.executable).parent
 TUNED = ("standard_vae", "mult_vae", "ease")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.stats import holm, mean_ci, paired_wilcoxon
+from harness.benchmark.stats import holm, mean_ci, paired_wilcoxon
 
 
 def test_mean_ci_matches_hand_computed_t_interval():

@@ -14,7 +14,7 @@ import optuna
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from harness.benchmark_io import BenchmarkResults, write_atomically
+from harness.benchmark.layout import BenchmarkResults, write_atomically
 from harness.report import figures as F
 from harness.report import tables as T
 from harness.report.document import FIGURES_DIR, Document, FigureRef, Section, to_html, to_markdown

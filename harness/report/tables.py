@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from harness.benchmark_io import BenchmarkResults
+from harness.benchmark.layout import BenchmarkResults
 from harness.report.document import Table
 from harness.report.figures import best_trial
 

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from harness.evaluation import evaluate_all, top_k_items
 
-# iterative models: seeds change their result; the others are trained once (see benchmark.py)
+# iterative models: seeds change their result; the others are trained once (see core.py)
 SEEDED_MODELS = ("standard_vae", "mult_vae")
 _SCORE_ROWS = 2048  # test users scored at once: 2048 x 20k items x 4 B = 160 MB at ML-20M size
 

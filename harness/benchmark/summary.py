@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.stats import holm, mean_ci, paired_wilcoxon
+from harness.benchmark.stats import holm, mean_ci, paired_wilcoxon
 
 TEST_COLUMNS = [
     "model",
@@ -153,7 +153,7 @@ def summary_tables(
     test_metric: str = "ndcg@100",
     confidence: float = 0.95,
 ) -> dict[str, pd.DataFrame]:
-    """All four benchmark tables, keyed as ``harness.benchmark_io.TABLES``."""
+    """All four benchmark tables, keyed as ``harness.benchmark.layout.TABLES``."""
     return {
         "metrics": metrics_frame(runs, confidence),
         "tests": tests_frame(runs, baseline=baseline, metric=test_metric),

@@ -1,6 +1,6 @@
 """The benchmark: each model's best configuration retrained over seeds and scored on test
 users, with CIs, paired tests against the baseline, the trial budgets and the optimal beta
-two ways. Results go to ``results/<name>/`` (layout in ``harness.benchmark_io``).
+two ways. Results go to ``results/<name>/`` (layout in ``harness.benchmark.layout``).
 
 Recipe per model:
     1. candidates: the top ``n_candidates`` complete trials of its study (a fixed config for
@@ -27,10 +27,10 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from harness.benchmark_io import write_results
-from harness.benchmark_summary import ModelRun, summary_tables
-from harness.benchmark_train import SEEDED_MODELS, FitResult, HeldOutTestScorer, fit_seed
-from harness.stats import mean_ci
+from harness.benchmark.layout import write_results
+from harness.benchmark.summary import ModelRun, summary_tables
+from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer, fit_seed
+from harness.benchmark.stats import mean_ci
 
 log = logging.getLogger("harness.benchmark")
 MIN_ANNEAL_CAP = 1e-3  # a best epoch at beta ~ 0 would give cap 0, which the models reject
