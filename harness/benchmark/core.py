@@ -28,9 +28,9 @@ import optuna
 from optuna.trial import TrialState
 
 from harness.benchmark.layout import write_results
+from harness.benchmark.stats import mean_ci
 from harness.benchmark.summary import ModelRun, summary_tables
 from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer, fit_seed
-from harness.benchmark.stats import mean_ci
 
 log = logging.getLogger("harness.benchmark")
 MIN_ANNEAL_CAP = 1e-3  # a best epoch at beta ~ 0 would give cap 0, which the models reject
