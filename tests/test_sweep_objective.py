@@ -86,3 +86,21 @@ def test_non_vae_models_report_once(split, model: str, params: dict) -> None:
     value = objective(trial, split, model, params, parse_search_space({}, model_name=model))
     assert trial.user_attrs["epochs_run"] == 1 and 0.0 < value <= 1.0
     assert trial.user_attrs["optimal_beta"] is None and trial.user_attrs["loss_per_epoch"] == [None]
+
+
+def test_trial_seed_is_derived_from_sweep_seed_and_trial_number(split, space) -> None:
+    """Same sweep seed and trial number -> same training seed -> the same value, twice."""
+    from harness.sweep.objective import trial_seed
+
+    values, seeds = [], []
+    for _ in range(2):
+        trial = optuna.trial.FixedTrial({"learning_rate": 3e-3, "beta": 0.5}, number=3)
+        values.append(objective(trial, split, "standard_vae", TINY_VAE, space, sweep_seed=7))
+        seeds.append(trial.user_attrs["params_full"]["seed"])
+    assert seeds[0] == seeds[1] == trial_seed(7, 3)
+    assert values[0] == values[1]
+    assert len({trial_seed(7, n) for n in range(50)} | {trial_seed(8, n) for n in range(50)}) == 100
+    # an explicit model.seed wins over the derived one
+    trial = optuna.trial.FixedTrial({"learning_rate": 3e-3, "beta": 0.5}, number=3)
+    objective(trial, split, "standard_vae", {**TINY_VAE, "seed": 11}, space, sweep_seed=7)
+    assert trial.user_attrs["params_full"]["seed"] == 11

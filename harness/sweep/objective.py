@@ -20,6 +20,17 @@ from harness.sweep.space import SearchSpace, suggest
 INTERRUPTED = "interrupted (KeyboardInterrupt); rerun the command to resume"
 
 
+def trial_seed(sweep_seed: int, trial_number: int) -> int:
+    """The training seed of trial `trial_number` of a sweep seeded with `sweep_seed`.
+
+    Derived with numpy's SeedSequence (not `sweep_seed + n`), so neighbouring sweep seeds
+    don't share trial seeds; stable across machines and numpy versions.
+    """
+    import numpy as np
+
+    return int(np.random.SeedSequence([sweep_seed, trial_number]).generate_state(1)[0] >> 1)
+
+
 class TrialFailedError(RuntimeError):
     """A trial produced no usable value (e.g. no finite NDCG); recorded as FAIL, sweep goes on."""
 
@@ -32,6 +43,7 @@ def objective(
     space: SearchSpace,
     *,
     progress: bool = False,
+    sweep_seed: int | None = None,
 ) -> float:
     """Train the trial's configuration and return its best validation NDCG@k over epochs.
 
@@ -46,6 +58,9 @@ def objective(
         fixed_params: Model params not searched (model config + fixed search-space values).
         space: Parsed search space; its parameters override `fixed_params`.
         progress: Show a per-epoch progress bar.
+        sweep_seed: The sweep's seed; a trial of a seeded model whose `seed` is not fixed
+            trains with `trial_seed(sweep_seed, trial.number)`, so the same command gives the
+            same trial values. None = leave `seed` as configured (None: nondeterministic).
 
     Returns:
         Best validation NDCG@k over the epochs run.
@@ -62,6 +77,9 @@ def objective(
         params.setdefault("verbose", 0)  # Keras' own progress lines would garble our bars
     for name, distribution in space.distributions.items():
         params[name] = suggest(trial, name, distribution)
+    if sweep_seed is not None and "seed" in model_param_names(model_name):
+        if params.get("seed") is None:  # an explicit model.seed wins
+            params["seed"] = trial_seed(sweep_seed, trial.number)
     trial.set_user_attr("split_fingerprint", split.fingerprint)
     trial.set_user_attr("params_full", jsonable(params))
 

@@ -161,6 +161,7 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
         fixed_params=plan.fixed_params,
         space=plan.space,
         progress=show,
+        sweep_seed=settings.seed,
     )
     if heartbeat is not None:
         func = _with_heartbeat(func, heartbeat)
