@@ -1,5 +1,10 @@
-"""From per-seed, per-user test metrics to the benchmark tables: mean and 95% CI over seeds,
-paired Wilcoxon tests against the baseline with Holm correction, per-seed and budget rows.
+"""From per-seed, per-user test metrics to the benchmark tables: per model the mean with an
+interval over test users and seeds, per model the paired comparison with the baseline (mean
+difference, its interval, p-value, Holm, verdict), per-seed, budget and per-split rows.
+
+Statistics in `harness.benchmark.stats`; every resampling is seeded from
+`StatsSettings.seed` and the (model, metric) names, so the tables are reproducible and do not
+change when a model is added to or removed from the comparison.
 
 Pure numpy/pandas (no TensorFlow): the report tests build realistic results with it.
 """
@@ -7,25 +12,60 @@ Pure numpy/pandas (no TensorFlow): the report tests build realistic results with
 from __future__ import annotations
 
 import warnings
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from harness.benchmark.stats import holm, mean_ci, paired_wilcoxon
+from harness.benchmark.stats import (
+    StatsSettings,
+    bootstrap_ci,
+    check_seeds,
+    compare,
+    holm,
+    mean_ci,
+    verdict,
+)
 
+METRIC_COLUMNS = [
+    "model",
+    "metric",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "n_users",
+    "interval",
+]
 TEST_COLUMNS = [
     "model",
     "baseline",
     "metric",
-    "statistic",
+    "n_users",
+    "mean_difference",
+    "ci_low",
+    "ci_high",
+    "se",
     "p_value",
     "p_holm",
-    "n_users",
-    "median_difference",
-    "mean_difference",
     "significant",
+    "verdict",
+    "mdd",
+    "margin",
+    "test",
+]
+SPLIT_COLUMNS = [
+    "model",
+    "protocol_seed",
+    "split_fingerprint",
+    "metric",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "n_users",
 ]
 BUDGET_COLUMNS = [
     "model",
@@ -67,65 +107,175 @@ class ModelRun:
     seeds: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def stochastic(self) -> bool:
+        """True unless ``info["deterministic"]``: seeds change the model's result."""
+        return not self.info.get("deterministic", False)
 
-def metrics_frame(runs: list[ModelRun], confidence: float = 0.95) -> pd.DataFrame:
-    """One row per (model, metric): mean over seeds of the per-seed mean over users, with CI."""
+
+def _rng(stats: StatsSettings, *names: str) -> np.random.Generator:
+    """The resampling RNG of one (model, metric): seeded, and independent of the other rows."""
+    return np.random.default_rng([stats.seed, *(zlib.crc32(n.encode()) for n in names)])
+
+
+def metrics_frame(runs: list[ModelRun], stats: StatsSettings | None = None) -> pd.DataFrame:
+    """One row per (model, metric): the mean over seeds and users, with its interval.
+
+    Per-user metrics get the interval of ``stats.interval`` (default: the two-way bootstrap
+    over test users and, for stochastic models, seeds). Set-level metrics (coverage, one value
+    per seed) get a t-interval over seeds for stochastic models and none for deterministic
+    ones (one run: there is nothing to resample).
+    """
+    stats = stats or StatsSettings()
     rows = []
     for run in runs:
-        per_seed = {m: nanmean(v, axis=1) for m, v in run.per_user.items()}
-        per_seed.update({m: np.asarray(v, dtype=float) for m, v in run.scalars.items()})
-        for metric, values in per_seed.items():
-            ci = mean_ci(values, confidence)
-            rows.append(
-                {
-                    "model": run.model,
-                    "metric": metric,
-                    "mean": ci.mean,
-                    "ci_low": ci.low,
-                    "ci_high": ci.high,
-                    "n_seeds": ci.n,
-                }
-            )
-    return pd.DataFrame(rows, columns=["model", "metric", "mean", "ci_low", "ci_high", "n_seeds"])
+        n_seeds = len(next(iter(run.per_user.values()))) if run.per_user else 0
+        for metric, values in run.per_user.items():
+            values = np.atleast_2d(np.asarray(values, dtype=float))
+            if stats.interval == "bootstrap":
+                ci = bootstrap_ci(
+                    values,
+                    stochastic=run.stochastic,
+                    settings=stats,
+                    rng=_rng(stats, run.model, metric),
+                )
+                n_users = ci.n
+            else:
+                ci = mean_ci(nanmean(values, axis=1), stats.confidence)
+                n_users = int(np.isfinite(values).all(axis=0).sum())
+                if stats.interval == "none":
+                    ci = type(ci)(ci.mean, float("nan"), float("nan"), ci.n, ci.confidence)
+            rows.append(_metric_row(run.model, metric, ci, n_seeds, n_users, stats.interval))
+        for metric, values in run.scalars.items():
+            ci = mean_ci(np.asarray(values, dtype=float), stats.confidence)
+            if not run.stochastic or stats.interval == "none":
+                ci = type(ci)(ci.mean, float("nan"), float("nan"), ci.n, ci.confidence)
+            rows.append(_metric_row(run.model, metric, ci, len(values), None, "t_seeds"))
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def _metric_row(model, metric, ci, n_seeds, n_users, interval) -> dict[str, Any]:
+    return {
+        "model": model,
+        "metric": metric,
+        "mean": ci.mean,
+        "ci_low": ci.low,
+        "ci_high": ci.high,
+        "n_seeds": n_seeds,
+        "n_users": n_users,
+        "interval": interval,
+    }
 
 
 def tests_frame(
-    runs: list[ModelRun], *, baseline: str, metric: str = "ndcg@100", alpha: float = 0.05
+    runs: list[ModelRun],
+    *,
+    baseline: str,
+    metric: str = "ndcg@100",
+    stats: StatsSettings | None = None,
 ) -> pd.DataFrame:
-    """Paired Wilcoxon tests of every model against ``baseline`` on per-user ``metric``.
+    """Every model against ``baseline`` on per-user ``metric`` (see ``stats.compare``).
 
-    Each user's value is first averaged over seeds, so a test compares models, not seeds.
-    The family (all models vs the baseline) is Holm-corrected. Empty when the baseline is not
-    among the runs.
+    The family (all models vs the baseline) is Holm-corrected; each row's verdict says
+    better / worse / equivalent within the margin / not distinguishable. Empty when the
+    baseline is not among the runs.
     """
+    stats = stats or StatsSettings()
     by_name = {r.model: r for r in runs}
     if baseline not in by_name:
         return pd.DataFrame(columns=TEST_COLUMNS)
-    base = nanmean(by_name[baseline].per_user[metric], axis=0)
+    base = by_name[baseline]
+    others = [r for r in runs if r.model != baseline]
+    comparisons = [
+        compare(
+            run.per_user[metric],
+            base.per_user[metric],
+            model_stochastic=run.stochastic,
+            baseline_stochastic=base.stochastic,
+            settings=stats,
+            n_comparisons=len(others),
+            rng=_rng(stats, run.model, baseline, metric),
+        )
+        for run in others
+    ]
+    p_holm = holm([c.p_value for c in comparisons])
     rows = []
-    for run in runs:
-        if run.model == baseline:
-            continue
-        values = nanmean(run.per_user[metric], axis=0)
-        test = paired_wilcoxon(values, base)
+    for run, c, p in zip(others, comparisons, p_holm, strict=True):
         rows.append(
             {
                 "model": run.model,
                 "baseline": baseline,
                 "metric": metric,
-                "statistic": test.statistic,
-                "p_value": test.p_value,
-                "n_users": test.n_pairs,
-                "median_difference": test.median_difference,
-                "mean_difference": float(nanmean(values - base)),
+                "n_users": c.n_users,
+                "mean_difference": c.mean_difference,
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "se": c.se,
+                "p_value": c.p_value,
+                "p_holm": p,
+                "significant": bool(p < stats.alpha),
+                "verdict": verdict(
+                    c, p, margin=stats.margin, alpha=stats.alpha, n_users=c.n_users
+                ),
+                "mdd": c.mdd,
+                "margin": stats.margin,
+                "test": c.test,
             }
         )
-    frame = pd.DataFrame(
-        rows, columns=[c for c in TEST_COLUMNS if c not in ("p_holm", "significant")]
+    return pd.DataFrame(rows, columns=TEST_COLUMNS)
+
+
+def splits_frame(
+    by_split: Mapping[int, tuple[str, list[ModelRun]]],
+    *,
+    metric: str,
+    stats: StatsSettings | None = None,
+) -> pd.DataFrame:
+    """One row per (model, protocol seed): the model's ``metric`` on that split's test users.
+
+    Args:
+        by_split: protocol seed -> (split fingerprint, the runs on that split).
+    """
+    stats = stats or StatsSettings()
+    rows = []
+    for seed, (fingerprint, runs) in by_split.items():
+        for run in runs:
+            ci = bootstrap_ci(
+                run.per_user[metric],
+                stochastic=run.stochastic,
+                settings=stats,
+                rng=_rng(stats, run.model, metric, str(seed)),
+            )
+            rows.append(
+                {
+                    "model": run.model,
+                    "protocol_seed": seed,
+                    "split_fingerprint": fingerprint,
+                    "metric": metric,
+                    "mean": ci.mean,
+                    "ci_low": ci.low,
+                    "ci_high": ci.high,
+                    "n_users": ci.n,
+                }
+            )
+    return pd.DataFrame(rows, columns=SPLIT_COLUMNS)
+
+
+def split_spread(splits: pd.DataFrame) -> pd.DataFrame:
+    """Per model: mean, standard deviation, min and max of its per-split means."""
+    if splits is None or splits.empty:
+        return pd.DataFrame(columns=["model", "n_splits", "mean", "sd", "min", "max"])
+    grouped = splits.groupby("model", sort=False)["mean"]
+    out = pd.DataFrame(
+        {
+            "n_splits": grouped.count(),
+            "mean": grouped.mean(),
+            "sd": grouped.std(ddof=1),
+            "min": grouped.min(),
+            "max": grouped.max(),
+        }
     )
-    frame["p_holm"] = holm(frame["p_value"].to_numpy(dtype=float))
-    frame["significant"] = frame["p_holm"] < alpha
-    return frame[TEST_COLUMNS]
+    return out.reset_index()
 
 
 def seeds_frame(runs: list[ModelRun]) -> pd.DataFrame:
@@ -152,11 +302,31 @@ def summary_tables(
     baseline: str,
     test_metric: str = "ndcg@100",
     confidence: float = 0.95,
+    stats: StatsSettings | None = None,
+    splits: Mapping[int, tuple[str, list[ModelRun]]] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """All four benchmark tables, keyed as ``harness.benchmark.layout.TABLES``."""
-    return {
-        "metrics": metrics_frame(runs, confidence),
-        "tests": tests_frame(runs, baseline=baseline, metric=test_metric),
+    """The benchmark tables, keyed as ``harness.benchmark.layout.TABLES`` (+ "splits").
+
+    Args:
+        stats: how intervals and tests are computed; None = defaults at ``confidence``.
+        splits: runs repeated on other protocol seeds (``benchmark.protocol_seeds``);
+            None = one split, no "splits" table.
+
+    Raises:
+        StatsConfigError: a stochastic model with fewer than 2 seeds while intervals are on.
+    """
+    stats = stats or StatsSettings(confidence=confidence)
+    if stats.interval != "none":
+        for run in runs:
+            for values in run.per_user.values():
+                check_seeds(values, stochastic=run.stochastic, name=run.model)
+                break
+    tables = {
+        "metrics": metrics_frame(runs, stats),
+        "tests": tests_frame(runs, baseline=baseline, metric=test_metric, stats=stats),
         "seeds": seeds_frame(runs),
         "budget": budget_frame(runs),
     }
+    if splits:
+        tables["splits"] = splits_frame(splits, metric=test_metric, stats=stats)
+    return tables

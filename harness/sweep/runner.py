@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from harness.sweep.export import export_study
+from harness.sweep.failures import check_failures, failure_limit_reached
 from harness.sweep.heartbeat import JournalHeartbeat
+from harness.sweep.identity import study_identity
 from harness.sweep.objective import INTERRUPTED, TrialFailedError, objective
 from harness.sweep.space import SearchSpace, default_trial_params, parse_search_space
 from harness.sweep.study import (
@@ -102,6 +104,12 @@ def run_sweep(
         "k": k,
         "n_trials_budget": settings.n_trials,
         "config": dict(config or {}),
+        "identity": study_identity(
+            model_name=model_name,
+            split_fingerprint=split.fingerprint,
+            fixed_params=fixed,
+            distributions=space.distributions,
+        ),
     }
     with _quiet_optuna():
         study = create_or_load_study(
@@ -125,6 +133,7 @@ def run_sweep(
         # Also on Ctrl-C: the exports then show what the interrupted sweep finished.
         paths = export_study(study, Path(results_dir) / study_name)
         log.info("exported %s", ", ".join(str(p) for p in paths.values()))
+    check_failures(study, settings)
     return study
 
 
@@ -185,6 +194,8 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
             bar.refresh()
             if _budget_spent(study, settings, finished, time.monotonic() - start):
                 break
+            if failure_limit_reached(study, settings):
+                break  # run_sweep raises after the export
             study.optimize(func, n_trials=1, catch=catch, callbacks=[summary])
             ran += 1
         optuna.storages.fail_stale_trials(study)  # RDB: reap trials of workers that died since

@@ -46,6 +46,9 @@ class SweepSettings:
             failed and re-run. None = 3 x heartbeat_interval.
         max_retry: How often a dead worker's trial is re-run before giving up on it.
         models: For `run_many`: several models swept one after another with this same budget.
+        max_failed_trials: The sweep stops with an error once the study holds this many failed
+            trials (diverged, no finite NDCG; Ctrl-C and dead workers excluded). None =
+            max(5, n_trials // 2) (5 without a trial budget).
         worker_id: Set for spawned worker processes (logs, heartbeat owner); None in a parent.
     """
 
@@ -64,6 +67,7 @@ class SweepSettings:
     grace_period: int | None = None
     max_retry: int = 2
     models: tuple[str, ...] | None = None
+    max_failed_trials: int | None = None
     worker_id: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +84,7 @@ class SweepSettings:
                 "sweep.n_trials and sweep.timeout are both null, so the sweep would never end; "
                 "set sweep.n_trials=<int> or sweep.timeout=<seconds>."
             )
-        for key in ("n_trials", "n_workers", "heartbeat_interval"):
+        for key in ("n_trials", "n_workers", "heartbeat_interval", "max_failed_trials"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise SweepConfigError(f"sweep.{key}={value} must be >= 1.")
@@ -96,6 +100,13 @@ class SweepSettings:
     def effective_grace_period(self) -> int:
         """Seconds of heartbeat silence after which a trial is declared dead."""
         return self.grace_period if self.grace_period is not None else 3 * self.heartbeat_interval
+
+    @property
+    def failure_limit(self) -> int:
+        """Failed trials after which the sweep stops (`max_failed_trials` or its default)."""
+        if self.max_failed_trials is not None:
+            return self.max_failed_trials
+        return max(5, (self.n_trials or 0) // 2)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SweepSettings:

@@ -21,6 +21,7 @@ import sqlalchemy
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
+from harness.sweep.identity import identity_mismatch
 from harness.sweep.settings import SweepConfigError, SweepSettings
 from harness.sweep.space import SearchSpace, grid_values
 
@@ -232,12 +233,13 @@ def create_or_load_study(
     """Create the study, or load it to resume; check it holds compatible trials.
 
     Args:
-        attrs: Study user attrs (model, dataset, split_fingerprint, k, n_trials_budget, config);
-            written on every run, so they describe the latest invocation.
+        attrs: Study user attrs (model, dataset, split_fingerprint, k, n_trials_budget, config,
+            identity); written on every run, so they describe the latest invocation.
 
     Raises:
         SweepConfigError: The existing study was made for another model or split (only possible
-            with an explicit sweep.study_name).
+            with an explicit sweep.study_name), or for another configuration (its "identity",
+            `harness.sweep.identity`): the message lists the differing keys.
     """
     study = optuna.create_study(
         storage=storage,
@@ -254,6 +256,10 @@ def create_or_load_study(
                 f"study {study_name!r} holds trials for {key}={old!r} but this run has "
                 f"{attrs.get(key)!r}; set another sweep.study_name (or leave it null to derive one)."
             )
+    if "identity" in attrs:
+        error = identity_mismatch(study_name, study.user_attrs.get("identity"), attrs["identity"])
+        if error is not None:
+            raise error
     for key, value in attrs.items():
         study.set_user_attr(key, value)
     return study
