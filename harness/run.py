@@ -60,11 +60,36 @@ def _sweep_hint(cfg: dict[str, Any]) -> str:
 
 
 def benchmark_settings(cfg: dict[str, Any]) -> BenchmarkSettings:
-    """`BenchmarkSettings` from `cfg.benchmark` and `cfg.models`."""
+    """`BenchmarkSettings` from `cfg.benchmark` and `cfg.models`.
+
+    Raises:
+        StatsConfigError: an unknown `benchmark.*` key, or an invalid/contradictory option.
+    """
+    import dataclasses
+
+    from harness.benchmark.stats import StatsConfigError
+
     b = dict(cfg["benchmark"])
-    for key in ("fixed_models", "ks"):
-        b[key] = tuple(b[key])
+    known = {f.name for f in dataclasses.fields(BenchmarkSettings)} - {"models"}
+    unknown = sorted(set(b) - known)
+    if unknown:
+        raise StatsConfigError(
+            f"unknown benchmark option(s) {', '.join('benchmark.' + k for k in unknown)}; "
+            f"valid keys are {', '.join(sorted(known))}"
+        )
+    for key in ("fixed_models", "ks", "protocol_seeds"):
+        if b.get(key) is not None:
+            b[key] = tuple(b[key])
     return BenchmarkSettings(models=tuple(cfg["models"]), **b)
+
+
+def extra_splits(cfg: dict[str, Any], settings: BenchmarkSettings) -> dict[int, Any]:
+    """Protocol seed -> split for `benchmark.protocol_seeds` other than `protocol.seed`."""
+    from harness.sweep.config import load_split
+
+    own = int(cfg["protocol"]["seed"])
+    seeds = [s for s in settings.protocol_seeds or () if s != own]
+    return {s: load_split({**cfg, "protocol": {**cfg["protocol"], "seed": s}}) for s in seeds}
 
 
 def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
@@ -72,8 +97,8 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
     from harness.sweep import model_config
     from harness.sweep.config import load_split
 
+    settings = benchmark_settings(cfg)  # before any data is loaded: bad options fail first
     split = split if split is not None else load_split(cfg)
-    settings = benchmark_settings(cfg)
     storage = storage_url(cfg)
     studies = load_studies(
         storage,
@@ -90,6 +115,8 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         settings=settings,
         results_dir=_paths(cfg)[0],
         storage=storage,
+        extra_splits=extra_splits(cfg, settings),
+        protocol_seed=int(cfg["protocol"]["seed"]),
     )
 
 
@@ -154,12 +181,15 @@ def _split(cfg: dict[str, Any]) -> Any:
 def run_all(cfg: dict[str, Any]) -> Path:
     """Sweep each tuned model with the same budget, benchmark, report; print where it is."""
     from harness.sweep import run_many
+    from harness.sweep.config import preflight
 
     seconds: dict[str, float] = {}
+    tuned = [m for m in cfg["models"] if m not in cfg["benchmark"]["fixed_models"]]
+    preflight(cfg, tuned, test_users=True)  # every search space, protocol and option, no data yet
+    benchmark_settings(cfg)
     start = time.perf_counter()
     split = _split(cfg)
     seconds["data"] = time.perf_counter() - start
-    tuned = [m for m in cfg["models"] if m not in cfg["benchmark"]["fixed_models"]]
     start = time.perf_counter()
     run_many(cfg, tuned, split=split)
     seconds["sweep"] = time.perf_counter() - start
@@ -188,12 +218,13 @@ def print_summary(bench: Path, report: Path) -> None:
 
 def _guarded(name: str, stage: Callable[[dict[str, Any]], Any], cfg: DictConfig) -> None:
     """Run a stage; turn expected input and config errors into one line and exit status 2."""
+    from harness.benchmark.stats import StatsConfigError
     from harness.sweep import StudyNotFoundError, SweepConfigError
 
     matplotlib.use("Agg")  # figures are files: never open a window, work without a display
     try:
         stage(plain_config(cfg))
-    except (MissingInputError, SweepConfigError, StudyNotFoundError) as error:
+    except (MissingInputError, SweepConfigError, StudyNotFoundError, StatsConfigError) as error:
         print(f"{name}: error: {error}", file=sys.stderr)
         sys.exit(2)
 

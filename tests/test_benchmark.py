@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -118,9 +119,40 @@ def test_benchmark_writes_every_file_with_cis_tests_budget_and_betas(split, swep
     per_user = res.per_user("mult_vae")
     assert per_user["ndcg@100"].shape == (2, 50)
     assert np.array_equal(per_user["test_users"], split.test_users)
-    # a deterministic model's one run stands for every seed: a zero-width interval
+    # a deterministic model is trained once; its interval still covers test-user sampling
+    assert res.per_user("ease")["ndcg@100"].shape == (1, 50)
     ease = metrics[(metrics["model"] == "ease") & (metrics["metric"] == "ndcg@100")].iloc[0]
-    assert ease["ci_low"] == pytest.approx(ease["ci_high"])
+    assert ease["ci_high"] - ease["ci_low"] > 0.01
+    assert ease["interval"] == "bootstrap" and ease["n_users"] == 50
+    assert set(res.tests["verdict"]) <= {"better", "worse", "equivalent within ±0.01"} | {
+        v for v in res.tests["verdict"] if v.startswith("not distinguishable with 50 users")
+    }
+    ledger = info["test_ledger"]
+    assert ledger["mult_vae"]["final"]["scored"] == 2 and ledger["mult_vae"]["final"]["reused"] == 0
+    assert ledger["ease"]["final"]["met_test_users"] == 1
+    lines = (results_dir / "test_ledger.jsonl").read_text().splitlines()
+    assert len(lines) == 2 + 1 + 1 + 1  # mult_vae final x2, liang x1, ease, popularity
+
+    # the same benchmark again: every scoring comes from the ledger, identical tables
+    again = run_benchmark(
+        split=split,
+        dataset_name="synthetic",
+        studies=studies,
+        model_params={m: _params(m) for m in names},
+        settings=settings,
+        results_dir=results_dir,
+    )
+    res2 = load_results(again)
+    info2 = json.loads((again / "benchmark.json").read_text())
+    assert info2["test_scorings"] == {}
+    assert info2["test_ledger"]["mult_vae"]["final"] == {
+        **ledger["mult_vae"]["final"],
+        "scored": 0,
+        "reused": 2,
+    }
+    assert len((results_dir / "test_ledger.jsonl").read_text().splitlines()) == 5
+    pd.testing.assert_frame_equal(res2.metrics, res.metrics)
+    pd.testing.assert_frame_equal(res2.tests, res.tests)
 
 
 def test_missing_storage_names_the_sweep_command_and_creates_nothing(tmp_path):
@@ -159,7 +191,7 @@ def test_benchmark_refuses_studies_of_another_split(split, swept):
                 dataset_name="synthetic",
                 studies=studies,
                 model_params={"ease": _params("ease")},
-                settings=BenchmarkSettings(name="x", models=("ease",)),
+                settings=BenchmarkSettings(name="x", models=("ease",), baseline="ease"),
                 results_dir=results_dir,
             )
     finally:
@@ -177,3 +209,58 @@ def test_test_users_are_scored_once_per_configuration_and_seed(split):
     with pytest.raises(RuntimeError, match="already scored"):
         scorer.score(model, "popularity", "final", 0)
     assert scorer.record() == {"popularity": {"final": 1}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"interval": "wilson"}, "benchmark.interval='wilson' is unknown"),
+        ({"test": "wilcoxon"}, "benchmark.test='wilcoxon' is unknown"),
+        ({"margin": -0.01}, "benchmark.margin=-0.01 is negative"),
+        ({"n_resamples": 10}, "n_resamples=10 is too few"),
+        ({"n_seeds": 1}, "n_seeds=1: mult_vae train with random seeds"),
+        ({"test_metric": "ndcg@30"}, "ndcg@30.*benchmark.ks"),
+        ({"baseline": "standard_vae"}, "baseline='standard_vae' is not among"),
+        ({"liang_seeds": 5}, "liang_seeds=5 must lie in"),
+        ({"protocol_seeds": (1, 1)}, "repeats a seed"),
+    ],
+)
+def test_bad_statistics_options_are_refused_before_anything_runs(changes, message):
+    from harness.benchmark.stats import StatsConfigError
+
+    base = {"name": "x", "models": ("mult_vae", "ease"), "n_seeds": 2}
+    with pytest.raises(StatsConfigError, match=message):
+        BenchmarkSettings(**{**base, **changes})
+    # one seed is fine when no interval is asked
+    BenchmarkSettings(**{**base, "n_seeds": 1, "interval": "none", "liang_seeds": 1})
+
+
+def test_protocol_seeds_retrain_the_chosen_configurations_on_other_splits(split, swept):
+    results_dir, storage, names = swept
+    data = generate_synthetic(n_users=400, n_items=150, density=0.06, seed=0)
+    other = make_split(data, n_val_users=50, n_test_users=50, seed=7)
+    assert other.fingerprint != split.fingerprint
+    studies = load_studies(
+        storage, {"ease": names["ease"], "popularity": "none"}, fixed=("popularity",)
+    )
+    settings = BenchmarkSettings(
+        name="splits", models=("ease", "popularity"), baseline="ease", protocol_seeds=(7,)
+    )
+    out = run_benchmark(
+        split=split,
+        dataset_name="synthetic",
+        studies=studies,
+        model_params={m: _params(m) for m in ("ease", "popularity")},
+        settings=settings,
+        results_dir=results_dir,
+        extra_splits={7: other},
+        protocol_seed=98765,
+    )
+    res = load_results(out)
+    splits = res.splits
+    assert sorted(splits["protocol_seed"].unique()) == [7, 98765]
+    assert set(splits["split_fingerprint"]) == {split.fingerprint, other.fingerprint}
+    first = splits[splits["protocol_seed"] == 98765].set_index("model")["mean"]
+    metrics = res.metrics[res.metrics["metric"] == "ndcg@100"].set_index("model")["mean"]
+    assert first.to_dict() == pytest.approx(metrics.to_dict())
+    assert (splits.groupby("model")["mean"].nunique() == 2).all()  # other users, other values

@@ -7,9 +7,17 @@ Recipe per model:
        a model without a study, e.g. popularity);
     2. seed-aware selection: each candidate retrained with every seed on the training users,
        early-stopped on validation users; the best mean validation NDCG wins;
-    3. the winner's seed runs are scored on the test users, once each;
+    3. the winner's seed runs are scored on the test users, once each (a scoring stored in
+       the test ledger by an earlier run is reused instead, see ``ledger.py``);
     4. VAEs only: Liang et al.'s optimal beta (anneal to cap 1.0, take the beta of the best
        validation epoch, retrain with it as the cap at the same slope, score on test).
+
+With ``protocol_seeds``, the chosen configurations are also retrained (over the same seeds)
+and scored on the splits of the other protocol seeds: different validation/test users and
+training users. Cost: each extra split costs one data split plus, per model, ``n_seeds``
+trainings (one for closed-form models) and one test scoring each; no new sweep, selection or
+Liang procedure. The configuration stays the one chosen on the first split, so the spread
+across splits shows how much the test numbers depend on which users were held out.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ import optuna
 from optuna.trial import TrialState
 
 from harness.benchmark.layout import write_results
-from harness.benchmark.stats import mean_ci
+from harness.benchmark.ledger import TestLedger
+from harness.benchmark.stats import StatsConfigError, StatsSettings, mean_ci
 from harness.benchmark.summary import ModelRun, summary_tables
 from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer, fit_seed
 
@@ -55,7 +64,16 @@ class BenchmarkSettings:
             costs two trainings.
         test_metric: per-user metric of the paired tests.
         ks: cut-offs of the test metrics.
-        confidence: coverage of the intervals over seeds.
+        confidence: coverage of every interval (tests at level 1 - confidence).
+        interval, test, n_resamples, stats_seed, margin: see
+            ``harness.benchmark.stats.StatsSettings`` (stats_seed is its ``seed``).
+        protocol_seeds: further protocol seeds whose splits the chosen configurations are
+            retrained and scored on (the spread across splits is reported); None = only the
+            sweep's split. The caller builds the splits (``run_benchmark(extra_splits=...)``).
+        rescore: score the test users again even where the test ledger holds scores.
+
+    Raises:
+        StatsConfigError: an unknown or contradictory option (message names it and the fix).
     """
 
     name: str
@@ -71,6 +89,62 @@ class BenchmarkSettings:
     test_metric: str = "ndcg@100"
     ks: tuple[int, ...] = (10, 20, 50, 100)
     confidence: float = 0.95
+    interval: str = "bootstrap"
+    test: str = "bootstrap"
+    n_resamples: int = 2000
+    stats_seed: int = 0
+    margin: float = 0.01
+    protocol_seeds: tuple[int, ...] | None = None
+    rescore: bool = False
+
+    def __post_init__(self) -> None:
+        self.stats  # validates the statistics options  # noqa: B018
+        if self.baseline not in self.models:
+            raise StatsConfigError(
+                f"benchmark.baseline={self.baseline!r} is not among the compared models "
+                f"({', '.join(self.models)}); pick one of them"
+            )
+        name, _, k = self.test_metric.partition("@")
+        if not k.isdigit() or int(k) not in self.ks:
+            raise StatsConfigError(
+                f"benchmark.test_metric={self.test_metric!r} is not computed: the metrics are "
+                f"<name>@k for k in benchmark.ks={list(self.ks)}; use e.g. ndcg@{max(self.ks)} "
+                "or add the cut-off to benchmark.ks"
+            )
+        if self.n_seeds < 1:
+            raise StatsConfigError(f"benchmark.n_seeds={self.n_seeds} must be >= 1")
+        seeded = [m for m in self.models if m in SEEDED_MODELS]
+        if self.n_seeds < 2 and seeded and self.interval != "none":
+            raise StatsConfigError(
+                f"benchmark.n_seeds={self.n_seeds}: {', '.join(seeded)} train with random "
+                "seeds, and an interval over one seed would hide that noise; use "
+                "benchmark.n_seeds >= 2, or benchmark.interval=none"
+            )
+        if self.liang_seeds is not None and not 1 <= self.liang_seeds <= self.n_seeds:
+            raise StatsConfigError(
+                f"benchmark.liang_seeds={self.liang_seeds} must lie in [1, benchmark.n_seeds="
+                f"{self.n_seeds}] (or null = all seeds)"
+            )
+        if self.protocol_seeds is not None:
+            seeds = list(self.protocol_seeds)
+            if any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
+                raise StatsConfigError(
+                    f"benchmark.protocol_seeds={seeds!r} must be a list of integers, e.g. [1,2]"
+                )
+            if len(set(seeds)) != len(seeds):
+                raise StatsConfigError(f"benchmark.protocol_seeds={seeds} repeats a seed")
+
+    @property
+    def stats(self) -> StatsSettings:
+        """The statistics options (validated)."""
+        return StatsSettings(
+            confidence=self.confidence,
+            interval=self.interval,
+            test=self.test,
+            n_resamples=self.n_resamples,
+            seed=self.stats_seed,
+            margin=self.margin,
+        )
 
     @property
     def seeds(self) -> list[int]:
@@ -155,7 +229,8 @@ def _liang(
             seed,
             patience=settings.patience,
         )
-        per_user, _ = scorer.score(final.model, model, "liang", seed)
+        final_params = {**base, "anneal_cap": beta, "total_anneal_steps": steps}
+        per_user, _ = scorer.score(final.model, model, "liang", seed, final_params)
         log.info("%s: Liang procedure, seed %d: optimal beta %.3f", model, seed, beta)
         betas.append(beta)
         tests.append(float(np.nanmean(per_user[settings.test_metric])))
@@ -199,16 +274,8 @@ def benchmark_model(
     seeds = settings.seeds if seeded else settings.seeds[:1]  # closed form: seeds change nothing
     cands = candidates(study, fixed_params, settings.n_candidates)
     chosen, fits = _select(split, model, cands, seeds, settings.patience)
-    scored = [scorer.score(f.model, model, "final", f.facts["seed"]) for f in fits]
-    per_user = {m: np.stack([s[0][m] for s in scored]) for m in scored[0][0]}
-    coverage = [s[1] for s in scored]
-    facts = [f.facts for f in fits]
-    if not seeded:  # one deterministic run stands for every seed: zero-width intervals
-        per_user = {m: np.repeat(v, settings.n_seeds, axis=0) for m, v in per_user.items()}
-        coverage = coverage * settings.n_seeds
-        facts = [
-            {**facts[0], "seed": s, "note": "deterministic: trained once"} for s in settings.seeds
-        ]
+    run = _scored_run(model, fits, chosen["params"], scorer, seeded)
+    per_user, coverage, facts = run.per_user, run.scalars["coverage@100"], run.seeds
     info: dict[str, Any] = {
         "budget": _budget(study),
         "chosen_trial": chosen["trial"],
@@ -236,6 +303,36 @@ def benchmark_model(
     return ModelRun(model, per_user, {"coverage@100": coverage}, facts, info)
 
 
+def _scored_run(
+    model: str, fits: list[FitResult], params: dict, scorer: HeldOutTestScorer, seeded: bool
+) -> ModelRun:
+    """Score each fit on the test users; a deterministic model's one run stays one row."""
+    scored = [scorer.score(f.model, model, "final", f.facts["seed"], params) for f in fits]
+    per_user = {m: np.stack([s[0][m] for s in scored]) for m in scored[0][0]}
+    facts = [f.facts for f in fits]
+    if not seeded:
+        facts = [{**facts[0], "note": "deterministic: trained once"}]
+    info = {"deterministic": not seeded}
+    return ModelRun(model, per_user, {"coverage@100": [s[1] for s in scored]}, facts, info)
+
+
+def replicate_on_split(
+    split, runs: list[ModelRun], settings: BenchmarkSettings, ledger: TestLedger | None
+) -> list[ModelRun]:
+    """The chosen configurations retrained over the seeds on another split and scored."""
+    scorer = HeldOutTestScorer(split, settings.ks, ledger=ledger)
+    out = []
+    for run in runs:
+        seeded = run.stochastic
+        seeds = settings.seeds if seeded else settings.seeds[:1]
+        params = run.info["params"]
+        fits = [fit_seed(split, run.model, params, s, patience=settings.patience) for s in seeds]
+        out.append(_scored_run(run.model, fits, params, scorer, seeded))
+        del fits
+        gc.collect()
+    return out
+
+
 def run_benchmark(
     *,
     split,
@@ -245,6 +342,8 @@ def run_benchmark(
     settings: BenchmarkSettings,
     results_dir: Path,
     storage: str | None = None,
+    extra_splits: Mapping[int, Any] | None = None,
+    protocol_seed: int | None = None,
 ) -> Path:
     """Benchmark every model of ``settings.models`` and write ``results_dir/<name>/``.
 
@@ -256,12 +355,16 @@ def run_benchmark(
         settings: benchmark settings.
         results_dir: parent folder of the benchmark folder.
         storage: storage URL, recorded.
+        extra_splits: protocol seed -> split, for ``settings.protocol_seeds`` (see the module
+            docstring); None = none.
+        protocol_seed: the protocol seed of ``split`` (its row in the splits table).
 
     Returns:
         The benchmark folder.
 
     Raises:
         ValueError: a study was made on another split than ``split``.
+        StatsConfigError: a stochastic model ended with fewer than 2 seed runs.
     """
     start = time.perf_counter()
     for model, study in studies.items():
@@ -272,11 +375,19 @@ def run_benchmark(
                 f"but the benchmark split is {split.fingerprint[:12]}: benchmark "
                 "with the dataset/protocol the sweep used"
             )
-    scorer = HeldOutTestScorer(split, settings.ks)
+    ledger = TestLedger(results_dir, rescore=settings.rescore)
+    scorer = HeldOutTestScorer(split, settings.ks, ledger=ledger)
     runs = [
         benchmark_model(split, m, studies.get(m), dict(model_params.get(m, {})), settings, scorer)
         for m in settings.models
     ]
+    by_split = None
+    if extra_splits:
+        first = protocol_seed if protocol_seed is not None else split.params.get("seed")
+        by_split = {first: (split.fingerprint, runs)}
+        for seed, other in extra_splits.items():
+            log.info("protocol seed %s: retraining the chosen configurations", seed)
+            by_split[seed] = (other.fingerprint, replicate_on_split(other, runs, settings, ledger))
     info = {
         "name": settings.name,
         "dataset": dataset_name,
@@ -289,7 +400,9 @@ def run_benchmark(
         "test_metric": settings.test_metric,
         "storage": storage,
         "test_scorings": scorer.record(),
-        "test_scored_once": max(scorer.scored.values()) == 1,
+        "test_scored_once": max(scorer.scored.values(), default=0) <= 1,
+        "test_ledger": scorer.ledger_record(),
+        "protocol_seeds": list(by_split) if by_split else None,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "settings": {k: v for k, v in vars(settings).items()},
         "models": {r.model: r.info for r in runs},
@@ -299,7 +412,8 @@ def run_benchmark(
         runs,
         baseline=settings.baseline,
         test_metric=settings.test_metric,
-        confidence=settings.confidence,
+        stats=settings.stats,
+        splits=by_split,
     )
     per_user = {r.model: {**r.per_user, "test_users": np.asarray(split.test_users)} for r in runs}
     return write_results(results_dir / settings.name, info, tables, per_user)

@@ -4,8 +4,12 @@ Kept free of TensorFlow so that the report can read results without importing th
 
 Layout of ``results/<name>/``:
     benchmark.json   everything below plus run facts (seeds, budgets, chosen params, betas)
-    metrics.csv      model, metric, mean, ci_low, ci_high, n_seeds (95% t interval over seeds)
-    tests.csv        model, baseline, metric, statistic, p_value, p_holm, n_users, ...
+    metrics.csv      model, metric, mean, ci_low, ci_high, n_seeds, n_users, interval (95%
+                     two-way bootstrap over test users and seeds by default; stats.py)
+    tests.csv        model, baseline, metric, n_users, mean_difference, ci_low, ci_high, se,
+                     p_value, p_holm, significant, verdict, mdd, margin, test
+    splits.csv       (with benchmark.protocol_seeds) model, protocol_seed, split_fingerprint,
+                     metric, mean, ci_low, ci_high, n_users
     seeds.csv        one row per (model, seed): validation NDCG, best epoch, test metrics
     budget.csv       model, study, n_trials_budget, finished/complete/pruned/failed trials
     per_user/<model>.npz   per-user test metrics, arrays (n_seeds, n_test_users) + user ids
@@ -27,6 +31,7 @@ import pandas as pd
 
 BENCHMARK_JSON = "benchmark.json"
 TABLES = ("metrics", "tests", "seeds", "budget")
+OPTIONAL_TABLES = ("splits",)
 
 
 class MissingInputError(RuntimeError):
@@ -44,6 +49,7 @@ class BenchmarkResults:
         tests: ``tests.csv``.
         seeds: ``seeds.csv``.
         budget: ``budget.csv``.
+        splits: ``splits.csv`` (None when the benchmark used one split).
     """
 
     path: Path
@@ -52,6 +58,7 @@ class BenchmarkResults:
     tests: pd.DataFrame
     seeds: pd.DataFrame
     budget: pd.DataFrame
+    splits: pd.DataFrame | None = None
 
     def per_user(self, model: str) -> dict[str, np.ndarray]:
         """Per-user test metric arrays of one model (each shaped seeds x users)."""
@@ -131,8 +138,9 @@ def write_results(
     def fill(folder: Path) -> None:
         text = json.dumps(_clean_floats(info), indent=2, default=_json_default, allow_nan=False)
         (folder / BENCHMARK_JSON).write_text(text + "\n")
-        for name in TABLES:
-            tables[name].to_csv(folder / f"{name}.csv", index=False)
+        for name in (*TABLES, *OPTIONAL_TABLES):
+            if name in tables:
+                tables[name].to_csv(folder / f"{name}.csv", index=False)
         (folder / "per_user").mkdir()
         for model, arrays in per_user.items():
             np.savez_compressed(folder / "per_user" / f"{model}.npz", **arrays)
@@ -160,6 +168,9 @@ def load_results(path: Path, *, hint: str = "harness-benchmark") -> BenchmarkRes
         )
     info = json.loads((path / BENCHMARK_JSON).read_text())
     frames = {t: pd.read_csv(path / f"{t}.csv") for t in TABLES}
+    frames.update(
+        {t: pd.read_csv(path / f"{t}.csv") for t in OPTIONAL_TABLES if (path / f"{t}.csv").exists()}
+    )
     return BenchmarkResults(path=path, info=info, **frames)
 
 

@@ -438,7 +438,4 @@ def verdict(
         return "better" if comparison.mean_difference > 0 else "worse"
     if margin > 0 and -margin <= comparison.ci_low and comparison.ci_high <= margin:
         return f"equivalent within ±{margin:g}"
-    return (
-        f"not distinguishable with {n_users} users "
-        f"(detectable difference ±{comparison.mdd:.4f})"
-    )
+    return f"not distinguishable with {n_users} users (detectable difference ±{comparison.mdd:.4f})"

@@ -214,9 +214,7 @@ def tests_frame(
                 "p_value": c.p_value,
                 "p_holm": p,
                 "significant": bool(p < stats.alpha),
-                "verdict": verdict(
-                    c, p, margin=stats.margin, alpha=stats.alpha, n_users=c.n_users
-                ),
+                "verdict": verdict(c, p, margin=stats.margin, alpha=stats.alpha, n_users=c.n_users),
                 "mdd": c.mdd,
                 "margin": stats.margin,
                 "test": c.test,

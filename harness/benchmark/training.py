@@ -97,25 +97,63 @@ class HeldOutTestScorer:
 
     The record is the evidence that test users were scored once per final configuration and
     seed: scoring the same (model, variant, seed) twice raises instead of being counted.
+    With a ``ledger`` (``harness.benchmark.ledger.TestLedger``) and the configuration's
+    ``params``, a scoring stored by an earlier run is reused instead of repeated (unless the
+    ledger says rescore), and every new scoring is appended to it.
     """
 
-    def __init__(self, split, ks: tuple[int, ...], coverage_k: int = 100) -> None:
+    def __init__(self, split, ks: tuple[int, ...], coverage_k: int = 100, ledger=None) -> None:
         self.split, self.ks, self.coverage_k = split, tuple(ks), coverage_k
+        self.ledger = ledger
         self.scored: Counter[tuple[str, str, int]] = Counter()
+        self.reused: Counter[tuple[str, str, int]] = Counter()
+        self.configs: dict[tuple[str, str], str] = {}
 
-    def score(self, model: Any, model_name: str, variant: str, seed: int):
+    def score(
+        self,
+        model: Any,
+        model_name: str,
+        variant: str,
+        seed: int,
+        params: dict[str, Any] | None = None,
+    ):
         """Per-user test metrics (dict of arrays, one value per test user) and coverage.
 
         Raises:
-            RuntimeError: this (model_name, variant, seed) was scored before.
+            RuntimeError: this (model_name, variant, seed) was scored before in this run.
         """
         key = (model_name, variant, seed)
-        if self.scored[key]:
+        if self.scored[key] or self.reused[key]:
             raise RuntimeError(
                 f"test users already scored for {key}: a benchmark scores each "
                 "final configuration and seed once"
             )
+        config = None
+        if self.ledger is not None and params is not None:
+            from harness.benchmark.ledger import configuration_hash
+
+            config = configuration_hash(model_name, params, variant, (*self.ks, self.coverage_k))
+            self.configs[(model_name, variant)] = config
+            if not self.ledger.rescore:
+                entry = self.ledger.find(self.split.fingerprint, config, seed)
+                if entry is not None:
+                    self.reused[key] += 1
+                    return self.ledger.load(entry)
         self.scored[key] += 1
+        per_user, coverage = self._score(model)
+        if config is not None:
+            self.ledger.append(
+                fingerprint=self.split.fingerprint,
+                config=config,
+                model=model_name,
+                variant=variant,
+                seed=seed,
+                per_user=per_user,
+                coverage=coverage,
+            )
+        return per_user, coverage
+
+    def _score(self, model: Any) -> tuple[dict[str, np.ndarray], float]:
         foldin, heldout = sp.csr_matrix(self.split.test_tr), sp.csr_matrix(self.split.test_te)
         parts: list[dict[str, np.ndarray]] = []
         recommended: set[int] = set()
@@ -130,9 +168,31 @@ class HeldOutTestScorer:
         return per_user, len(recommended) / foldin.shape[1]
 
     def record(self) -> dict[str, dict[str, int]]:
-        """model -> variant -> number of seeds whose test users were scored (once each)."""
+        """model -> variant -> number of seeds whose test users were scored in this run."""
         out: dict[str, dict[str, int]] = {}
         for (model, variant, _seed), count in self.scored.items():
             out.setdefault(model, {}).setdefault(variant, 0)
             out[model][variant] += count
+        return out
+
+    def ledger_record(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """model -> variant -> {scored, reused (this run), met_test_users (all runs), config}.
+
+        ``met_test_users`` counts the ledger's scorings of this configuration on this split,
+        over every seed and every run; without a ledger it is this run's count.
+        """
+        meetings = self.ledger.meetings() if self.ledger is not None else {}
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for model, variant, seed in [*self.scored, *self.reused]:
+            row = out.setdefault(model, {}).setdefault(
+                variant, {"scored": 0, "reused": 0, "met_test_users": 0, "config_hash": None}
+            )
+            row["scored"] += self.scored[(model, variant, seed)]
+            row["reused"] += self.reused[(model, variant, seed)]
+            config = self.configs.get((model, variant))
+            row["config_hash"] = config
+            if config is None:
+                row["met_test_users"] = row["scored"]
+            else:
+                row["met_test_users"] = meetings.get((self.split.fingerprint, config), 0)
         return out

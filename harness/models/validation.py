@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -162,3 +163,27 @@ def check_fit_inputs(
     else:
         valid = None
     return FitData(train, valid, val_tr, val_te)
+
+
+def check_vae_param(name: str, value, context: dict) -> None:
+    """Check one VAE hyperparameter with the rules of ``check_vae_params``.
+
+    The other arguments come from ``context`` (e.g. the model's defaults updated with the
+    configured values; they should be valid themselves), so a rule that depends on another
+    parameter (anneal_cap with annealing) is applied as configured. Parameters without a rule
+    here (seed, verbose, output_activation) are not checked. The data-dependent bound of ``k``
+    (<= number of items) is left to the fit.
+
+    Raises:
+        ValueError: naming the parameter and its allowed range.
+    """
+    names = inspect.signature(check_vae_params).parameters
+    if name not in names or name in ("n_users", "original_dim"):
+        return
+    args = {k: context[k] for k in names if k in context}
+    args[name] = value
+    args.update(n_users=1, original_dim=2**31 - 1)
+    missing = [k for k in names if k not in args]
+    if missing:
+        raise ValueError(f"cannot check {name}: context lacks {', '.join(missing)}")
+    check_vae_params(**args)

@@ -56,6 +56,16 @@ def _anneal_run(
 
 def _scorings(info: dict[str, Any]) -> str:
     """The benchmark's record of test scorings as text, e.g. "mult_vae: final 5, liang 3"."""
+    if info.get("test_ledger"):
+        return "; ".join(
+            f"{model}: "
+            + ", ".join(
+                f"{variant} {r['scored']} scored, {r['reused']} reused from the ledger, "
+                f"met the test users {r['met_test_users']} time(s) in all runs"
+                for variant, r in variants.items()
+            )
+            for model, variants in info["test_ledger"].items()
+        )
     return "; ".join(
         f"{model}: " + ", ".join(f"{variant} {n}" for variant, n in variants.items())
         for model, variants in info["test_scorings"].items()
@@ -89,10 +99,11 @@ def _benchmark_sections(w: _Writer, results: BenchmarkResults) -> list[Section]:
             "(closed-form models are trained once: seeds change nothing). Test scorings: "
             f"{_scorings(info)}.",
             T.metrics_table(results),
+            *[t for t in (T.splits_table(results), T.ledger_table(results)) if t is not None],
             w.figure(
                 F.test_metrics_figure(results.metrics, names),
                 "test_metrics",
-                "Test metrics: mean over seeds with 95% confidence intervals",
+                f"Test metrics: {T.interval_text(results)}",
             ),
             T.tests_table(results),
         ],

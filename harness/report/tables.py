@@ -43,8 +43,34 @@ def _metric_cell(metrics: pd.DataFrame, model: str, name: str) -> str:
     return ci_cell(hit.iloc[0]) if len(hit) else "–"
 
 
+def interval_text(results: BenchmarkResults) -> str:
+    """What the intervals of metrics.csv are, in words (from its `interval` column)."""
+    kinds = set(results.metrics.get("interval", pd.Series(["t_seeds"])).dropna())
+    seeds = results.info.get("n_seeds", "?")
+    users = results.info.get("n_test_users", "?")
+    if kinds <= {"t_seeds"}:
+        return f"mean [95% t-interval over {seeds} seeds; test-user sampling not included]"
+    settings = results.info.get("settings", {})
+    conf = float(settings.get("confidence", 0.95))
+    return (
+        f"mean [{conf:.0%} bootstrap interval over the {users} test users, nested with the "
+        f"{seeds} training seeds for stochastic models; users alone for deterministic ones, "
+        f"{settings.get('n_resamples', 2000)} resamples]"
+    )
+
+
+def comparison_cell(t: Mapping) -> str:
+    """ "+0.0056 [-0.0100, +0.0200] p_Holm=0.58: verdict" of one tests.csv row."""
+    return (
+        f"{float(t['mean_difference']):+.4f} [{float(t['ci_low']):+.4f}, "
+        f"{float(t['ci_high']):+.4f}], p_Holm={fmt(t['p_holm'], 4)} "
+        f"{stars(t['p_holm'])}".rstrip()
+        + f": {t['verdict']}"
+    )
+
+
 def metrics_table(results: BenchmarkResults, names: Sequence[str] = MAIN_METRICS) -> Table:
-    """Models x main test metrics (mean [95% CI] over seeds) with the paired-test column."""
+    """Models x main test metrics (mean [CI]) with the comparison against the baseline."""
     metrics, tests = results.metrics, results.tests
     baseline = results.info.get("baseline", "mult_vae")
     shown = [m for m in names if m in set(metrics["metric"])]
@@ -56,23 +82,23 @@ def metrics_table(results: BenchmarkResults, names: Sequence[str] = MAIN_METRICS
         if model == baseline:
             cells.append("baseline")
         elif len(test):
-            t = test.iloc[0]
-            cells.append(
-                f"{float(t['mean_difference']):+.4f}, p_Holm={fmt(t['p_holm'], 4)}"
-                f" {stars(t['p_holm'])}".rstrip()
-            )
+            cells.append(comparison_cell(test.iloc[0]))
         else:
             cells.append("–")
         rows.append(cells)
-    header = ["model", *shown, f"vs {baseline} ({test_metric}: mean Δ, Holm p)"]
+    header = ["model", *shown, f"vs {baseline} ({test_metric}: mean Δ [CI], Holm p)"]
+    settings = results.info.get("settings", {})
+    test = settings.get("test", "bootstrap")
     return Table(
         header,
         rows,
         caption=(
-            f"Test users, mean [95% t-interval] over {results.info.get('n_seeds', '?')} seeds. "
-            "recall@k is Liang's truncated recall (hits / min(k, n_heldout)); recall_std@k is "
-            "hits / n_heldout. Marks: * p<0.05, ** p<0.01, *** p<0.001 (Wilcoxon signed-rank on "
-            "per-user values averaged over seeds, Holm-corrected)."
+            f"Test users, {interval_text(results)}. recall@k is Liang's truncated recall "
+            "(hits / min(k, n_heldout)); recall_std@k is hits / n_heldout. Δ = model − "
+            f"baseline on the same users, with its paired bootstrap interval; p from a paired "
+            f"{'bootstrap' if test == 'bootstrap' else 'sign-flip permutation'} test of the mean "
+            "difference, Holm-corrected over the models (* p<0.05, ** p<0.01, *** p<0.001); "
+            f"'equivalent' only when the Δ interval lies within ±{settings.get('margin', 0.01)}."
         ),
     )
 
@@ -84,11 +110,11 @@ def all_metrics_table(results: BenchmarkResults) -> Table:
     rows = []
     for name in dict.fromkeys(metrics["metric"]):
         rows.append([name, *(_metric_cell(metrics, model, name) for model in models)])
-    return Table(["metric", *models], rows, caption="All test metrics (mean [95% CI])")
+    return Table(["metric", *models], rows, caption=f"All test metrics ({interval_text(results)})")
 
 
 def tests_table(results: BenchmarkResults) -> Table:
-    """The paired tests, one row per model against the baseline."""
+    """The paired comparisons, one row per model against the baseline."""
     rows = [
         [
             r["model"],
@@ -96,14 +122,15 @@ def tests_table(results: BenchmarkResults) -> Table:
             r["metric"],
             str(int(r["n_users"])),
             f"{float(r['mean_difference']):+.4f}",
-            f"{float(r['median_difference']):+.4f}",
-            fmt(r["statistic"], 1),
+            f"[{float(r['ci_low']):+.4f}, {float(r['ci_high']):+.4f}]",
             fmt(r["p_value"]),
             fmt(r["p_holm"]),
-            stars(r["p_holm"]) or "no",
+            fmt(r["mdd"]),
+            str(r["verdict"]),
         ]
         for _, r in results.tests.iterrows()
     ]
+    test = results.tests["test"].iloc[0] if len(results.tests) else "bootstrap"
     return Table(
         [
             "model",
@@ -111,15 +138,76 @@ def tests_table(results: BenchmarkResults) -> Table:
             "metric",
             "users",
             "mean Δ",
-            "median Δ",
-            "W",
+            "Δ CI",
             "p",
             "p (Holm)",
-            "significant",
+            "detectable Δ",
+            "verdict",
         ],
         rows,
-        caption="Paired Wilcoxon signed-rank tests on per-user values (averaged over seeds), "
-        "Holm-corrected over the models; Δ = model − baseline",
+        caption=(
+            "Paired comparisons on the same test users; Δ = model − baseline (mean over seeds "
+            "and users). CI: two-way bootstrap (users jointly, each model's seeds on their "
+            f"own); p: paired {test} test of the mean difference, Holm-corrected over the "
+            "models. Detectable Δ: the smallest difference this test finds with 80% power at "
+            "Holm's strictest level."
+        ),
+    )
+
+
+def splits_table(results: BenchmarkResults) -> Table | None:
+    """Spread across protocol seeds (other user splits), or None with one split."""
+    splits = results.splits
+    if splits is None or splits.empty:
+        return None
+    from harness.benchmark.summary import split_spread
+
+    seeds = list(dict.fromkeys(splits["protocol_seed"]))
+    spread = split_spread(splits).set_index("model")
+    rows = []
+    for model in dict.fromkeys(splits["model"]):
+        per = splits[splits["model"] == model].set_index("protocol_seed")
+        row = [model, *(fmt(per.loc[s, "mean"]) if s in per.index else "–" for s in seeds)]
+        sp = spread.loc[model]
+        row += [fmt(sp["mean"]), fmt(sp["sd"]), f"{fmt(sp['min'])} – {fmt(sp['max'])}"]
+        rows.append(row)
+    metric = splits["metric"].iloc[0]
+    return Table(
+        ["model", *(f"seed {s}" for s in seeds), "mean", "sd", "range"],
+        rows,
+        caption=(
+            f"Test {metric} on the splits of {len(seeds)} protocol seeds (different validation, "
+            "test and training users; the configuration chosen on the first split, retrained "
+            "over the same training seeds on each)"
+        ),
+    )
+
+
+def ledger_table(results: BenchmarkResults) -> Table | None:
+    """How many times each configuration met the test users (the persistent test ledger)."""
+    ledger = results.info.get("test_ledger")
+    if not ledger:
+        return None
+    rows = [
+        [
+            model,
+            variant,
+            str(r["scored"]),
+            str(r["reused"]),
+            str(r["met_test_users"]),
+            (r.get("config_hash") or "")[:12],
+        ]
+        for model, variants in ledger.items()
+        for variant, r in variants.items()
+    ]
+    return Table(
+        ["model", "variant", "scored now", "reused", "met test users (all runs)", "config"],
+        rows,
+        caption=(
+            "Test ledger (results/test_ledger.jsonl): scorings of the test users by this run, "
+            "stored scores reused instead of scoring again (benchmark.rescore=true scores "
+            "again), and the scorings of this configuration on this split over all runs"
+        ),
     )
 
 
@@ -141,11 +229,14 @@ def budget_table(results: BenchmarkResults) -> Table:
     ]
     tuned = b[b["n_trials_budget"] > 0]
     equal = tuned["n_trials_budget"].nunique() <= 1 and tuned["finished"].nunique() <= 1
+    failed = int(pd.to_numeric(b["failed"], errors="coerce").fillna(0).sum())
     return Table(
         ["model", "study", "budget", "finished", "complete", "pruned", "failed", "note"],
         rows,
-        caption="Tuning budget: "
-        + ("equal for every tuned model." if equal else "NOT equal across models."),
+        caption="Tuning budget (finished = complete + pruned, what sweep.n_trials counts; "
+        "failed trials are extra and capped by sweep.max_failed_trials): "
+        + ("equal for every tuned model" if equal else "NOT equal across models")
+        + (f"; {failed} failed trial(s)." if failed else "."),
     )
 
 

@@ -43,6 +43,7 @@ def sweep_from_config(cfg: DictConfig | Mapping[str, Any], *, split: Any = None)
         return list(studies.values())[-1]
     model_cfg = cfg_dict["model"]
     _validate(model_cfg["name"], cfg_dict.get("search_space") or {}, settings, cfg_dict)
+    preflight(cfg_dict, [model_cfg["name"]], protocol=split is None)
     split = split if split is not None else load_split(cfg_dict)
     return run_sweep(
         split=split,
@@ -75,6 +76,7 @@ def run_many(
     per_model = {name: model_config(cfg_dict, name) for name in model_names}
     for name, (_, space) in per_model.items():
         _validate(name, space, settings, cfg_dict)
+    preflight(cfg_dict, list(model_names), protocol=split is None)
     split = split if split is not None else load_split(cfg_dict)
     studies = {}
     for name, (model_cfg, space) in per_model.items():
@@ -143,6 +145,41 @@ def _validate(
 ) -> None:
     parse_search_space(space, model_name=model_name)
     open_storage(resolve_storage_url(settings, results_dir_of(cfg_dict)), settings)
+
+
+def preflight(
+    cfg_dict: Mapping[str, Any],
+    model_names: Sequence[str],
+    *,
+    protocol: bool = True,
+    test_users: bool = False,
+) -> None:
+    """Check the protocol and each model's config and search space before any data loads.
+
+    See `harness.sweep.preflight`. `model.X=` overrides (values differing from
+    `conf/model/<carrier>.yaml`) are checked against every model's searched keys, since
+    `run_many` carries them to every model that has the key.
+
+    Raises:
+        SweepConfigError: One line naming the key, its value and the allowed range.
+
+    Args:
+        protocol: Check `cfg_dict["protocol"]` too (False when the caller passes a split).
+        test_users: The protocol must give test users (the benchmark needs them).
+    """
+    from harness.sweep.preflight import check_model_config, check_overrides, check_protocol
+
+    cfg_dict = _plain(cfg_dict)
+    if protocol:
+        check_protocol(cfg_dict.get("protocol") or {}, test_users=test_users)
+    overridden = _overridden_model_keys(cfg_dict.get("model") or {})
+    for name in model_names:
+        model_cfg, expressions = model_config(cfg_dict, name)
+        space = parse_search_space(expressions, model_name=name)
+        check_overrides(
+            name, {k: v for k, v in overridden.items() if k in model_cfg}, space, expressions
+        )
+        check_model_config(name, model_cfg, space, expressions)
 
 
 def _overridden_model_keys(current: Mapping[str, Any]) -> dict[str, Any]:

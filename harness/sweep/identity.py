@@ -86,7 +86,9 @@ def identity_mismatch(
     if not stored or stored.get("hash") == current["hash"]:
         return None
     diff = differing_keys(stored.get("components") or {}, current["components"])
-    shown = "; ".join(f"{key}: {_short(a)} in the study, {_short(b)} now" for key, (a, b) in diff.items())
+    shown = "; ".join(
+        f"{key}: {_short(a)} in the study, {_short(b)} now" for key, (a, b) in diff.items()
+    )
     return SweepConfigError(
         f"study {study_name!r} holds trials of another configuration ({shown or 'hash differs'}). "
         "Trials of different configurations are never mixed: rerun with the study's values to "
@@ -98,6 +100,8 @@ def identity_mismatch(
 def _short(value: Any) -> str:
     if isinstance(value, dict) and "name" in value and "attributes" in value:
         # distribution JSON -> FloatDistribution(low=.., high=.., log=..)
-        attrs = ", ".join(f"{k}={v}" for k, v in value["attributes"].items() if v not in (None, False))
+        attrs = ", ".join(
+            f"{k}={v}" for k, v in value["attributes"].items() if v not in (None, False)
+        )
         return f"{value['name']}({attrs})"
     return json.dumps(value, default=str)
