@@ -73,3 +73,120 @@ def test_paired_wilcoxon_hand_case_and_ties():
     assert math.isnan(paired_wilcoxon([np.nan], [1.0]).p_value)
     with pytest.raises(ValueError, match="equal lengths"):
         paired_wilcoxon([1.0, 2.0], [1.0])
+
+
+# --- two-way bootstrap, paired comparison, verdicts -------------------------------------------
+
+from harness.benchmark.stats import (  # noqa: E402
+    StatsConfigError,
+    StatsSettings,
+    bootstrap_ci,
+    compare,
+    verdict,
+)
+
+
+def test_user_bootstrap_of_a_deterministic_model_matches_scipy_and_has_width():
+    rng = np.random.default_rng(3)
+    x = rng.random((1, 200))
+    settings = StatsSettings(n_resamples=4000)
+    ci = bootstrap_ci(x, stochastic=False, settings=settings)
+    ref = sps.bootstrap(
+        (x[0],), np.mean, method="percentile", n_resamples=4000, random_state=1
+    ).confidence_interval
+    assert ci.mean == pytest.approx(x.mean())
+    assert ci.n == 200
+    # two independent Monte Carlo estimates of the same percentiles
+    assert ci.low == pytest.approx(ref.low, abs=0.004)
+    assert ci.high == pytest.approx(ref.high, abs=0.004)
+    assert ci.high - ci.low > 0.05  # sd 0.29 / sqrt(200) * 2 * 1.96 ~ 0.08
+
+
+def test_seed_noise_widens_the_interval_and_is_reproducible():
+    rng = np.random.default_rng(4)
+    users = rng.random(100)
+    shifts = np.array([-0.05, 0.0, 0.05, -0.03, 0.03])[:, None]  # big seed-to-seed noise
+    runs = users[None, :] + shifts
+    settings = StatsSettings()
+    nested = bootstrap_ci(runs, stochastic=True, settings=settings)
+    users_only = bootstrap_ci(runs, stochastic=False, settings=settings)
+    assert nested.high - nested.low > users_only.high - users_only.low + 0.01
+    again = bootstrap_ci(runs, stochastic=True, settings=settings)
+    assert (again.low, again.high) == (nested.low, nested.high)
+    with pytest.raises(StatsConfigError, match="n_seeds >= 2"):
+        bootstrap_ci(runs[:1], stochastic=True, settings=settings)
+
+
+def test_users_with_nan_are_dropped_pairwise():
+    x = np.array([[0.1, np.nan, 0.3, 0.5], [0.2, np.nan, 0.4, 0.6]])
+    ci = bootstrap_ci(x, stochastic=True, settings=StatsSettings())
+    assert ci.n == 3 and ci.mean == pytest.approx(np.mean([0.1, 0.3, 0.5, 0.2, 0.4, 0.6]))
+
+
+def test_paired_difference_ci_p_value_and_permutation_agree_with_a_clear_effect():
+    rng = np.random.default_rng(5)
+    base = rng.random((1, 300))
+    better = base + 0.03 + rng.normal(0, 0.02, (3, 300))
+    for test in ("bootstrap", "permutation"):
+        c = compare(
+            better,
+            base,
+            model_stochastic=True,
+            baseline_stochastic=False,
+            settings=StatsSettings(test=test),
+        )
+        assert c.mean_difference == pytest.approx(better.mean() - base.mean())
+        assert 0.02 < c.ci_low < c.mean_difference < c.ci_high < 0.04
+        assert c.p_value < 0.001 and c.n_users == 300 and c.test == test
+    assert verdict(c, 0.0005, margin=0.01, alpha=0.05, n_users=300) == "better"
+
+
+def test_permutation_p_value_is_exact_for_a_hand_case():
+    # five users, every difference +1: sign flips give 2 of 32 outcomes as extreme -> p = 1/16
+    a, b = np.ones((1, 5)), np.zeros((1, 5))
+    c = compare(
+        a,
+        b,
+        model_stochastic=False,
+        baseline_stochastic=False,
+        settings=StatsSettings(test="permutation"),
+    )
+    assert c.p_value == pytest.approx(0.0625)
+
+
+def test_verdict_equivalence_needs_the_interval_inside_the_margin():
+    rng = np.random.default_rng(6)
+    base = rng.random((1, 2000))
+    same = base + rng.normal(0, 0.01, (1, 2000))  # tiny noise, many users: narrow interval
+    c = compare(
+        same, base, model_stochastic=False, baseline_stochastic=False, settings=StatsSettings()
+    )
+    assert c.ci_high - c.ci_low < 0.002
+    assert verdict(c, 0.9, margin=0.01, alpha=0.05, n_users=2000) == "equivalent within ±0.01"
+    few = compare(
+        base[:, :20] + rng.normal(0, 0.2, (1, 20)),
+        base[:, :20],
+        model_stochastic=False,
+        baseline_stochastic=False,
+        settings=StatsSettings(),
+    )
+    text = verdict(few, 0.9, margin=0.01, alpha=0.05, n_users=20)
+    assert text.startswith("not distinguishable with 20 users (detectable difference ±")
+    assert few.mdd > 0.05  # 20 noisy users cannot resolve 0.01
+    assert verdict(c, 0.9, margin=0.0, alpha=0.05, n_users=2000).startswith("not distinguish")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"interval": "t"}, "interval='t' is unknown"),
+        ({"test": "wilcoxon"}, "test='wilcoxon' is unknown"),
+        ({"margin": -1.0}, "margin=-1.0 is negative"),
+        ({"margin": float("nan")}, "finite"),
+        ({"confidence": 95}, "confidence=95"),
+        ({"n_resamples": 50}, "too few"),
+    ],
+)
+def test_bad_stats_settings_name_the_key(kwargs, message):
+    with pytest.raises(StatsConfigError, match=message):
+        StatsSettings(**kwargs)
