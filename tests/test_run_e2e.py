@@ -20,12 +20,9 @@ TUNED = ("standard_vae", "mult_vae", "ease")
 
 def _run(script: str, tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "VAE_SWEEP_DATA_DIR": str(tmp / "data"), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    args = [
-        str(BIN / script),
-        *overrides,
-        f"results_dir={tmp / 'results'}",
-        f"reports_dir={tmp / 'reports'}",
-    ]
+    args = [str(BIN / script), *overrides, f"results_dir={tmp / 'results'}"]
+    if script != "harness-sweep":  # the sweep writes no report
+        args.append(f"reports_dir={tmp / 'reports'}")
     return subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=1200)
 
 
@@ -83,4 +80,55 @@ def test_bad_inputs_exit_with_the_command_to_run_and_leave_no_report(tmp_path):
         assert done.returncode == 2, script
         assert "no study storage" in done.stderr and "harness-sweep model=" in done.stderr
     assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+    assert not (tmp_path / "results" / "optuna.db").exists()
+
+
+@pytest.mark.slow
+def test_the_same_command_from_a_clean_folder_gives_the_same_numbers(smoke_run, tmp_path):
+    first, _ = smoke_run
+    done = _run("harness-run", tmp_path, "budget=smoke", "dataset=synthetic")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for table in ("metrics.csv", "tests.csv", "budget.csv"):
+        a = (first / "results" / "synthetic" / table).read_text()
+        b = (tmp_path / "results" / "synthetic" / table).read_text()
+        assert a == b, table
+    seeds = [
+        load_results(d / "results" / "synthetic").seeds.drop(columns="wall_seconds")
+        for d in (first, tmp_path)
+    ]
+    assert seeds[0].equals(seeds[1])
+    manifest = json.loads((tmp_path / "reports" / "synthetic" / "manifest.json").read_text())
+    assert manifest["rerun"]["sweep_seed"] == 0 and manifest["rerun"]["benchmark_seeds"] == [0, 1]
+    assert manifest["rerun"]["protocol_seed"] == 98765 and manifest["git"]["commit"]
+    assert "dirty" in manifest["git"]
+    ledger = (tmp_path / "results" / "test_ledger.jsonl").read_text().splitlines()
+    assert len(ledger) == sum(
+        r["scored"]
+        for variants in json.loads(
+            (tmp_path / "results" / "synthetic" / "benchmark.json").read_text()
+        )["test_ledger"].values()
+        for r in variants.values()
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "override", "message"),
+    [
+        ("harness-sweep", "search_space.drop_encoder=interval(0.9,1.5)", "[0, 1)"),
+        ("harness-run", "protocol.n_val_users=0", "protocol.n_val_users=0"),
+        ("harness-run", "benchmark.margin=-0.5", "benchmark.margin=-0.5 is negative"),
+        (
+            "harness-run",
+            "+benchmark.intervals=t",
+            "unknown benchmark option(s) benchmark.intervals",
+        ),
+    ],
+)
+def test_bad_config_exits_2_with_one_line_before_loading_data(tmp_path, script, override, message):
+    done = _run(script, tmp_path, "dataset=synthetic", override)
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith(f"{script}: error:")]
+    assert len(errors) == 1 and message in errors[0], done.stderr  # TF may log above it
+    assert not (tmp_path / "data").exists()  # no data was loaded (or generated)
     assert not (tmp_path / "results" / "optuna.db").exists()

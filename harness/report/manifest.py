@@ -1,5 +1,7 @@
-"""Reproducibility manifest: what ran (packages, git commit, config, split), where (machine)
-and how long each stage took."""
+"""Reproducibility manifest: what ran (packages, git commit and dirty flag, config, split,
+seeds), where (machine) and how long each stage took. With the same commit, config and
+package versions, the command in it reproduces the report's numbers (README,
+"Reproducibility")."""
 
 from __future__ import annotations
 
@@ -89,6 +91,29 @@ def machine() -> dict[str, Any]:
     }
 
 
+def rerun_facts(config: dict[str, Any]) -> dict[str, Any]:
+    """The seeds and settings that fix a run's numbers, read from the composed config.
+
+    Trial seeds derive from the sweep seed and trial number (`harness.sweep.objective.
+    trial_seed`); benchmark seeds are `benchmark.seed + i`; the protocol seed fixes which
+    users are validation and test users; the stats seed fixes every resampling.
+    """
+    sweep = config.get("sweep") or {}
+    bench = config.get("benchmark") or {}
+    protocol = config.get("protocol") or {}
+    first, n = bench.get("seed"), bench.get("n_seeds")
+    return {
+        "sweep_seed": sweep.get("seed"),
+        "sampler": sweep.get("sampler"),
+        "n_workers": sweep.get("n_workers"),
+        "benchmark_seeds": list(range(first, first + n)) if None not in (first, n) else None,
+        "protocol_seed": protocol.get("seed"),
+        "protocol_seeds": bench.get("protocol_seeds"),
+        "stats_seed": bench.get("stats_seed"),
+        "n_resamples": bench.get("n_resamples"),
+    }
+
+
 def collect_manifest(
     *,
     config: dict[str, Any],
@@ -107,6 +132,7 @@ def collect_manifest(
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "packages": package_versions(),
         "git": git_commit(),
+        "rerun": rerun_facts(config),
         "machine": machine(),
         "split_fingerprint": split_fingerprint,
         "stage_seconds": {k: round(float(v), 1) for k, v in stage_seconds.items()},
@@ -126,6 +152,7 @@ def manifest_section(manifest: dict[str, Any]) -> Section:
         ["command", f"`{manifest['command']}`"],
         ["git commit", commit],
         ["split fingerprint", str(manifest["split_fingerprint"])],
+        *[[f"rerun: {k}", str(v)] for k, v in manifest.get("rerun", {}).items() if v is not None],
         [
             "machine",
             f"{mach['cpu']}, {mach['cores']} cores ({mach['cores_usable']} usable), "

@@ -42,8 +42,8 @@ def sweep_from_config(cfg: DictConfig | Mapping[str, Any], *, split: Any = None)
         studies = run_many(cfg_dict, settings.models, split=split)
         return list(studies.values())[-1]
     model_cfg = cfg_dict["model"]
-    _validate(model_cfg["name"], cfg_dict.get("search_space") or {}, settings, cfg_dict)
     preflight(cfg_dict, [model_cfg["name"]], protocol=split is None)
+    _validate(model_cfg["name"], cfg_dict.get("search_space") or {}, settings, cfg_dict)
     split = split if split is not None else load_split(cfg_dict)
     return run_sweep(
         split=split,
@@ -74,9 +74,9 @@ def run_many(
     cfg_dict = _plain(cfg_dict)
     settings = SweepSettings.from_mapping(cfg_dict.get("sweep") or {}).replace(models=None)
     per_model = {name: model_config(cfg_dict, name) for name in model_names}
+    preflight(cfg_dict, list(model_names), protocol=split is None)
     for name, (_, space) in per_model.items():
         _validate(name, space, settings, cfg_dict)
-    preflight(cfg_dict, list(model_names), protocol=split is None)
     split = split if split is not None else load_split(cfg_dict)
     studies = {}
     for name, (model_cfg, space) in per_model.items():
