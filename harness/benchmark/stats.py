@@ -25,6 +25,7 @@ reproducible. Kept free of TensorFlow and plotting so that reports and tests imp
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -273,10 +274,7 @@ def bootstrap_replicates(
     out = np.empty((len(runs), n_resamples))
     for start in range(0, n_resamples, _CHUNK):
         b = min(_CHUNK, n_resamples - start)
-        picks = rng.integers(0, n_users, size=(b, n_users))
-        offsets = (np.arange(b) * n_users)[:, None]
-        counts = np.bincount((picks + offsets).ravel(), minlength=b * n_users)
-        weights = counts.reshape(b, n_users) / n_users  # (b, users), rows sum to 1
+        weights = _user_counts(rng, b, n_users) / n_users  # (b, users), rows sum to 1
         for i, (x, noisy) in enumerate(zip(runs, stochastic, strict=True)):
             seed_means = weights @ x.T  # (b, seeds): each seed's mean over resampled users
             n_seeds = x.shape[0]
@@ -318,22 +316,79 @@ def bootstrap_ci(
 ) -> MeanCI:
     """Mean and two-way bootstrap interval of per-user values (n_seeds, n_users).
 
-    Users with a NaN in any seed are dropped. ``MeanCI.n`` is the number of users used.
+    See `bootstrap_cis` (this is it for one metric).
 
     Raises:
         StatsConfigError: a stochastic model with fewer than 2 seeds.
     """
-    x = _as_runs(values)
-    check_seeds(x, stochastic=stochastic)
-    x = x[:, complete_users(x)]
-    if x.shape[1] == 0:
-        return MeanCI(float("nan"), float("nan"), float("nan"), 0, settings.confidence)
+    return bootstrap_cis({"x": values}, stochastic=stochastic, settings=settings, rng=rng)["x"]
+
+
+def bootstrap_cis(
+    metrics: Mapping[str, np.ndarray],
+    *,
+    stochastic: bool,
+    settings: StatsSettings,
+    rng: np.random.Generator | None = None,
+) -> dict[str, MeanCI]:
+    """Mean and two-way bootstrap interval of each metric's per-user values of one model.
+
+    The mean is the mean over seeds of each seed's mean over its users with a value (NaN =
+    no held-out item). Each replicate resamples the test users (with replacement) and, for a
+    stochastic model, its seeds; all metrics share the replicates (one resampled world of
+    users and seeds), which makes many metrics cost about as much as one. ``MeanCI.n`` is
+    the number of users with a value in every seed.
+
+    Raises:
+        StatsConfigError: a stochastic model with fewer than 2 seeds.
+    """
+    names = list(metrics)
+    runs = [_as_runs(metrics[n]) for n in names]
+    if not runs:
+        return {}
+    n_seeds, n_users = runs[0].shape
+    if any(r.shape != (n_seeds, n_users) for r in runs):
+        raise ValueError("every metric of a model needs the same (n_seeds, n_users) shape")
+    check_seeds(runs[0], stochastic=stochastic)
+    stacked = np.concatenate(runs)  # (metrics * seeds, users)
+    present = np.isfinite(stacked)
+    filled = np.where(present, stacked, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        seed_means = filled.sum(axis=1) / present.sum(axis=1)  # (metrics * seeds,)
+    point = np.nanmean(seed_means.reshape(len(names), n_seeds), axis=1) if n_users else None
     rng = rng if rng is not None else np.random.default_rng(settings.seed)
-    reps = bootstrap_replicates(
-        [x], stochastic=[stochastic], n_resamples=settings.n_resamples, rng=rng
-    )[0]
-    low, high = _percentile_ci(reps, settings.confidence)
-    return MeanCI(float(x.mean()), low, high, int(x.shape[1]), settings.confidence)
+    reps = np.empty((len(names), settings.n_resamples))
+    present_f = present.astype(np.float64)
+    resample_seeds = stochastic and n_seeds > 1
+    for start in range(0, settings.n_resamples, _CHUNK):
+        b = min(_CHUNK, settings.n_resamples - start)
+        counts = _user_counts(rng, b, n_users)  # (b, users)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = (counts @ filled.T) / (counts @ present_f.T)  # (b, metrics * seeds)
+        means = means.reshape(b, len(names), n_seeds)
+        if resample_seeds:
+            pick = rng.integers(0, n_seeds, size=(b, n_seeds))
+            weights = np.stack([np.bincount(p, minlength=n_seeds) for p in pick]) / n_seeds
+            reps[:, start : start + b] = np.einsum("bms,bs->mb", np.nan_to_num(means), weights)
+        else:
+            reps[:, start : start + b] = np.nanmean(means, axis=2).T
+    out = {}
+    for i, name in enumerate(names):
+        n = int(present[i * n_seeds : (i + 1) * n_seeds].all(axis=0).sum())
+        if n == 0 or point is None or not np.isfinite(point[i]):
+            out[name] = MeanCI(float("nan"), float("nan"), float("nan"), n, settings.confidence)
+            continue
+        low, high = _percentile_ci(reps[i], settings.confidence)
+        out[name] = MeanCI(float(point[i]), low, high, n, settings.confidence)
+    return out
+
+
+def _user_counts(rng: np.random.Generator, b: int, n_users: int) -> np.ndarray:
+    """(b, n_users) float counts: how often each user is drawn in each of b resamples."""
+    picks = rng.integers(0, n_users, size=(b, n_users))
+    offsets = (np.arange(b) * n_users)[:, None]
+    counts = np.bincount((picks + offsets).ravel(), minlength=b * n_users)
+    return counts.reshape(b, n_users).astype(np.float64)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import pandas as pd
 from harness.benchmark.stats import (
     StatsSettings,
     bootstrap_ci,
+    bootstrap_cis,
     check_seeds,
     compare,
     holm,
@@ -130,15 +131,14 @@ def metrics_frame(runs: list[ModelRun], stats: StatsSettings | None = None) -> p
     rows = []
     for run in runs:
         n_seeds = len(next(iter(run.per_user.values()))) if run.per_user else 0
+        if stats.interval == "bootstrap":
+            cis = bootstrap_cis(
+                run.per_user, stochastic=run.stochastic, settings=stats, rng=_rng(stats, run.model)
+            )
         for metric, values in run.per_user.items():
             values = np.atleast_2d(np.asarray(values, dtype=float))
             if stats.interval == "bootstrap":
-                ci = bootstrap_ci(
-                    values,
-                    stochastic=run.stochastic,
-                    settings=stats,
-                    rng=_rng(stats, run.model, metric),
-                )
+                ci = cis[metric]
                 n_users = ci.n
             else:
                 ci = mean_ci(nanmean(values, axis=1), stats.confidence)
