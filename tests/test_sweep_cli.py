@@ -37,9 +37,8 @@ def tiny_args(tmp_path: Path, *extra: str) -> list[str]:
         "dataset.options.n_items=150",
         "dataset.options.density=0.05",
         "dataset.n_heldout_users=50",
-        "model.intermediate_dim=16",
-        "model.latent_dim=8",
         "model.n_epochs=2",
+        # searched keys are set in the space only: a model.X= override of them is refused
         "search_space.intermediate_dim=choice(16,32)",  # unquoted: the command quotes it
         "search_space.latent_dim='choice(4,8)'",
         "sweep.quiet=true",
