@@ -266,3 +266,40 @@ def test_failed_report_leaves_nothing_partial_and_keeps_the_old_one(tmp_path, st
 def test_missing_benchmark_names_the_command(tmp_path):
     with pytest.raises(MissingInputError, match="harness-benchmark"):
         load_results(tmp_path / "results" / "nothing")
+
+
+def test_splits_and_ledger_tables_show_the_spread_and_the_meetings(tmp_path):
+    import dataclasses
+
+    from harness.report.tables import ledger_table, splits_table
+
+    results = load_results(_fake_results(tmp_path, ["mult_vae", "ease"]))
+    assert splits_table(results) is None and ledger_table(results) is None
+    splits = pd.DataFrame(
+        {
+            "model": ["mult_vae", "ease", "mult_vae", "ease"],
+            "protocol_seed": [98765, 98765, 1, 1],
+            "split_fingerprint": ["a", "a", "b", "b"],
+            "metric": "ndcg@100",
+            "mean": [0.40, 0.42, 0.44, 0.43],
+            "ci_low": 0.0,
+            "ci_high": 1.0,
+            "n_users": 50,
+        }
+    )
+    ledger = {"mult_vae": {"final": {"scored": 0, "reused": 3, "met_test_users": 3}}}
+    results = dataclasses.replace(
+        results, splits=splits, info={**results.info, "test_ledger": ledger}
+    )
+    table = splits_table(results)
+    assert table.header == ["model", "seed 98765", "seed 1", "mean", "sd", "range"]
+    sd = float(np.std([0.40, 0.44], ddof=1))
+    assert table.rows[0] == [
+        "mult_vae",
+        "0.4000",
+        "0.4400",
+        "0.4200",
+        f"{sd:.4f}",
+        "0.4000 – 0.4400",
+    ]
+    assert ledger_table(results).rows == [["mult_vae", "final", "0", "3", "3", ""]]

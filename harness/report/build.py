@@ -57,14 +57,10 @@ def _anneal_run(
 def _scorings(info: dict[str, Any]) -> str:
     """The benchmark's record of test scorings as text, e.g. "mult_vae: final 5, liang 3"."""
     if info.get("test_ledger"):
-        return "; ".join(
-            f"{model}: "
-            + ", ".join(
-                f"{variant} {r['scored']} scored, {r['reused']} reused from the ledger, "
-                f"met the test users {r['met_test_users']} time(s) in all runs"
-                for variant, r in variants.items()
-            )
-            for model, variants in info["test_ledger"].items()
+        rows = [r for variants in info["test_ledger"].values() for r in variants.values()]
+        return (
+            f"{sum(r['scored'] for r in rows)} in this run, "
+            f"{sum(r['reused'] for r in rows)} reused from the test ledger (see its table)"
         )
     return "; ".join(
         f"{model}: " + ", ".join(f"{variant} {n}" for variant, n in variants.items())

@@ -148,8 +148,8 @@ def tests_table(results: BenchmarkResults) -> Table:
         caption=(
             "Paired comparisons on the same test users; Δ = model − baseline (mean over seeds "
             "and users). CI: two-way bootstrap (users jointly, each model's seeds on their "
-            f"own); p: paired {test} test of the mean difference, Holm-corrected over the "
-            "models. Detectable Δ: the smallest difference this test finds with 80% power at "
+            f"own); p: paired {test} test of the mean difference (p >= 1 / (resamples + 1)), "
+            "Holm-corrected over the models. Detectable Δ: the smallest difference this test finds with 80% power at "
             "Holm's strictest level."
         ),
     )
