@@ -1,4 +1,5 @@
-"""Statistics against hand-computed cases (CI, Holm) and scipy (Wilcoxon)."""
+"""Statistics against hand-computed cases (CI, Holm, permutation) and scipy (Wilcoxon,
+bootstrap)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.benchmark.stats import holm, mean_ci, paired_wilcoxon
+from harness.benchmark.stats import (
+    StatsConfigError,
+    StatsSettings,
+    bootstrap_ci,
+    compare,
+    holm,
+    mean_ci,
+    paired_wilcoxon,
+    verdict,
+)
 
 
 def test_mean_ci_matches_hand_computed_t_interval():
@@ -76,14 +86,6 @@ def test_paired_wilcoxon_hand_case_and_ties():
 
 
 # --- two-way bootstrap, paired comparison, verdicts -------------------------------------------
-
-from harness.benchmark.stats import (  # noqa: E402
-    StatsConfigError,
-    StatsSettings,
-    bootstrap_ci,
-    compare,
-    verdict,
-)
 
 
 def test_user_bootstrap_of_a_deterministic_model_matches_scipy_and_has_width():
