@@ -135,12 +135,12 @@ def load_model(
     want = _expected_name(expected)
     if want is not None and want != found:
         raise ValueError(
-            f"{path} holds a {found} model, not a {want}: load it with "
+            f"{path} holds a model of class {found}, not {want}: load it with "
             f"harness.models.load_model(path) or {found}.load(path)"
         )
     if n_items is not None and int(record["n_items"]) != int(n_items):
         raise ValueError(
-            f"{path} holds a {found} trained on {record['n_items']} items but {n_items} items "
+            f"{path} holds a {found} model trained on {record['n_items']} items but {n_items} items "
             "were expected: load the model saved for this dataset/split"
         )
     return _class_by_name(found)._from_record(Path(path), record)
