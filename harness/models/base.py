@@ -19,7 +19,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import scipy.sparse as sp
 import tensorflow as tf
 
 from harness.models.batching import SparseBatches, top_to_csr, top_to_dense
@@ -33,7 +32,7 @@ from harness.models.callbacks import (
     Metrics,
     seed_total_anneal_steps,
 )
-from harness.models.persistence import FORMAT, load_model, save_network, write_atomically
+from harness.models.persistence import FORMAT, load_model, save_network
 from harness.models.vae import VAENetwork
 from harness.models.validation import (
     as_click_matrix,
@@ -198,8 +197,8 @@ class VAERecommender:
 
     def get_params(self) -> dict[str, Any]:
         """The constructor arguments (other than n_users/original_dim) as they stand now."""
-        names = list(inspect.signature(type(self).__init__).parameters)[1:]
-        params = {name: getattr(self, name) for name in names}
+        names = list(inspect.signature(type(self).__init__).parameters)[3:]  # self, n_users,
+        params = {name: getattr(self, name) for name in names}  # original_dim
         params["total_anneal_steps"] = self._total_anneal_steps_arg
         return params
 
@@ -382,7 +381,9 @@ class VAERecommender:
             ValueError: the file holds another network shape (e.g. another item count).
         """
         if not Path(path).is_file():
-            raise FileNotFoundError(f"no weights file at {path}: train with save_path={str(path)!r}")
+            raise FileNotFoundError(
+                f"no weights file at {path}: train with save_path={str(path)!r}"
+            )
         try:
             if str(path).endswith((".weights.h5", ".keras", ".h5", ".hdf5")):
                 self.network.load_weights(path)

@@ -73,7 +73,9 @@ def _class_by_name(name: str) -> type:
 
     classes = {cls.__name__: cls for cls in MODEL_CLASSES.values()}
     if name not in classes:
-        raise ValueError(f"unknown model class {name!r} in the file: expected one of {sorted(classes)}")
+        raise ValueError(
+            f"unknown model class {name!r} in the file: expected one of {sorted(classes)}"
+        )
     return classes[name]
 
 
