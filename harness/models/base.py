@@ -200,7 +200,8 @@ class VAERecommender:
         names = list(inspect.signature(type(self).__init__).parameters)[3:]  # self, n_users,
         params = {name: getattr(self, name) for name in names}  # original_dim
         params["total_anneal_steps"] = self._total_anneal_steps_arg
-        return params
+        # plain Python values (a sweep may pass numpy scalars): the record is JSON
+        return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
 
     def _build_network(self) -> VAENetwork:
         raise NotImplementedError
