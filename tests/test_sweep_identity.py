@@ -148,6 +148,11 @@ def _cfg(model: str, tmp_path: Path, **changes) -> dict:
             r"has lower bound 0.0.*learning_rate=0.0 must be > 0",
         ),
         ("ease", {"search_space.lam": "interval(-5.0, 10.0)"}, r"search_space.lam=.*-5.0"),
+        (
+            "mult_vae",
+            {"search_space.lr_schedule": "choice(constant, cosine)"},
+            r"has choice 'cosine'.*lr_schedule='cosine' is unknown",
+        ),
         ("mult_vae", {"model.n_epochs": 0}, r"model.n_epochs is invalid.*integer >= 1"),
         ("mult_vae", {"protocol.n_val_users": 0}, r"protocol.n_val_users=0.*>= 1"),
         ("mult_vae", {"protocol.heldout_fraction": 1.5}, r"protocol: heldout_fraction=1.5"),

@@ -220,24 +220,24 @@ def check_fit_inputs(
 
 
 def check_vae_param(name: str, value, context: dict) -> None:
-    """Check one VAE hyperparameter with the rules of ``check_vae_params``.
+    """Check one VAE hyperparameter with the rules of ``check_vae_params`` and
+    ``check_schedule``.
 
     The other arguments come from ``context`` (e.g. the model's defaults updated with the
     configured values; they should be valid themselves), so a rule that depends on another
     parameter (anneal_cap with annealing) is applied as configured. Parameters without a rule
-    here (seed, verbose, output_activation) are not checked. The data-dependent bound of ``k``
-    (<= number of items) is left to the fit.
+    here (seed, verbose, output_activation), and rules whose other arguments ``context``
+    lacks, are not checked. The data-dependent bound of ``k`` (<= number of items) is left to
+    the fit.
 
     Raises:
         ValueError: naming the parameter and its allowed range.
     """
-    names = inspect.signature(check_vae_params).parameters
-    if name not in names or name in ("n_users", "original_dim"):
-        return
-    args = {k: context[k] for k in names if k in context}
-    args[name] = value
-    args.update(n_users=1, original_dim=2**31 - 1)
-    missing = [k for k in names if k not in args]
-    if missing:
-        raise ValueError(f"cannot check {name}: context lacks {', '.join(missing)}")
-    check_vae_params(**args)
+    data = {"n_users": 1, "original_dim": 2**31 - 1}  # the data's sizes: unknown before loading
+    for rule in (check_vae_params, check_schedule):
+        names = inspect.signature(rule).parameters
+        if name not in names or name in data:
+            continue
+        args = {**{k: context[k] for k in names if k in context}, **data, name: value}
+        if all(k in args for k in names):
+            rule(**{k: args[k] for k in names})
