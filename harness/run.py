@@ -20,10 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 # light imports only: TensorFlow loads when a model is first built, not for --help or a report
 from harness.benchmark import BenchmarkSettings, run_benchmark
 from harness.benchmark.layout import MissingInputError, load_results, load_studies
+from harness.configs import hydra_config_path
 
-# Absolute: Hydra resolves a relative config_path against the *package* when the decorated
-# function lives in a module (harness.run + "../conf" -> pkg://conf, which does not exist).
-CONFIG_PATH = str(Path(__file__).resolve().parents[1] / "conf")
+# The checkout's conf/ (absolute: Hydra resolves a relative config_path against the package),
+# or in an installed wheel pkg://harness.conf (harness/configs.py).
+CONFIG_PATH = hydra_config_path()
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:

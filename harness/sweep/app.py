@@ -15,7 +15,8 @@ import hydra
 import optuna
 from omegaconf import DictConfig
 
-from harness.sweep.config import CONF_DIR, sweep_from_config
+from harness.configs import hydra_config_path
+from harness.sweep.config import sweep_from_config
 from harness.sweep.settings import SweepConfigError
 from harness.sweep.study import StudyNotFoundError
 
@@ -23,9 +24,9 @@ log = logging.getLogger("harness.sweep")
 _SPACE_ARG = re.compile(r"^(?P<key>[+~]?search_space\.[\w.\-]+)=(?P<value>.*\(.*)$", re.DOTALL)
 
 
-# An absolute path: a relative one would make Hydra look for a `conf` Python package, which
-# only resolves when the command runs from the repository root.
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="sweep")
+# The checkout's conf/ as an absolute path (a relative one would make Hydra look for a `conf`
+# Python package), or pkg://harness.conf in an installed wheel.
+@hydra.main(version_base=None, config_path=hydra_config_path(), config_name="sweep")
 def _main(cfg: DictConfig) -> float | None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our per-trial line replaces Optuna's
     try:

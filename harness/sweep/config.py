@@ -14,12 +14,13 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from harness.configs import conf_dir
 from harness.sweep.runner import run_sweep
 from harness.sweep.settings import SweepConfigError, SweepSettings
 from harness.sweep.space import parse_search_space
 from harness.sweep.study import open_storage, resolve_storage_url
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = conf_dir()  # the checkout's conf/, or the copy in an installed wheel
 
 
 def sweep_from_config(cfg: DictConfig | Mapping[str, Any], *, split: Any = None) -> optuna.Study:
@@ -142,7 +143,20 @@ def _validate(
     model_name: str, space: Mapping[str, Any], settings: SweepSettings, cfg_dict: Mapping
 ) -> None:
     parse_search_space(space, model_name=model_name)
+    _check_gpus(settings)
     open_storage(resolve_storage_url(settings, results_dir_of(cfg_dict)), settings)
+
+
+def _check_gpus(settings: SweepSettings) -> None:
+    """`sweep.gpus` must name visible GPUs: checked before the data is loaded."""
+    if not settings.gpus:
+        return
+    from harness.devices import DeviceConfigError, check_gpus, visible_gpus
+
+    try:
+        check_gpus(settings.gpus, visible_gpus())
+    except DeviceConfigError as error:
+        raise SweepConfigError(str(error)) from None
 
 
 def _overridden_model_keys(current: Mapping[str, Any]) -> dict[str, Any]:
