@@ -70,9 +70,12 @@ def benchmark_settings(cfg: dict[str, Any]) -> BenchmarkSettings:
 
 def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
     """Benchmark every model of `cfg.models` on the split the sweeps used."""
+    from harness.devices import parse_gpus, setup_worker
     from harness.sweep import model_config
     from harness.sweep.config import load_split
+    from harness.tracking import TrackingSettings, check_tracking, log_benchmark
 
+    tracking = check_tracking(TrackingSettings.from_mapping(cfg.get("tracking")))
     split = split if split is not None else load_split(cfg)
     settings = benchmark_settings(cfg)
     storage = storage_url(cfg)
@@ -83,7 +86,8 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         sweep_hint=_sweep_hint(cfg),
     )
     params = {m: model_config(cfg, m)[0] for m in cfg["models"]}
-    return run_benchmark(
+    setup_worker(None, parse_gpus(cfg["sweep"].get("gpus")))  # quiet TensorFlow, GPU choice
+    bench = run_benchmark(
         split=split,
         dataset_name=cfg["dataset"]["name"],
         studies=studies,
@@ -92,6 +96,8 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         results_dir=_paths(cfg)[0],
         storage=storage,
     )
+    log_benchmark(tracking, bench)
+    return bench
 
 
 def run_report_stage(

@@ -70,7 +70,21 @@ def quote_search_space_args(argv: list[str]) -> list[str]:
     return quoted
 
 
+def add_search_space_keys(argv: list[str]) -> list[str]:
+    """`search_space.x=v` -> `++search_space.x=v`: add the key, or override it if present.
+
+    A search space is free-form (any constructor argument may be searched), but Hydra refuses
+    a key the model's file lacks ("Key 'beta' is not in struct") unless it is prefixed `+`.
+    `++` adds or overrides, so users never need to know which keys a space file lists.
+    """
+    return [f"++{arg}" if arg.startswith("search_space.") and "=" in arg else arg for arg in argv]
+
+
 def main() -> None:
     """Console entry point of `harness-sweep`."""
-    sys.argv = [sys.argv[0], *quote_search_space_args(sys.argv[1:])]
+    from harness.configs import check_argv_or_exit
+
+    check_argv_or_exit("harness-sweep")
+    argv = add_search_space_keys(quote_search_space_args(sys.argv[1:]))
+    sys.argv = [sys.argv[0], *argv]
     _main()
