@@ -10,7 +10,7 @@ log its parameters, its value and its per-epoch curves (validation NDCG@k, loss,
 read from the trial's records), so nothing is added to the training loop. The benchmark's
 test table goes to MLflow as one more run (`log_benchmark`).
 
-MLflow needs the extra: `pip install 'vae-sweep[mlflow]'` (mlflow + optuna-integration).
+MLflow needs the extra: `pip install 'vae-sweep[mlflow]'`.
 """
 
 from harness.tracking.factory import check_tracking, log_benchmark, make_callbacks

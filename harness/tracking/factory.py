@@ -52,7 +52,6 @@ def check_tracking(settings: TrackingSettings) -> TrackingSettings:
 def _check_mlflow(uri: str) -> None:
     try:
         import mlflow  # noqa: F401
-        import optuna_integration.mlflow  # noqa: F401
     except ImportError as error:
         raise TrackingConfigError(
             f"tracking.mlflow.uri={uri} is set but MLflow is not installed ({error.name} "
@@ -119,11 +118,9 @@ def make_callbacks(settings: TrackingSettings) -> list[Any]:
     """
     callbacks: list[Any] = []
     if settings.mlflow_uri:
-        from harness.tracking.mlflow_callback import HarnessMLflowCallback
+        from harness.tracking.mlflow_callback import MLflowCallback
 
-        callbacks.append(
-            HarnessMLflowCallback(settings.mlflow_uri, experiment=settings.mlflow_experiment)
-        )
+        callbacks.append(MLflowCallback(settings.mlflow_uri, experiment=settings.mlflow_experiment))
     if settings.tensorboard_dir:
         from harness.tracking.tensorboard_callback import TensorBoardCallback
 

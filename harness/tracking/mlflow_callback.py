@@ -1,29 +1,33 @@
-"""MLflow: Optuna's own `MLflowCallback` plus the harness' per-epoch curves and tags.
+"""MLflow: one run per finished trial, and one for the benchmark's test table.
 
-One MLflow run per finished trial (experiment = the study name, or `tracking.mlflow.
-experiment`): searched params (Optuna's callback), the final best validation NDCG as
-`ndcg_at_<k>` (MLflow names may not contain "@"), per-epoch `val_ndcg_at_<k>`, `loss`,
-`val_loss`, `beta`, `lr` as step metrics (step = epoch counted from 1), the fixed params, and
-tags study / model / dataset / split_fingerprint / k / state.
+Written against MLflow's client API rather than `optuna_integration.MLflowCallback`, which
+Optuna deprecated in 4.9 (removal in 6.0); MLflow's own Optuna module is a storage, not a
+callback. Per trial (experiment = the study name, or `tracking.mlflow.experiment`):
+
+- params: the searched parameters and the fixed ones (`params_full`);
+- metrics: the final best validation NDCG as `ndcg_at_<k>` (MLflow names may not hold "@"),
+  per-epoch `val_ndcg_at_<k>`, `loss`, `val_loss`, `beta`, `lr` as step metrics (step = epoch
+  counted from 1), and `wall_seconds`, `epochs_run`, `best_epoch`, `optimal_beta`;
+- tags: study, model, dataset, split_fingerprint, k, number, state.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import optuna
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from optuna.trial import FrozenTrial
-from optuna_integration.mlflow import MLflowCallback
+from optuna.trial import FrozenTrial, TrialState
 
 from harness.tracking.series import epoch_series, study_k, study_tags, summary_values
+
+BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
 def metric_key(name: str) -> str:
@@ -31,106 +35,106 @@ def metric_key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
-class HarnessMLflowCallback(MLflowCallback):
-    """`optuna_integration.MLflowCallback` that also logs the trial's per-epoch records."""
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created if needed (parallel workers may race to create)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # another worker created it in between
+        return client.get_experiment_by_name(name).experiment_id
 
-    def __init__(self, tracking_uri: str, *, experiment: str | None = None, k: int = 100):
-        # "Experiment ... does not exist. Creating a new experiment." on every new study
-        logging.getLogger("mlflow.tracking.fluent").setLevel(logging.WARNING)
-        kwargs: dict[str, Any] = {}
-        self._experiment = experiment
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            super().__init__(
-                tracking_uri=tracking_uri,
-                metric_name=metric_key(f"ndcg@{k}"),
-                create_experiment=experiment is None,
-                mlflow_kwargs=kwargs,
-                tag_study_user_attrs=False,  # holds the whole config: too long for a tag
-                tag_trial_user_attrs=False,  # per-epoch lists: logged as metrics instead
-            )
 
-    def _initialize_experiment(self, study: optuna.Study) -> None:
-        super()._initialize_experiment(study)
-        if self._experiment is not None:
-            mlflow.set_experiment(self._experiment)
+class MLflowCallback:
+    """Optuna callback: log each finished trial as one MLflow run (see the module docstring).
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+    Picklable (it holds only strings), so spawned sweep workers get their own copy.
+    """
+
+    def __init__(self, tracking_uri: str, *, experiment: str | None = None):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self._ids: dict[str, str] = {}
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> str:
+        """Log `trial`; returns the MLflow run id."""
+        client = MlflowClient(self.tracking_uri)
+        name = self.experiment or study.study_name
+        if name not in self._ids:
+            self._ids[name] = experiment_id(client, name)
         k = study_k(study)
-        if self._metric_name != metric_key(f"ndcg@{k}"):
-            self._metric_name = metric_key(f"ndcg@{k}")
-        super().__call__(study, trial)  # params, value, Optuna's tags; ends its run
-        run = mlflow.last_active_run()
-        if run is None:
-            return
+        tags = {**study_tags(study), "number": str(trial.number), "state": trial.state.name}
+        run = client.create_run(self._ids[name], run_name=f"trial {trial.number}", tags=tags)
         now = int(time.time() * 1000)
         metrics = [
-            Metric(metric_key(f"val_ndcg@{k}") if name == "val_ndcg" else name, value, now, step)
-            for name, points in epoch_series(trial).items()
+            Metric(metric_key(f"val_ndcg@{k}") if key == "val_ndcg" else key, value, now, step)
+            for key, points in epoch_series(trial).items()
             for step, value in points
             if math.isfinite(value)
         ]
         metrics += [Metric(key, value, now, 0) for key, value in summary_values(trial).items()]
-        full = trial.user_attrs.get("params_full") or {}
-        params = [
-            Param(str(key), _param_text(value))
-            for key, value in full.items()
-            if key not in trial.params
-        ]
-        tags = [RunTag(key, value) for key, value in study_tags(study).items()]
-        client = MlflowClient(self._tracking_uri)
-        for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+        if trial.value is not None and math.isfinite(trial.value):
+            metrics.append(Metric(metric_key(f"ndcg@{k}"), float(trial.value), now, 0))
+        full = {**(trial.user_attrs.get("params_full") or {}), **trial.params}
+        params = [Param(str(key), _text(value)) for key, value in full.items()]
+        for start in range(0, max(len(metrics), 1), BATCH):
             client.log_batch(
                 run.info.run_id,
-                metrics=metrics[start : start + 1000],
+                metrics=metrics[start : start + BATCH],
                 params=params if start == 0 else [],
-                tags=tags if start == 0 else [],
             )
-        if not metrics:
-            client.log_batch(run.info.run_id, params=params, tags=tags)
+        ok = trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        client.set_terminated(run.info.run_id, RunStatus.to_string(_status(ok)))
+        return run.info.run_id
 
 
-def _param_text(value: Any) -> str:
+def _status(ok: bool) -> int:
+    return RunStatus.FINISHED if ok else RunStatus.FAILED
+
+
+def _text(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
 def log_benchmark_run(tracking_uri: str, bench_dir: Path, *, experiment: str | None = None) -> str:
-    """Log the benchmark's test table (metrics.csv, tests.csv) as one MLflow run.
+    """Log the benchmark's test table as one MLflow run; returns its id.
 
-    Metrics are `<model>/<metric>` (mean over seeds) with `/ci_low` and `/ci_high`; the
-    benchmark's CSV files and benchmark.json are attached as artifacts.
-
-    Returns:
-        The run id.
+    Metrics `<model>/<metric>` (mean over seeds) with `/ci_low` and `/ci_high`, from
+    metrics.csv; the benchmark's CSV files and benchmark.json attached as artifacts.
+    Experiment: `tracking.mlflow.experiment`, else `<dataset>-benchmark`.
     """
     import pandas as pd
 
-    info_path = bench_dir / "benchmark.json"
-    import json
-
-    info = json.loads(info_path.read_text())
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment or f"{info.get('dataset', 'benchmark')}-benchmark")
-    table = pd.read_csv(bench_dir / "metrics.csv")
-    metrics = {}
-    for row in table.itertuples(index=False):
+    info = json.loads((bench_dir / "benchmark.json").read_text())
+    client = MlflowClient(tracking_uri)
+    exp = experiment_id(client, experiment or f"{info.get('dataset', 'benchmark')}-benchmark")
+    tags = {
+        "stage": "benchmark",
+        "dataset": str(info.get("dataset")),
+        "split_fingerprint": str(info.get("split_fingerprint")),
+        "baseline": str(info.get("baseline")),
+    }
+    run = client.create_run(exp, run_name=f"benchmark {info.get('name', bench_dir.name)}")
+    now = int(time.time() * 1000)
+    metrics = []
+    for row in pd.read_csv(bench_dir / "metrics.csv").itertuples(index=False):
         base = f"{row.model}/{metric_key(str(row.metric))}"
         for suffix, value in (("", row.mean), ("/ci_low", row.ci_low), ("/ci_high", row.ci_high)):
-            if value == value:
-                metrics[base + suffix] = float(value)
-    with mlflow.start_run(run_name=f"benchmark {info.get('name', bench_dir.name)}") as run:
-        mlflow.set_tags(
-            {
-                "stage": "benchmark",
-                "dataset": str(info.get("dataset")),
-                "split_fingerprint": str(info.get("split_fingerprint")),
-                "baseline": str(info.get("baseline")),
-            }
-        )
-        mlflow.log_params({"n_seeds": info.get("n_seeds"), "test_metric": info.get("test_metric")})
-        mlflow.log_metrics(metrics)
-        for name in ("metrics.csv", "tests.csv", "seeds.csv", "budget.csv", "benchmark.json"):
-            if (bench_dir / name).exists():
-                mlflow.log_artifact(str(bench_dir / name))
-        return run.info.run_id
+            if value == value:  # NaN: a deterministic model's interval is still logged as is
+                metrics.append(Metric(base + suffix, float(value), now, 0))
+    params = [
+        Param(key, str(info[key])) for key in ("n_seeds", "test_metric", "name") if key in info
+    ]
+    client.log_batch(
+        run.info.run_id,
+        metrics=metrics,
+        params=params,
+        tags=[RunTag(key, value) for key, value in tags.items()],
+    )
+    for name in ("metrics.csv", "tests.csv", "seeds.csv", "budget.csv", "benchmark.json"):
+        if (bench_dir / name).exists():
+            client.log_artifact(run.info.run_id, str(bench_dir / name))
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
