@@ -82,7 +82,12 @@ def check_gpus(gpus: Sequence[int] | None, visible: Sequence[str]) -> None:
             raise DeviceConfigError(
                 f"sweep.gpus: GPU {index} is not visible; visible GPUs: {shown}. Pick indices "
                 "from that list, or set sweep.gpus=null to train on the default device"
-                + (" (the CPU here)." if not visible else ".")
+                + (
+                    " (the CPU here). No GPU visible: the default install is CPU-only; "
+                    "pip install 'vae-sweep[gpu]' installs TensorFlow with CUDA."
+                    if not visible
+                    else "."
+                )
             )
 
 

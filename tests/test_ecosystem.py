@@ -354,3 +354,78 @@ def test_searched_beta_with_annealing_warns_in_the_sweep(split, tmp_path, caplog
             results_dir=tmp_path,
         )
     assert "search_space.beta has no effect with model.annealing=true" in caplog.text
+
+
+# --- commands: bad input and plain output off a terminal ----------------------------------
+
+
+def _command(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VAE_SWEEP_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:], f"results_dir={tmp_path / 'results'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_bad_gpu_and_tracking_settings_stop_the_command_before_any_trial(tmp_path):
+    done = _command(tmp_path, "harness-sweep", "dataset=synthetic", "sweep.gpus=[7]")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "sweep.gpus: GPU 7 is not visible; visible GPUs:" in done.stderr
+    done = _command(
+        tmp_path, "harness-sweep", "dataset=synthetic", "tracking.mlflow.uri=nosuch://x"
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "tracking.mlflow.uri=nosuch://x: cannot reach the MLflow tracking store" in done.stderr
+    assert not (tmp_path / "results" / "optuna.db").exists()  # no study was started
+
+
+def test_progress_bars_give_way_to_plain_lines_off_a_terminal(tmp_path):
+    done = _command(
+        tmp_path, "harness-sweep", "dataset=synthetic", "model=popularity", "sweep.n_trials=2"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert "\r" not in output and "trial/s" not in output and "it/s" not in output
+    assert output.count("COMPLETE ndcg@100=") == 2  # one plain line per trial
+
+
+def test_the_benchmark_bar_counts_every_retraining(split, tmp_path, monkeypatch):
+    from harness.benchmark import BenchmarkSettings, core, run_benchmark
+
+    study = run_sweep(
+        split=split,
+        dataset_name="synthetic",
+        model_name="mult_vae",
+        model_params={**MODEL, "n_epochs": 1},
+        search_space={"learning_rate": "tag(log, interval(1e-4, 1e-2))"},
+        settings=SweepSettings(n_trials=2, pruner="none", quiet=True),
+        results_dir=tmp_path,
+    )
+    calls = []
+    real = core.fit_seed
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "fit_seed", counted)
+    studies = {"mult_vae": study, "popularity": None}
+    params = {"mult_vae": {**MODEL, "n_epochs": 1}, "popularity": {}}
+    settings = BenchmarkSettings(
+        name="b", models=("mult_vae", "popularity"), n_seeds=2, n_candidates=2, liang_seeds=1
+    )
+    planned = core.planned_runs(studies, params, settings)
+    assert planned == 2 * 2 + 2 * 1 + 1  # candidates x seeds + Liang's pair + popularity once
+    run_benchmark(
+        split=split,
+        dataset_name="synthetic",
+        studies=studies,
+        model_params=params,
+        settings=settings,
+        results_dir=tmp_path,
+    )
+    assert len(calls) == planned

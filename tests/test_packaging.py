@@ -47,14 +47,16 @@ def venv(wheel, tmp_path_factory) -> Path:
     purelib = _run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
     ).stdout.strip()
-    deps = sysconfig.get_paths()["purelib"]  # this environment's packages (TensorFlow, ...)
-    Path(purelib, "_test_dependencies.pth").write_text(deps + "\n")
     done = _run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
          "--no-index", str(wheel)],
         timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert (Path(purelib) / "harness" / "conf" / "run.yaml").is_file()
+    # after the install: pip would otherwise see this environment's vae-sweep as installed
+    deps = sysconfig.get_paths()["purelib"]  # this environment's packages (TensorFlow, ...)
+    Path(purelib, "_test_dependencies.pth").write_text(deps + "\n")
     return root
 
 
