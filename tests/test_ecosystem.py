@@ -380,7 +380,8 @@ def test_bad_gpu_and_tracking_settings_stop_the_command_before_any_trial(tmp_pat
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "tracking.mlflow.uri=nosuch://x: cannot reach the MLflow tracking store" in done.stderr
-    assert not (tmp_path / "results" / "optuna.db").exists()  # no study was started
+    storage = f"sqlite:///{tmp_path / 'results' / 'optuna.db'}"  # opened by the checks
+    assert optuna.get_all_study_names(storage) == []  # no study was started
 
 
 def test_progress_bars_give_way_to_plain_lines_off_a_terminal(tmp_path):

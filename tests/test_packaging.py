@@ -49,8 +49,8 @@ def venv(wheel, tmp_path_factory) -> Path:
     ).stdout.strip()
     done = _run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-         "--no-index", str(wheel)],
-        timeout=600,
+         "--no-index", "--force-reinstall", str(wheel)],
+        timeout=600, env=_clean_env(root),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert (Path(purelib) / "harness" / "conf" / "run.yaml").is_file()

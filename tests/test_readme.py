@@ -25,7 +25,13 @@ NOT_RUN = {
 }
 # What each command gets so it runs in seconds on synthetic data.
 SHRINK = {
-    "harness-run": {"budget": "smoke", "dataset": "synthetic"},
+    "harness-run": {
+        "budget": "smoke",
+        "dataset": "synthetic",
+        "sweep.n_trials": "2",
+        "model.n_epochs": "2",
+        "benchmark.n_seeds": "2",
+    },
     "harness-benchmark": {"budget": "smoke", "dataset": "synthetic"},
     "harness-report": {"budget": "smoke", "dataset": "synthetic"},
     "harness-sweep": {
