@@ -286,6 +286,7 @@ def test_mlflow_logs_every_trial_with_epochs_tags_and_the_benchmark(split, tmp_p
             trial.user_attrs["beta_per_epoch"]
         )
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 3
+        assert client.get_metric_history(run.info.run_id, "lr") == []  # TensorBoard only
 
     # TensorBoard: one event file per trial holding the per-epoch scalars
     import tensorflow as tf
@@ -301,7 +302,7 @@ def test_mlflow_logs_every_trial_with_epochs_tags_and_the_benchmark(split, tmp_p
     assert [v for _, v in sorted(values["val_ndcg@100"])] == pytest.approx(
         study.trials[0].user_attrs["ndcg_per_epoch"]
     )
-    assert {"loss", "beta", "best_val_ndcg@100"} <= set(values)
+    assert {"loss", "val_loss", "lr", "beta", "best_val_ndcg@100"} <= set(values)
 
     # the benchmark's test table as one more run
     from harness.tracking import log_benchmark
