@@ -62,6 +62,7 @@ def test_user_config_folders_are_found_in_every_spelling(tmp_path):
         check_user_config_dirs(["hydra.searchpath=[file:///no/such/dir]"])
 
 
+@pytest.mark.slow  # subprocesses or training: tens of seconds on 2 cores
 def test_a_missing_config_dir_is_one_clear_error_from_the_command(tmp_path):
     missing = tmp_path / "my_conf"
     done = subprocess.run(
@@ -123,6 +124,7 @@ def test_the_manifest_records_the_training_device():
     assert described.startswith(("CPU", "GPU"))
 
 
+@pytest.mark.slow  # subprocesses or training: tens of seconds on 2 cores
 def test_tensorflow_start_up_lines_are_silenced_unless_asked(tmp_path):
     code = "from harness.devices import import_tensorflow; import_tensorflow(); print('ready')"
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
@@ -147,6 +149,7 @@ def test_tensorflow_start_up_lines_are_silenced_unless_asked(tmp_path):
 # --- CLI polish --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # five commands started
 @pytest.mark.parametrize(
     ("command", "first"),
     [
@@ -372,6 +375,7 @@ def _command(tmp_path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # subprocesses or training: tens of seconds on 2 cores
 def test_bad_gpu_and_tracking_settings_stop_the_command_before_any_trial(tmp_path):
     done = _command(tmp_path, "harness-sweep", "dataset=synthetic", "sweep.gpus=[7]")
     assert done.returncode == 2, done.stderr[-2000:]
@@ -385,6 +389,7 @@ def test_bad_gpu_and_tracking_settings_stop_the_command_before_any_trial(tmp_pat
     assert optuna.get_all_study_names(storage) == []  # no study was started
 
 
+@pytest.mark.slow  # subprocesses or training: tens of seconds on 2 cores
 def test_progress_bars_give_way_to_plain_lines_off_a_terminal(tmp_path):
     done = _command(
         tmp_path, "harness-sweep", "dataset=synthetic", "model=popularity", "sweep.n_trials=2"
@@ -395,6 +400,7 @@ def test_progress_bars_give_way_to_plain_lines_off_a_terminal(tmp_path):
     assert output.count("COMPLETE ndcg@100=") == 2  # one plain line per trial
 
 
+@pytest.mark.slow  # subprocesses or training: tens of seconds on 2 cores
 def test_the_benchmark_bar_counts_every_retraining(split, tmp_path, monkeypatch):
     from harness.benchmark import BenchmarkSettings, core, run_benchmark
 
