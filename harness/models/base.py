@@ -328,8 +328,10 @@ class VAERecommender:
             callbacks, add_progbar=self.verbose > 0, model=network, verbose=self.verbose,
             epochs=self.n_epochs, steps=len(batches),
         )  # fmt: skip
-        batch_events = self.verbose > 0 or any(wants_batch_events(cb) for cb in callbacks)
         guard = next(cb for cb in callbacks if isinstance(cb, DivergenceGuard))
+        batch_events = self.verbose > 0 or any(
+            wants_batch_events(cb) for cb in callbacks if cb is not guard
+        )  # the guard's batch check runs either way
         max_clicks = 0 if batch_events else EPOCH_CALL_MAX_CLICKS
         schedule = (
             tf.constant(self.annealing),

@@ -94,9 +94,7 @@ class SparseBatches:
         first, n_batches = 0, len(row_bounds) - 1
         while first < n_batches:
             last = first + 1  # one past the run's last batch
-            while (
-                last < n_batches and entry_bounds[last + 1] - entry_bounds[first] <= max_clicks
-            ):
+            while last < n_batches and entry_bounds[last + 1] - entry_bounds[first] <= max_clicks:
                 last += 1
             lo, hi = entry_bounds[first], entry_bounds[last]
             yield (
