@@ -347,7 +347,9 @@ class VAERecommender:
             for group in batches.epoch_groups(max_clicks):
                 sums = network.train_batches(*group, np.int64(steps_done), *schedule).numpy()
                 steps_done += len(sums)
-                for batch_sum, n_rows in zip(sums.tolist(), np.diff(group[3]).tolist()):
+                # fewer sums than batches only after a non-finite one: the guard raises there
+                n_rows_per_batch = np.diff(group[3]).tolist()
+                for batch_sum, n_rows in zip(sums.tolist(), n_rows_per_batch, strict=False):
                     total += batch_sum
                     logs = {"loss": batch_sum / n_rows}
                     if batch_events:
