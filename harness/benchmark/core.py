@@ -31,6 +31,8 @@ from harness.benchmark.layout import write_results
 from harness.benchmark.stats import mean_ci
 from harness.benchmark.summary import ModelRun, summary_tables
 from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer, fit_seed
+from harness.outputs import output_dir
+from harness.secrets import mask_text
 
 log = logging.getLogger("harness.benchmark")
 MIN_ANNEAL_CAP = 1e-3  # a best epoch at beta ~ 0 would give cap 0, which the models reject
@@ -264,6 +266,7 @@ def run_benchmark(
         ValueError: a study was made on another split than ``split``.
     """
     start = time.perf_counter()
+    output_dir(results_dir, settings.name, "benchmark.name")  # a bad name fails before training
     for model, study in studies.items():
         fp = study.user_attrs.get("split_fingerprint") if study else None
         if fp and fp != split.fingerprint:
@@ -287,7 +290,7 @@ def run_benchmark(
         "n_seeds": settings.n_seeds,
         "baseline": settings.baseline,
         "test_metric": settings.test_metric,
-        "storage": storage,
+        "storage": mask_text(storage) if storage else storage,  # password masked
         "test_scorings": scorer.record(),
         "test_scored_once": max(scorer.scored.values()) == 1,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -302,4 +305,5 @@ def run_benchmark(
         confidence=settings.confidence,
     )
     per_user = {r.model: {**r.per_user, "test_users": np.asarray(split.test_users)} for r in runs}
-    return write_results(results_dir / settings.name, info, tables, per_user)
+    target = output_dir(results_dir, settings.name, "benchmark.name")
+    return write_results(target, info, tables, per_user)

@@ -1,0 +1,121 @@
+"""One style of error for every command: a user mistake is one line and exit status 2.
+
+Every exception a user can cause by what they typed or pointed at (config, data, protocol,
+network, paths) derives from `UserError`; anything else is a bug and keeps its traceback
+(in full with HYDRA_FULL_ERROR=1). `guarded` applies that rule around an entry point's work.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, the shell's code for Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+
+
+class UserError(Exception):
+    """A mistake in the user's input; the message names what is wrong and how to fix it."""
+
+
+class DataError(UserError, ValueError):
+    """The data or protocol settings can't make a split (bad file, bad option, empty data)."""
+
+
+class DataFileError(UserError, FileNotFoundError):
+    """A data file the config names does not exist."""
+
+
+class DataKeyError(UserError, KeyError):
+    """A data archive lacks the expected member."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class DataTypeError(UserError, TypeError):
+    """A data or protocol option has the wrong type."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt so every Ctrl-C path (trial failed with a reason,
+    exports written, resume hint) handles it the same way."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Raise `Terminated` in the main thread on SIGTERM while the block runs.
+
+    A no-op outside the main thread (signal handlers can only be installed there).
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"terminated by signal {signum}")
+
+
+def user_error_from(error: BaseException) -> UserError | None:
+    """A `UserError` for third-party exceptions that are user mistakes, else None.
+
+    OmegaConf's missing mandatory value (`dataset=file` without `dataset.options.path`) and
+    pandas' empty file are raised by libraries, not by us.
+    """
+    if isinstance(error, UserError):
+        return error
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(error, MissingMandatoryValue):
+        key = getattr(error, "full_key", None) or str(error).split(":")[-1].strip()
+        return UserError(
+            f"{key} is mandatory and has no value: set it on the command line, e.g. {key}=..."
+        )
+    return None
+
+
+def fail(command: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    """Print ``<command>: error: <message>`` on one line and exit with ``code``."""
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    print(f"{command}: error: {text}", file=sys.stderr)
+    sys.exit(code)
+
+
+def guarded(command: str, work: Callable[[], T], *, resume_hint: str | None = None) -> T:
+    """Run ``work()``; user errors and interrupts end in one line and an exit status.
+
+    Args:
+        command: The command's name, the prefix of the message.
+        work: The entry point's body.
+        resume_hint: Said after an interrupt, e.g. "rerun the same command to resume".
+
+    Returns:
+        What ``work`` returns (bugs propagate with their traceback).
+    """
+    try:
+        return work()
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
+        hint = f"; {resume_hint}" if resume_hint else ""
+        print(f"{command}: {what}{hint}.", file=sys.stderr)
+        sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+    except Exception as error:
+        user = user_error_from(error)
+        if user is None or os.environ.get("HYDRA_FULL_ERROR") == "1" and user is not error:
+            raise
+        fail(command, str(user) or type(user).__name__)
