@@ -44,7 +44,9 @@ class SweepSettings:
         n_warmup_epochs: Epochs a trial always runs before the pruner may stop it; VAE NDCG is
             noisy in the first epochs while the KL weight anneals.
         heartbeat_interval: Seconds between worker heartbeats (RDB storages natively; journal
-            storage via side files).
+            storage via side files). 5 s with the default grace period of 15 s: a worker that
+            dies on another machine has its trial failed and re-run within about 20 s by any
+            live worker (a dead worker on the same machine is detected at once by its pid).
         grace_period: Seconds without heartbeat after which a RUNNING trial counts as dead and is
             failed and re-run. None = 3 x heartbeat_interval.
         max_retry: How often a dead worker's trial is re-run before giving up on it.
@@ -63,7 +65,7 @@ class SweepSettings:
     quiet: bool = False
     n_startup_trials: int = 5
     n_warmup_epochs: int = 5
-    heartbeat_interval: int = 10
+    heartbeat_interval: int = 5
     grace_period: int | None = None
     max_retry: int = 2
     models: tuple[str, ...] | None = None

@@ -164,20 +164,25 @@ def _read_only_sqlite(path: Path) -> RDBStorage:
     """An archived SQLite study file (read-only file or folder), opened without writing.
 
     `immutable=1` tells SQLite that nothing changes the file, so it needs no lock and no -shm
-    file; a WAL file left by a killed writer (not checkpointed) would be ignored, hence the
-    warning.
+    file. A WAL file left by a killed writer holds commits not yet in the file, which an
+    immutable open would ignore: then the file and its WAL are copied to a temp folder first.
     """
     wal = path.with_name(path.name + "-wal")
     if wal.exists() and wal.stat().st_size:
-        warnings.warn(
-            f"{wal} holds commits not yet in {path.name}; a read-only folder cannot apply "
-            "them, so the newest trials may be missing. Open it once where it is writable.",
-            stacklevel=3,
-        )
-    url = f"sqlite:///file:{path.resolve()}?mode=ro&immutable=1&uri=true"
+        import atexit
+        import shutil
+        import tempfile
+
+        copy = Path(tempfile.mkdtemp(prefix="vae-sweep-ro-")) / path.name
+        atexit.register(shutil.rmtree, copy.parent, True)
+        shutil.copyfile(path, copy)
+        shutil.copyfile(wal, copy.with_name(wal.name))
+        uri = f"sqlite:///{copy}"
+    else:
+        uri = f"sqlite:///file:{path.resolve()}?mode=ro&immutable=1&uri=true"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
+        return RDBStorage(uri, skip_table_creation=True, skip_compatibility_check=True)
 
 
 def _with_installed_driver(url: str) -> str:
