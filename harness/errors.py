@@ -7,6 +7,7 @@ network, paths) derives from `UserError`; anything else is a bug and keeps its t
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -53,17 +54,28 @@ class Terminated(KeyboardInterrupt):
 def sigterm_as_interrupt() -> Iterator[None]:
     """Raise `Terminated` in the main thread on SIGTERM while the block runs.
 
-    A no-op outside the main thread (signal handlers can only be installed there).
+    Also keeps interrupts one line: Optuna logs a trial that failed on Ctrl-C or SIGTERM with
+    the traceback of where the signal happened to land, which is no bug; the line stays.
+    Signal handling is a no-op outside the main thread (handlers can only be installed there).
     """
+    optuna_log = logging.getLogger("optuna.study._optimize")  # logs the failed trial
+    optuna_log.addFilter(_drop_interrupt_traceback)
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread
-        yield
-        return
+        previous = None
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        optuna_log.removeFilter(_drop_interrupt_traceback)
+
+
+def _drop_interrupt_traceback(record: logging.LogRecord) -> bool:
+    if record.exc_info and record.exc_info[0] and issubclass(record.exc_info[0], KeyboardInterrupt):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:

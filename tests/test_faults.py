@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +269,30 @@ def test_trials_of_dead_local_workers_are_failed_and_retried_at_once(tmp_path):
     ].params
     assert trials[0].state == TrialState.COMPLETE and trials[0].value == 0.5  # nothing lost
     assert recovery.reap_dead_workers(study, max_retry=2) == []  # idempotent
+
+
+def test_a_worker_waits_for_a_silent_remote_trial_to_be_declared_dead(tmp_path):
+    from harness.sweep.study import retry_callback
+
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path / 'hb.db'}",
+        heartbeat_interval=1,
+        grace_period=2,
+        heartbeat_stale_trial_callback=retry_callback(2),
+    )
+    study = optuna.create_study(storage=storage, study_name="hb")
+    dead = _running_trial(study, {"host": "elsewhere", "pid": 1}, 1)
+    storage.record_heartbeat(study.get_trials()[dead]._trial_id)  # one beat, then silence
+    time.sleep(2.1)  # silent for over two intervals: its worker is probably gone
+    assert recovery.settle_stale_trials(study, poll=0.2) == [dead]
+    trials = study.get_trials()
+    assert trials[dead].state == TrialState.FAIL
+    assert [t.system_attrs.get("failed_trial") for t in trials[1:]] == [dead]
+    live = _running_trial(study, {"host": "elsewhere", "pid": 1}, 2)
+    storage.record_heartbeat(study.get_trials()[live]._trial_id)
+    start = time.monotonic()
+    assert recovery.settle_stale_trials(study, poll=0.2) == []  # a fresh beat: no waiting
+    assert study.get_trials()[live].state == TrialState.RUNNING
 
 
 def _journal_study(path: Path) -> optuna.Study:

@@ -130,6 +130,65 @@ def reap_dead_workers(study: optuna.Study, max_retry: int | None) -> list[int]:
     return failed
 
 
+def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
+    """Seconds since the last heartbeat of each RUNNING trial that has one (RDB storages with
+    heartbeats; empty otherwise), by trial number, measured by the database's clock."""
+    rdb = _backend(study._storage)
+    if not isinstance(rdb, optuna.storages.RDBStorage) or rdb.heartbeat_interval is None:
+        return {}
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    session = rdb.scoped_session()
+    try:
+        now = session.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
+        rows = (
+            session.query(models.TrialModel.number, models.TrialHeartbeatModel.heartbeat)
+            .join(models.TrialHeartbeatModel)
+            .filter(models.TrialModel.study_id == study._study_id)
+            .filter(models.TrialModel.state == TrialState.RUNNING)
+            .all()
+        )
+    finally:
+        session.close()
+    now = now.replace(tzinfo=None)
+    return {number: (now - beat.replace(tzinfo=None)).total_seconds() for number, beat in rows}
+
+
+def settle_stale_trials(study: optuna.Study, *, poll: float | None = None) -> list[int]:
+    """Before a worker exits: wait for RUNNING trials whose heartbeat already stopped.
+
+    A trial silent for over two heartbeat intervals most likely lost its worker (on another
+    machine: a local one is caught by `reap_dead_workers`). Rather than leave it RUNNING
+    until some later run, wait until it beats again, finishes, or passes the grace period,
+    when Optuna fails it and enqueues its retry. Waits at most the grace period.
+
+    Returns:
+        Numbers of the trials failed here.
+    """
+    rdb = _backend(study._storage)
+    interval = getattr(rdb, "heartbeat_interval", None)
+    if not isinstance(rdb, optuna.storages.RDBStorage) or interval is None:
+        return []
+    grace = rdb.grace_period if rdb.grace_period is not None else 2 * interval
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    deadline = time.monotonic() + grace + 2 * interval + 1  # clocks may count whole seconds
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        silent = [n for n, age in heartbeat_ages(study).items() if age > 2 * interval]
+        if not silent or time.monotonic() > deadline:
+            break
+        log.info("waiting up to %.0f s for silent trial(s) %s to be declared dead", grace, silent)
+        time.sleep(poll or interval)
+    still = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return sorted(running - still - _finished(study))
+
+
+def _finished(study: optuna.Study) -> set[int]:
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    return {t.number for t in study.get_trials(deepcopy=False, states=states)}
+
+
 # --- exactly-once enqueue ------------------------------------------------------------------
 
 

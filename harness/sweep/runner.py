@@ -195,7 +195,9 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
                 break
             study.optimize(func, n_trials=1, catch=catch, callbacks=[summary])
             ran += 1
-        optuna.storages.fail_stale_trials(study)  # RDB: reap trials of workers that died since
+        # RDB: fail (and enqueue again) trials of workers that died meanwhile, waiting for
+        # ones whose heartbeat already stopped rather than leaving them RUNNING.
+        recovery.settle_stale_trials(study)
     return ran
 
 
