@@ -158,7 +158,7 @@ def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
 def settle_stale_trials(study: optuna.Study, *, poll: float | None = None) -> list[int]:
     """Before a worker exits: wait for RUNNING trials whose heartbeat already stopped.
 
-    A trial silent for over two heartbeat intervals most likely lost its worker (on another
+    A trial silent for over 1.5 heartbeat intervals most likely lost its worker (on another
     machine: a local one is caught by `reap_dead_workers`). Rather than leave it RUNNING
     until some later run, wait until it beats again, finishes, or passes the grace period,
     when Optuna fails it and enqueues its retry. Waits at most the grace period.
@@ -175,7 +175,7 @@ def settle_stale_trials(study: optuna.Study, *, poll: float | None = None) -> li
     deadline = time.monotonic() + grace + 2 * interval + 1  # clocks may count whole seconds
     while True:
         optuna.storages.fail_stale_trials(study)
-        silent = [n for n, age in heartbeat_ages(study).items() if age > 2 * interval]
+        silent = [n for n, age in heartbeat_ages(study).items() if age > 1.5 * interval]
         if not silent or time.monotonic() > deadline:
             break
         log.info("waiting up to %.0f s for silent trial(s) %s to be declared dead", grace, silent)
