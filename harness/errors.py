@@ -66,10 +66,30 @@ def sigterm_as_interrupt() -> Iterator[None]:
         previous = None
     try:
         yield
+        raise_if_terminated()  # the signal's exception was swallowed (see raise_if_terminated)
+    except KeyboardInterrupt:
+        _terminated.clear()  # on its way out: no stale flag for a later sweep in this process
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         optuna_log.removeFilter(_drop_interrupt_traceback)
+
+
+_terminated: list[int] = []
+
+
+def raise_if_terminated() -> None:
+    """Raise `Terminated` if SIGTERM arrived but its exception was lost.
+
+    Python runs signal handlers between bytecodes of the main thread, which may be inside a
+    finalizer or weakref callback where exceptions are printed and ignored; the sweep loop
+    calls this before each trial so such a signal still stops the sweep.
+    """
+    if _terminated:
+        signum = _terminated.pop()
+        _terminated.clear()
+        raise Terminated(f"terminated by signal {signum}")
 
 
 def _drop_interrupt_traceback(record: logging.LogRecord) -> bool:
@@ -79,6 +99,7 @@ def _drop_interrupt_traceback(record: logging.LogRecord) -> bool:
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
+    _terminated.append(signum)
     raise Terminated(f"terminated by signal {signum}")
 
 
@@ -121,6 +142,7 @@ def guarded(command: str, work: Callable[[], T], *, resume_hint: str | None = No
     try:
         return work()
     except KeyboardInterrupt as interrupt:
+        _terminated.clear()
         terminated = isinstance(interrupt, Terminated)
         what = "terminated (SIGTERM)" if terminated else "interrupted"
         hint = f"; {resume_hint}" if resume_hint else ""

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from harness.errors import sigterm_as_interrupt
+from harness.errors import raise_if_terminated, sigterm_as_interrupt
 from harness.outputs import check_study_name, output_dir
 from harness.secrets import mask
 from harness.sweep import recovery
@@ -185,6 +185,7 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
     ran, start = 0, time.monotonic()
     with bar, redirect, _quiet_optuna(), sigterm_as_interrupt():
         while True:
+            raise_if_terminated()
             recovery.reap_dead_workers(study, settings.max_retry)
             if heartbeat is not None:
                 heartbeat.fail_stale_trials(study)
