@@ -77,6 +77,31 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 _terminated: list[int] = []
+_zones: list[bool] = []  # stack: True = raise at once on SIGTERM, False = defer to a check
+
+
+@contextmanager
+def signal_zone(*, raise_at_once: bool) -> Iterator[None]:
+    """Where SIGTERM may raise: at once (inside a trial's training), or deferred to the next
+    `raise_if_terminated` (inside the sweep loop, where an exception landing in Optuna's
+    bookkeeping would corrupt it). Outside any zone it raises at once."""
+    _zones.append(raise_at_once)
+    try:
+        if raise_at_once:
+            raise_if_terminated()
+        yield
+    finally:
+        _zones.pop()
+
+
+def interruptible(func: Callable[..., T]) -> Callable[..., T]:
+    """``func`` run in a zone where SIGTERM raises at once (the objective of a trial)."""
+
+    def call(*args: Any, **kwargs: Any) -> T:
+        with signal_zone(raise_at_once=True):
+            return func(*args, **kwargs)
+
+    return call
 
 
 def raise_if_terminated() -> None:
@@ -99,8 +124,9 @@ def _drop_interrupt_traceback(record: logging.LogRecord) -> bool:
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
-    _terminated.append(signum)
-    raise Terminated(f"terminated by signal {signum}")
+    _terminated.append(signum)  # cleared where the exception is handled, not here: it may be lost
+    if not _zones or _zones[-1]:
+        raise Terminated(f"terminated by signal {signum}")
 
 
 def user_error_from(error: BaseException) -> UserError | None:

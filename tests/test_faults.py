@@ -484,3 +484,32 @@ def test_an_archived_sqlite_study_is_read_from_a_read_only_folder(tmp_path):
         for p in archive.iterdir():
             p.unlink()
         archive.rmdir()
+
+
+def test_sigterm_raises_inside_a_trial_and_waits_for_a_check_between_trials():
+    import signal
+
+    from harness.errors import (
+        Terminated,
+        interruptible,
+        raise_if_terminated,
+        signal_zone,
+        sigterm_as_interrupt,
+    )
+
+    def train() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes
+            time.sleep(0.001)
+
+    with sigterm_as_interrupt():
+        with pytest.raises(Terminated):  # in a trial: at once
+            interruptible(train)()
+    with pytest.raises(Terminated), sigterm_as_interrupt(), signal_zone(raise_at_once=False):
+        os.kill(os.getpid(), signal.SIGTERM)  # in Optuna's bookkeeping: deferred ...
+        time.sleep(0.05)
+        reached = True
+        raise_if_terminated()  # ... to the loop's next check
+    assert reached
+    with sigterm_as_interrupt():  # nothing left over for a later sweep in this process
+        raise_if_terminated()

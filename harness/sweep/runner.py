@@ -26,7 +26,12 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from harness.errors import raise_if_terminated, sigterm_as_interrupt
+from harness.errors import (
+    interruptible,
+    raise_if_terminated,
+    signal_zone,
+    sigterm_as_interrupt,
+)
 from harness.outputs import check_study_name, output_dir
 from harness.secrets import mask
 from harness.sweep import recovery
@@ -172,6 +177,7 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
     if heartbeat is not None:
         func = _with_heartbeat(func, heartbeat)
     func = recovery.owned(func)  # host + pid on the trial: a rerun sees when it died
+    func = interruptible(func)  # SIGTERM fails the trial; between trials it waits for a check
     from harness.models import TrainingDivergedError
 
     catch = (TrainingDivergedError, TrialFailedError)
@@ -183,7 +189,8 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
     console = log if log.handlers else logging.getLogger()
     redirect = logging_redirect_tqdm(loggers=[console]) if show else contextlib.nullcontext()
     ran, start = 0, time.monotonic()
-    with bar, redirect, _quiet_optuna(), sigterm_as_interrupt():
+    in_loop = signal_zone(raise_at_once=False)
+    with bar, redirect, _quiet_optuna(), sigterm_as_interrupt(), in_loop:
         while True:
             raise_if_terminated()
             recovery.reap_dead_workers(study, settings.max_retry)
