@@ -120,7 +120,9 @@ def write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file + fsync + rename), umask permissions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    recover(path.parent, path.name)  # temp files of killed writers
+    prefix = f".{path.name}.tmp-{_HOST}-{os.getpid()}-"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -185,7 +187,10 @@ def recover(parent: Path | str, name: str) -> list[str]:
                 os.rename(path, target)
                 done.append(f"restored {target} from the interrupted write {path.name}")
             else:
-                shutil.rmtree(path)
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
                 done.append(f"removed {path.name}, left by an interrupted write")
         except OSError:  # a read-only archive: nothing can be cleaned, reading still works
             continue

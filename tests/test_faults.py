@@ -174,6 +174,24 @@ def test_a_kill_between_the_renames_is_repaired_by_the_next_reader(tmp_path):
     assert load_results(parent / "bench").info["name"] == "old"
 
 
+def test_a_file_write_killed_midway_leaves_the_old_file_and_no_leftover(tmp_path):
+    target = tmp_path / "trials.csv"
+    outputs.write_text(target, "old")
+    pid = os.fork()
+    if pid == 0:
+        real = os.replace
+        os.replace = lambda *a: os._exit(9)  # killed between writing the temp file and rename
+        try:
+            outputs.write_text(target, "new")
+        finally:
+            os.replace = real
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert target.read_text() == "old" and len(list(tmp_path.iterdir())) == 2
+    outputs.write_text(target, "next")
+    assert target.read_text() == "next" and [p.name for p in tmp_path.iterdir()] == ["trials.csv"]
+
+
 def test_files_and_folders_get_the_users_umask(tmp_path):
     previous = os.umask(0o002)
     try:
