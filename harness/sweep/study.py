@@ -207,13 +207,17 @@ def _rdb_storage(url: str, engine_kwargs: dict, kwargs: dict) -> RDBStorage:
             if url.startswith("sqlite"):
                 _use_sqlite_wal(storage)
             return storage
-        except Exception:
-            if not url.startswith(("postgresql", "mysql")):
+        except Exception as error:
+            integrity = type(error).__name__ == "IntegrityError"  # e.g. alembic_version row
+            if not (url.startswith(("postgresql", "mysql")) or integrity):
                 raise
-            # Workers started together on a fresh database race to create Optuna's tables;
-            # the loser fails once, and by now the tables exist.
+            # Workers (or a sweep and a report) started together on a fresh database race to
+            # create Optuna's tables; the loser fails once, and by now the tables exist.
             time.sleep(1.0 + random.random())
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            if url.startswith("sqlite"):
+                _use_sqlite_wal(storage)
+            return storage
 
 
 def _use_sqlite_wal(storage: RDBStorage) -> None:
