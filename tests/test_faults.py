@@ -463,7 +463,8 @@ def test_gp_is_not_offered_and_bad_types_are_one_line_errors():
 _WRITE_SCRIPT = """
 import sys, optuna
 from harness.sweep.study import open_storage
-study = optuna.create_study(storage=open_storage(sys.argv[1]), study_name="s", direction="maximize")
+storage = open_storage(sys.argv[1])
+study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
 for value in (0.1, 0.3):
     study.tell(study.ask({"x": optuna.distributions.IntDistribution(0, 10)}), value)
 """
@@ -475,16 +476,19 @@ print(len(study.get_trials()), study.best_value)
 """
 
 
-def test_an_archived_sqlite_study_is_read_from_a_read_only_folder(tmp_path):
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_an_archived_study_is_read_from_a_read_only_folder(tmp_path, kind):
     archive = Path(os.environ.get("TMPDIR", "/tmp")) / f"vae-sweep-ro-{os.getpid()}"
     archive.mkdir(mode=0o755)
     try:
-        db = archive / "optuna.db"
-        write = [sys.executable, "-c", _WRITE_SCRIPT, f"sqlite:///{db}"]
+        db = archive / ("optuna.db" if kind == "sqlite" else "journal.log")
+        url = f"sqlite:///{db}" if kind == "sqlite" else str(db)
+        write = [sys.executable, "-c", _WRITE_SCRIPT, url]
         subprocess.run(write, check=True, capture_output=True, timeout=120)
+        before = sorted(p.name for p in archive.iterdir())
         db.chmod(0o444)
         archive.chmod(0o555)
-        command = [sys.executable, "-c", _READ_SCRIPT, f"sqlite:///{db}"]
+        command = [sys.executable, "-c", _READ_SCRIPT, url]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         if os.geteuid() == 0:  # root writes anywhere: mount the archive read-only instead
             mount = f"mount --bind {archive} {archive} && mount -o remount,bind,ro {archive}"
@@ -496,12 +500,10 @@ def test_an_archived_sqlite_study_is_read_from_a_read_only_folder(tmp_path):
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.split() == ["2", "0.3"]
-        assert sorted(p.name for p in archive.iterdir()) == ["optuna.db"]
+        assert sorted(p.name for p in archive.iterdir()) == before
     finally:
         archive.chmod(0o755)
-        for p in archive.iterdir():
-            p.unlink()
-        archive.rmdir()
+        __import__("shutil").rmtree(archive)
 
 
 def test_sigterm_raises_inside_a_trial_and_waits_for_a_check_between_trials():

@@ -93,6 +93,8 @@ def open_storage(
     if is_journal_url(url):
         path = journal_path(url)
         try:
+            if read_only and path.exists() and not _writable(path):
+                path = _temp_copy(path)  # an archive: Optuna opens journals for appending
             path.parent.mkdir(parents=True, exist_ok=True)
             from harness.sweep.recovery import repair_journal
 
@@ -160,6 +162,19 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
+def _temp_copy(path: Path, *extra: Path) -> Path:
+    """Copy ``path`` (and ``extra`` files beside it) to a temp folder removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="vae-sweep-ro-"))
+    atexit.register(shutil.rmtree, folder, True)
+    for source in (path, *extra):
+        shutil.copyfile(source, folder / source.name)
+    return folder / path.name
+
+
 def _read_only_sqlite(path: Path) -> RDBStorage:
     """An archived SQLite study file (read-only file or folder), opened without writing.
 
@@ -169,15 +184,7 @@ def _read_only_sqlite(path: Path) -> RDBStorage:
     """
     wal = path.with_name(path.name + "-wal")
     if wal.exists() and wal.stat().st_size:
-        import atexit
-        import shutil
-        import tempfile
-
-        copy = Path(tempfile.mkdtemp(prefix="vae-sweep-ro-")) / path.name
-        atexit.register(shutil.rmtree, copy.parent, True)
-        shutil.copyfile(path, copy)
-        shutil.copyfile(wal, copy.with_name(wal.name))
-        uri = f"sqlite:///{copy}"
+        uri = f"sqlite:///{_temp_copy(path, wal)}"
     else:
         uri = f"sqlite:///file:{path.resolve()}?mode=ro&immutable=1&uri=true"
     with warnings.catch_warnings():
