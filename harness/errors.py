@@ -2,7 +2,8 @@
 
 Every exception a user can cause by what they typed or pointed at (config, data, protocol,
 network, paths) derives from `UserError`; anything else is a bug and keeps its traceback
-(in full with HYDRA_FULL_ERROR=1). `guarded` applies that rule around an entry point's work.
+(in full with HYDRA_FULL_ERROR=1, which also shows where a user error was raised). `guarded`
+applies that rule around an entry point's work.
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ def guarded(command: str, work: Callable[[], T], *, resume_hint: str | None = No
         sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     except Exception as error:
         user = user_error_from(error)
-        if user is None or os.environ.get("HYDRA_FULL_ERROR") == "1" and user is not error:
-            raise
+        if user is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise  # a bug, or asked for the full story
+
         fail(command, str(user) or type(user).__name__)
