@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,9 @@ def settle_stale_trials(study: optuna.Study, *, poll: float | None = None) -> li
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     deadline = time.monotonic() + grace + 2 * interval + 1  # clocks may count whole seconds
     while True:
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         silent = [n for n, age in heartbeat_ages(study).items() if age > 1.5 * interval]
         if not silent or time.monotonic() > deadline:
             break
