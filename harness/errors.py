@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
@@ -65,16 +66,36 @@ def sigterm_as_interrupt() -> Iterator[None]:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread
         previous = None
+    hook = sys.unraisablehook
+    sys.unraisablehook = _redeliver_lost_interrupt
     try:
         yield
         raise_if_terminated()  # the signal's exception was swallowed (see raise_if_terminated)
     except KeyboardInterrupt:
         _terminated.clear()  # on its way out: no stale flag for a later sweep in this process
+        _redelivered.clear()
         raise
     finally:
+        sys.unraisablehook = hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         optuna_log.removeFilter(_drop_interrupt_traceback)
+
+
+_redelivered: list[int] = []
+
+
+def _redeliver_lost_interrupt(unraisable: Any) -> None:
+    """An interrupt raised inside a finalizer or weakref callback is "ignored" by Python with
+    a printed traceback. Print nothing and deliver SIGTERM again (a few times at most; after
+    that the sweep loop's `raise_if_terminated` still stops the sweep)."""
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+        return
+    if issubclass(unraisable.exc_type, Terminated) and len(_redelivered) < 3:
+        _redelivered.append(1)
+        # from another thread, a moment later: the handler must not run inside this hook
+        threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
 
 
 _terminated: list[int] = []
