@@ -88,11 +88,21 @@ def record_owner(trial: optuna.Trial) -> None:
 
 
 def owned(func: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
-    """``func`` that first records which process runs the trial."""
+    """``func`` that first records which process runs the trial, and records an interrupt
+    as the failure reason if the objective did not get to."""
 
     def owned_objective(trial: optuna.Trial) -> float:
-        record_owner(trial)
-        return func(trial)
+        try:
+            record_owner(trial)
+            return func(trial)
+        except KeyboardInterrupt:
+            # Ctrl-C/SIGTERM before the objective could record why (e.g. while suggesting)
+            from harness.sweep.objective import INTERRUPTED
+
+            with contextlib.suppress(Exception):
+                if "failure_reason" not in trial.user_attrs:
+                    trial.set_user_attr("failure_reason", INTERRUPTED)
+            raise
 
     return owned_objective
 
