@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState
+from tqdm.auto import tqdm
 
 from harness.benchmark.layout import write_results
 from harness.benchmark.stats import mean_ci
@@ -37,6 +38,15 @@ from harness.secrets import mask_text
 
 log = logging.getLogger("harness.benchmark")
 MIN_ANNEAL_CAP = 1e-3  # a best epoch at beta ~ 0 would give cap 0, which the models reject
+_BAR: Any = None  # the retraining-runs progress bar of the running benchmark (run_benchmark)
+
+
+def _fit(split, model: str, params: dict, seed: int, *, patience: int | None) -> FitResult:
+    """`fit_seed`, ticking the benchmark's progress bar."""
+    result = fit_seed(split, model, params, seed, patience=patience)
+    if _BAR is not None:
+        _BAR.update(1)
+    return result
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,7 @@ def _select(split, model: str, cands: list[dict], seeds: list[int], patience: in
     """Retrain every candidate over ``seeds``; keep the fits of the best mean validation NDCG."""
     best: tuple[float, dict, list[FitResult]] | None = None
     for cand in cands:
-        fits = [fit_seed(split, model, cand["params"], s, patience=patience) for s in seeds]
+        fits = [_fit(split, model, cand["params"], s, patience=patience) for s in seeds]
         vals = [f.facts["val_ndcg"] for f in fits]
         log.info(
             "%s: trial %s over seeds %s: validation NDCG %s (%.0f s)",
@@ -148,14 +158,12 @@ def _liang(
     base = {**params, "annealing": True}
     betas, tests, history, steps = [], [], None, None
     for seed in seeds:
-        probe = fit_seed(
-            split, model, {**base, "anneal_cap": 1.0}, seed, patience=settings.patience
-        )
+        probe = _fit(split, model, {**base, "anneal_cap": 1.0}, seed, patience=settings.patience)
         beta = max(probe.facts["optimal_beta"], MIN_ANNEAL_CAP)
         # same slope as the probe: the seed formula would rescale the slope by the new cap
         steps = getattr(probe.model, "total_anneal_steps_", base.get("total_anneal_steps"))
         history = history or {"beta": probe.history["beta"], "ndcg": probe.history["ndcg"]}
-        final = fit_seed(
+        final = _fit(
             split,
             model,
             {**base, "anneal_cap": beta, "total_anneal_steps": steps},
@@ -253,6 +261,25 @@ def benchmark_model(
     return ModelRun(model, per_user, {"coverage@100": coverage}, facts, info)
 
 
+def planned_runs(
+    studies: Mapping[str, optuna.Study | None],
+    model_params: Mapping[str, dict[str, Any]],
+    settings: BenchmarkSettings,
+) -> int:
+    """How many trainings `run_benchmark` will do (selection over seeds + Liang's pairs)."""
+    total = 0
+    for model in settings.models:
+        seeded = model in SEEDED_MODELS
+        seeds = settings.seeds if seeded else settings.seeds[:1]
+        cands = candidates(
+            studies.get(model), dict(model_params.get(model, {})), settings.n_candidates
+        )
+        total += len(cands) * len(seeds)
+        if seeded and settings.liang:
+            total += 2 * len(seeds[: settings.liang_seeds or len(seeds)])
+    return total
+
+
 def save_final_models(models_dir: Path, model: str, fits: list[FitResult], seeded: bool):
     """Save each fit's model as ``models_dir/<model>-seed<seed>.keras`` (a closed-form model,
     trained once, as ``<model>.npz``); returns the paths relative to the results folder."""
@@ -315,12 +342,26 @@ def run_benchmark(
             )
     scorer = HeldOutTestScorer(split, settings.ks)
     models_dir = _models_staging(results_dir, settings)  # None when not saving models
-    runs = [
-        benchmark_model(
-            split, m, studies.get(m), dict(model_params.get(m, {})), settings, scorer, models_dir
-        )
-        for m in settings.models
-    ]
+    global _BAR
+    # disable=None: no bar when stderr is not a terminal (log files get the per-run lines)
+    bar = tqdm(
+        total=planned_runs(studies, model_params, settings),
+        desc=f"benchmark {settings.name}",
+        unit="run",
+        disable=None,
+    )
+    _BAR = bar
+    try:
+        with bar:
+            runs = []
+            for m in settings.models:
+                bar.set_postfix_str(m)
+                params = dict(model_params.get(m, {}))
+                runs.append(
+                    benchmark_model(split, m, studies.get(m), params, settings, scorer, models_dir)
+                )
+    finally:
+        _BAR = None
     info = {
         "name": settings.name,
         "dataset": dataset_name,

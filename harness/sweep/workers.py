@@ -42,7 +42,13 @@ def run_workers(plan: WorkerPlan, study: optuna.Study) -> None:
     log.info("starting %d worker processes on %s", len(processes), plan.study_name)
     for process in processes:
         process.start()
-    bar = tqdm(total=settings.n_trials, desc=plan.study_name, unit="trial", disable=settings.quiet)
+    # disable=None: no bar when stderr is not a terminal
+    bar = tqdm(
+        total=settings.n_trials,
+        desc=plan.study_name,
+        unit="trial",
+        disable=True if settings.quiet else None,
+    )
     try:
         with bar:
             while any(p.is_alive() for p in processes):
