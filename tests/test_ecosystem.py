@@ -323,6 +323,8 @@ def test_mlflow_logs_every_trial_with_epochs_tags_and_the_benchmark(split, tmp_p
     assert run.data.tags["stage"] == "benchmark"
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"metrics.csv", "benchmark.json"} <= artifacts
+    # artifacts of a SQLite store live beside its file, not in ./mlruns of whatever folder
+    assert (tmp_path / "mlartifacts").is_dir() and not Path("mlruns").exists()
 
 
 def test_a_failing_tracker_warns_and_the_sweep_goes_on(split, tmp_path, caplog):

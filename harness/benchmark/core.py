@@ -42,6 +42,8 @@ from harness.benchmark.ledger import TestLedger
 from harness.benchmark.stats import StatsConfigError, StatsSettings, mean_ci
 from harness.benchmark.summary import ModelRun, summary_tables
 from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer, fit_seed
+from harness.outputs import output_dir
+from harness.secrets import mask_text
 
 log = logging.getLogger("harness.benchmark")
 MIN_ANNEAL_CAP = 1e-3  # a best epoch at beta ~ 0 would give cap 0, which the models reject
@@ -432,6 +434,7 @@ def run_benchmark(
         StatsConfigError: a stochastic model ended with fewer than 2 seed runs.
     """
     start = time.perf_counter()
+    output_dir(results_dir, settings.name, "benchmark.name")  # a bad name fails before training
     for model, study in studies.items():
         fp = study.user_attrs.get("split_fingerprint") if study else None
         if fp and fp != split.fingerprint:
@@ -480,7 +483,7 @@ def run_benchmark(
         "n_seeds": settings.n_seeds,
         "baseline": settings.baseline,
         "test_metric": settings.test_metric,
-        "storage": storage,
+        "storage": mask_text(storage) if storage else storage,  # password masked
         "test_scorings": scorer.record(),
         "test_scored_once": max(scorer.scored.values(), default=0) <= 1,
         "test_ledger": scorer.ledger_record(),
@@ -499,7 +502,8 @@ def run_benchmark(
     )
     per_user = {r.model: {**r.per_user, "test_users": np.asarray(split.test_users)} for r in runs}
     folders = {"models": models_dir} if models_dir is not None else None
-    written = write_results(results_dir / settings.name, info, tables, per_user, folders)
+    target = output_dir(results_dir, settings.name, "benchmark.name")
+    written = write_results(target, info, tables, per_user, folders)
     if models_dir is not None:
         shutil.rmtree(models_dir.parent, ignore_errors=True)  # the emptied staging folder
     return written

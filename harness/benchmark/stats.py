@@ -31,13 +31,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
+from harness.errors import UserError
+
 INTERVALS = ("bootstrap", "t_seeds", "none")
 TESTS = ("bootstrap", "permutation")
 POWER = 0.8  # of the minimum detectable difference
 _CHUNK = 256  # bootstrap replicates computed at once: 256 x users counts in memory
 
 
-class StatsConfigError(ValueError):
+class StatsConfigError(UserError, ValueError):
     """A statistics option is unknown, out of range or contradicts another one."""
 
 

@@ -39,13 +39,27 @@ def metric_key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
+def artifact_location(tracking_uri: str, name: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store's file.
+
+    MLflow's default for database stores is ./mlruns under the current folder, which scatters
+    artifacts wherever a command happens to run; file stores keep their own.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri[len("sqlite:///") :]).expanduser().resolve()
+    return (db.parent / "mlartifacts" / name).as_uri()
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     """The id of experiment `name`, created if needed (parallel workers may race to create)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(
+            name, artifact_location=artifact_location(client.tracking_uri, name)
+        )
     except MlflowException:  # another worker created it in between
         return client.get_experiment_by_name(name).experiment_id
 
