@@ -1,5 +1,11 @@
 """Run a sweep: validate, open the study, enqueue the defaults, run worker(s), export.
 
+Default ("pool" coordination): this process owns the study and runs `run_coordinator`: it asks
+the sampler for a batch of trials, trains them on a pool of spawned worker processes
+(`harness.pool`), and tells the results back in trial-number order (`batch.py` explains why
+that is reproducible). `sweep.coordination=storage` runs `run_worker` in one or more processes
+that share only the storage, as workers on other machines do:
+
 A worker repeats "reap dead trials, count finished trials, run one trial" until the study holds
 `n_trials` finished (COMPLETE + PRUNED) trials or its timeout passes. Counting what the study
 holds, not what this process ran, is what makes rerunning the same command a resume, and lets
@@ -26,6 +32,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from harness import pool as worker_pool
+from harness.sweep import batch
 from harness.sweep.export import export_study
 from harness.sweep.heartbeat import JournalHeartbeat
 from harness.sweep.objective import INTERRUPTED, TrialFailedError, objective
@@ -40,6 +48,7 @@ from harness.sweep.study import (
     resolve_storage_url,
     study_name_for,
 )
+from harness.sweep.workers import run_workers
 
 log = logging.getLogger("harness.sweep")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -115,10 +124,12 @@ def run_sweep(
     plan = WorkerPlan(split, model_name, fixed, space, settings, storage_url, study_name, k)
     log.info("study %s (%s): %s", study_name, _safe_url(storage_url), _budget_text(settings))
     try:
-        if settings.n_workers > 1:
-            from harness.sweep.workers import run_workers
-
-            run_workers(plan, study)
+        if settings.coordination == "pool":
+            run_coordinator(plan, study, _pool_for(plan))
+        elif settings.worker_layout().n_workers > 1:
+            layout = settings.worker_layout()
+            plans = [with_worker_id(plan, i) for i in range(layout.n_workers)]
+            run_workers(plans, study, run_worker, quiet=settings.quiet, threads=layout.threads)
         else:
             run_worker(plan, study)
     finally:
@@ -189,6 +200,128 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
             ran += 1
         optuna.storages.fail_stale_trials(study)  # RDB: reap trials of workers that died since
     return ran
+
+
+def run_coordinator(plan: WorkerPlan, study: optuna.Study, pool: worker_pool.WorkerPool) -> int:
+    """Run trials in batches on `pool` until the study's budget or the timeout is reached.
+
+    Each round: reap dead trials, ask the sampler for `batch_size` trials (fewer near the end
+    of the budget; trials other processes are running count as spent), train them on the pool,
+    tell the outcomes in trial-number order. An expected failure (diverged, no finite NDCG)
+    is recorded and the sweep goes on; any other exception in a trial stops the sweep after
+    the batch is told. On Ctrl-C the batch's trials are failed as interrupted.
+
+    Returns:
+        The number of trials this coordinator ran.
+    """
+    settings = plan.settings
+    study.sampler = make_sampler(settings, plan.space, seed=_worker_seed(plan, study))
+    batch_size = settings.batch_size or pool.n_workers
+    heartbeat = None
+    if is_journal_url(plan.storage_url):
+        heartbeat = JournalHeartbeat(
+            journal_path(plan.storage_url),
+            plan.study_name,
+            interval=settings.heartbeat_interval,
+            grace_period=settings.effective_grace_period,
+            max_retry=settings.max_retry,
+        )
+    show = not settings.quiet
+    bar = tqdm(total=settings.n_trials, desc=plan.study_name, unit="trial", disable=not show)
+    console = log if log.handlers else logging.getLogger()
+    redirect = logging_redirect_tqdm(loggers=[console]) if show else contextlib.nullcontext()
+    ran, start = 0, time.monotonic()
+    with bar, redirect, _quiet_optuna():
+        while True:
+            _reap_stale(study, heartbeat)
+            trials = study.get_trials(deepcopy=False)
+            finished = sum(t.state in FINISHED for t in trials)
+            bar.n = finished
+            bar.refresh()
+            if _budget_spent(study, settings, finished, time.monotonic() - start):
+                break
+            n = batch_size
+            if settings.n_trials is not None:
+                running = sum(t.state == TrialState.RUNNING for t in trials)  # other processes'
+                n = min(n, settings.n_trials - finished - running)
+            if n <= 0:  # the rest of the budget runs elsewhere (or died and awaits reaping)
+                time.sleep(settings.heartbeat_interval)
+                continue
+            _run_batch(plan, study, pool, n, heartbeat)
+            ran += n
+    return ran
+
+
+def _run_batch(
+    plan: WorkerPlan,
+    study: optuna.Study,
+    pool: worker_pool.WorkerPool,
+    n: int,
+    heartbeat: JournalHeartbeat | None,
+) -> None:
+    with warnings.catch_warnings():
+        # Optuna warns that storage heartbeats expect Study.optimize: we record them ourselves.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        asked = [study.ask(dict(plan.space.distributions)) for _ in range(n)]
+    history = batch.history_before(study, asked[0].number)
+    tasks = [(batch.make_task(study, trial, history, plan),) for trial in asked]
+    told = 0
+    try:
+        with contextlib.ExitStack() as beats:
+            if heartbeat is not None:
+                for trial in asked:
+                    beats.enter_context(heartbeat.beating(trial._trial_id))
+            outcomes = pool.map(
+                batch.execute_trial,
+                tasks,
+                on_message=lambda job, message: batch.report_live(study, asked[job], message),
+                on_wait=functools.partial(_record_heartbeats, study, asked),
+                wait_seconds=plan.settings.heartbeat_interval,
+            )
+        errors = []
+        for trial, outcome in zip(asked, outcomes, strict=True):
+            frozen = batch.tell_outcome(study, trial, outcome)
+            told += 1
+            if outcome.expected_failure:
+                log.warning("trial %d failed: %s", trial.number, outcome.expected_failure)
+            if outcome.error:
+                errors.append(f"trial {trial.number}:\n{outcome.error}")
+            _summarize(study, frozen, k=plan.k, worker_id=plan.settings.worker_id)
+        if errors:
+            raise RuntimeError("a trial raised in a worker:\n" + "\n".join(errors))
+    except (KeyboardInterrupt, worker_pool.WorkerError) as error:
+        reason = INTERRUPTED if isinstance(error, KeyboardInterrupt) else str(error)[:2000]
+        for trial in asked[told:]:
+            batch.fail_trial(study, trial, reason)
+        if isinstance(error, KeyboardInterrupt):
+            worker_pool.close_shared_pool()  # the workers' trials are abandoned
+        raise
+
+
+def _record_heartbeats(study: optuna.Study, trials: list[optuna.Trial]) -> None:
+    storage = study._storage  # RDB storages; journal files beat through JournalHeartbeat
+    enabled = getattr(storage, "is_heartbeat_enabled", None)
+    if enabled is not None and enabled():
+        for trial in trials:
+            storage.record_heartbeat(trial._trial_id)
+
+
+def _reap_stale(study: optuna.Study, heartbeat: JournalHeartbeat | None) -> None:
+    if heartbeat is not None:
+        heartbeat.fail_stale_trials(study)
+    else:
+        optuna.storages.fail_stale_trials(study)  # RDB: trials of processes that died
+
+
+def _pool_for(plan: WorkerPlan) -> worker_pool.WorkerPool:
+    """The shared worker pool for this split (kept open for later studies and the benchmark)."""
+    settings = plan.settings
+    return worker_pool.shared_pool(
+        settings.worker_layout(),
+        plan.split,
+        plan.split.fingerprint,
+        recycle_after=settings.recycle_after,
+    )
 
 
 @contextlib.contextmanager
