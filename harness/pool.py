@@ -163,12 +163,15 @@ class WorkerPool:
         data: Sent to each worker once at start; tasks get it through `shared()`.
         key: Identity of `data` (e.g. the split fingerprint), for `shared_pool` reuse.
         recycle_after: Tasks after which a worker process is replaced (None = never).
+        preload_tensorflow: Import TensorFlow and fix its thread pools when a worker starts
+            (False: only the thread environment variables are set; for tasks without TF).
     """
 
     layout: WorkerLayout
     data: Any = None
     key: str | None = None
     recycle_after: int | None = 50
+    preload_tensorflow: bool = True
     memory: list[MemoryRecord] = field(default_factory=list)
     _slots: list[_Slot | None] = field(default_factory=list)
     _closed: bool = False
@@ -289,7 +292,13 @@ class WorkerPool:
         max_tasks = self.recycle_after
         process = self._context.Process(
             target=_worker_main,
-            args=(child, self.layout.worker_env(slot), self.data, max_tasks),
+            args=(
+                child,
+                self.layout.worker_env(slot),
+                self.data,
+                max_tasks,
+                self.preload_tensorflow,
+            ),
             name=f"harness-worker-{slot}",
             daemon=True,
         )
@@ -318,14 +327,17 @@ class WorkerPool:
         old.conn.close()
 
 
-def _worker_main(conn: Connection, env: dict[str, str], data: Any, max_tasks: int | None) -> None:
+def _worker_main(
+    conn: Connection, env: dict[str, str], data: Any, max_tasks: int | None, preload: bool
+) -> None:
     global _SHARED, _CONN
     # Ctrl-C reaches the whole process group; the parent decides what happens to the tasks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(env)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
-    set_tensorflow_threads(int(env.get("TF_NUM_INTRAOP_THREADS", "0")))
+    if preload:
+        set_tensorflow_threads(int(env.get("TF_NUM_INTRAOP_THREADS", "0")))
     _SHARED, _CONN = data, conn
     done = 0
     while max_tasks is None or done < max_tasks:
