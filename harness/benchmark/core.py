@@ -28,9 +28,10 @@ import optuna
 from optuna.trial import TrialState
 
 from harness.benchmark.layout import write_results
+from harness.benchmark.parallel import fit_many
 from harness.benchmark.stats import mean_ci
 from harness.benchmark.summary import ModelRun, summary_tables
-from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer, fit_seed
+from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer
 
 log = logging.getLogger("harness.benchmark")
 MIN_ANNEAL_CAP = 1e-3  # a best epoch at beta ~ 0 would give cap 0, which the models reject
@@ -103,7 +104,7 @@ def _select(split, model: str, cands: list[dict], seeds: list[int], patience: in
     """Retrain every candidate over ``seeds``; keep the fits of the best mean validation NDCG."""
     best: tuple[float, dict, list[FitResult]] | None = None
     for cand in cands:
-        fits = [fit_seed(split, model, cand["params"], s, patience=patience) for s in seeds]
+        fits = fit_many(split, model, [(cand["params"], s) for s in seeds], patience=patience)
         vals = [f.facts["val_ndcg"] for f in fits]
         log.info(
             "%s: trial %s over seeds %s: validation NDCG %s (%.0f s)",
@@ -140,24 +141,23 @@ def _liang(
     """Liang et al.'s optimal beta: anneal to 1.0, take beta at the best epoch, retrain."""
     base = {**params, "annealing": True}
     betas, tests, history, steps = [], [], None, None
-    for seed in seeds:
-        probe = fit_seed(
-            split, model, {**base, "anneal_cap": 1.0}, seed, patience=settings.patience
-        )
+    # all probes, then all retrainings: each batch runs on the worker pool when there is one
+    probes = fit_many(
+        split, model, [({**base, "anneal_cap": 1.0}, s) for s in seeds], patience=settings.patience
+    )
+    jobs = []
+    for seed, probe in zip(seeds, probes, strict=True):
         beta = max(probe.facts["optimal_beta"], MIN_ANNEAL_CAP)
         # same slope as the probe: the seed formula would rescale the slope by the new cap
         steps = getattr(probe.model, "total_anneal_steps_", base.get("total_anneal_steps"))
         history = history or {"beta": probe.history["beta"], "ndcg": probe.history["ndcg"]}
-        final = fit_seed(
-            split,
-            model,
-            {**base, "anneal_cap": beta, "total_anneal_steps": steps},
-            seed,
-            patience=settings.patience,
-        )
+        jobs.append(({**base, "anneal_cap": beta, "total_anneal_steps": steps}, seed))
+        betas.append(beta)
+    del probes
+    finals = fit_many(split, model, jobs, patience=settings.patience)
+    for seed, beta, final in zip(seeds, betas, finals, strict=True):
         per_user, _ = scorer.score(final.model, model, "liang", seed)
         log.info("%s: Liang procedure, seed %d: optimal beta %.3f", model, seed, beta)
-        betas.append(beta)
         tests.append(float(np.nanmean(per_user[settings.test_metric])))
     ci = mean_ci(tests, settings.confidence)
     return {
