@@ -275,7 +275,7 @@ def _run_batch(
                 batch.execute_trial,
                 tasks,
                 on_message=lambda job, message: batch.report_live(study, asked[job], message),
-                on_wait=functools.partial(_record_heartbeats, study, asked),
+                on_wait=_Heartbeats(study, asked),
                 wait_seconds=plan.settings.heartbeat_interval,
             )
         errors = []
@@ -298,12 +298,22 @@ def _run_batch(
         raise
 
 
-def _record_heartbeats(study: optuna.Study, trials: list[optuna.Trial]) -> None:
-    storage = study._storage  # RDB storages; journal files beat through JournalHeartbeat
-    enabled = getattr(storage, "is_heartbeat_enabled", None)
-    if enabled is not None and enabled():
-        for trial in trials:
-            storage.record_heartbeat(trial._trial_id)
+class _Heartbeats:
+    """Heartbeats of a batch's trials on an RDB storage, at most once per interval (journal
+    files beat through `JournalHeartbeat`; other storages have none)."""
+
+    def __init__(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+        self.storage, self.trials, self.last = study._storage, trials, -float("inf")
+        interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()
+        self.interval = interval
+        self()
+
+    def __call__(self) -> None:
+        if self.interval is None or time.monotonic() - self.last < self.interval / 2:
+            return
+        for trial in self.trials:
+            self.storage.record_heartbeat(trial._trial_id)
+        self.last = time.monotonic()
 
 
 def _reap_stale(study: optuna.Study, heartbeat: JournalHeartbeat | None) -> None:
@@ -362,6 +372,7 @@ def _enqueue_defaults(study: optuna.Study, space: SearchSpace, model_name: str) 
         return
     for trial in study.get_trials(deepcopy=False):
         tried = trial.params or trial.system_attrs.get("fixed_params", {})
+        tried = {name: tried.get(name) for name in params}  # other searched params don't matter
         interrupted = trial.user_attrs.get("failure_reason") == INTERRUPTED
         if tried == params and not (trial.state == TrialState.FAIL and interrupted):
             return
