@@ -195,10 +195,18 @@ def tell_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome
         storage.set_trial_user_attr(trial._trial_id, key, value)
     for key, value in outcome.system_attrs.items():
         storage.set_trial_system_attr(trial._trial_id, key, value)
-    if outcome.state == TrialState.COMPLETE:
-        study.tell(trial, outcome.value)
-    else:
-        study.tell(trial, state=outcome.state)
+    # The grid sampler calls study.stop() after the last grid point, which Optuna allows only
+    # inside optimize(); the coordinator checks exhaustion itself, so the flag is moot here.
+    local = study._thread_local
+    in_loop = getattr(local, "in_optimize_loop", False)
+    local.in_optimize_loop = True
+    try:
+        if outcome.state == TrialState.COMPLETE:
+            study.tell(trial, outcome.value)
+        else:
+            study.tell(trial, state=outcome.state)
+    finally:
+        local.in_optimize_loop = in_loop
     return storage.get_trial(trial._trial_id)
 
 

@@ -244,6 +244,8 @@ def run_coordinator(plan: WorkerPlan, study: optuna.Study, pool: worker_pool.Wor
             if settings.n_trials is not None:
                 running = sum(t.state == TrialState.RUNNING for t in trials)  # other processes'
                 n = min(n, settings.n_trials - finished - running)
+            if isinstance(study.sampler, optuna.samplers.GridSampler):  # no repeated points
+                n = min(n, len(study.sampler._get_unvisited_grid_ids(study)))
             if n <= 0:  # the rest of the budget runs elsewhere (or died and awaits reaping)
                 time.sleep(settings.heartbeat_interval)
                 continue
