@@ -24,6 +24,7 @@ import signal
 import time
 import traceback
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -140,8 +141,9 @@ class _Slot:
     conn: Connection
     started: float
     tasks: int = 0
-    job: int | None = None  # index of the job it is running
+    job: int | None = None  # ticket of the job it is running
     successor: _Slot | None = None
+    names: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -173,7 +175,9 @@ class WorkerPool:
     recycle_after: int | None = 50
     preload_tensorflow: bool = True
     memory: list[MemoryRecord] = field(default_factory=list)
-    _slots: list[_Slot | None] = field(default_factory=list)
+    _slots: list[_Slot] = field(default_factory=list)
+    _queue: deque = field(default_factory=deque)
+    _next_ticket: int = 0
     _closed: bool = False
 
     def __post_init__(self) -> None:
@@ -185,6 +189,55 @@ class WorkerPool:
     @property
     def n_workers(self) -> int:
         return self.layout.n_workers
+
+    def submit(self, func: Callable[..., Any], job: tuple) -> int:
+        """Queue `func(*job)` (a module-level function) for the next idle worker, in
+        submission order; returns its ticket for `poll`."""
+        if self._closed:
+            raise RuntimeError("the worker pool is closed")
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._queue.append((ticket, func, job))
+        self._dispatch()
+        return ticket
+
+    def poll(
+        self, timeout: float | None, on_message: Callable[[int, Any], None] | None = None
+    ) -> list[tuple[int, bool, Any]]:
+        """Wait up to `timeout` seconds for finished jobs: [(ticket, ok, result or traceback)].
+
+        `on_message(ticket, message)` is called for each `emit(message)` of a running job.
+        A worker that dies fails its job (ok False, with the exit code) and is replaced.
+        """
+        done: list[tuple[int, bool, Any]] = []
+        busy = [s.conn for s in self._slots if s.job is not None]
+        if not busy:
+            return done
+        for conn in wait(busy, timeout=timeout):
+            index = next(i for i, s in enumerate(self._slots) if s.conn is conn)
+            slot = self._slots[index]
+            ticket = slot.job
+            assert ticket is not None
+            try:
+                kind, *payload = conn.recv()
+            except (EOFError, OSError):
+                slot.process.join(timeout=5)
+                done.append((ticket, False, self._died(slot, ticket)))
+                slot.job = None
+                self._replace(index)
+                continue
+            if kind == "message":
+                if on_message is not None:
+                    on_message(ticket, payload[0])
+                continue
+            slot.job = None
+            status, value, rss = payload
+            self.memory.append(MemoryRecord(index, slot.process.pid, slot.tasks, rss))
+            done.append((ticket, status == "ok", value))
+            if self.recycle_after is not None and slot.tasks >= self.recycle_after:
+                self._replace(index)
+        self._dispatch()
+        return done
 
     def map(
         self,
@@ -208,49 +261,22 @@ class WorkerPool:
         Raises:
             WorkerError: A job raised (with the worker's traceback), or a worker died.
         """
-        if self._closed:
-            raise RuntimeError("the worker pool is closed")
-        jobs = list(jobs)
-        results: list[Any] = [None] * len(jobs)
+        tickets = {self.submit(func, job): i for i, job in enumerate(jobs)}
+        results: list[Any] = [None] * len(tickets)
         errors: dict[int, str] = {}
-        pending = list(range(len(jobs)))[::-1]
-        running = 0
-        while pending or running:
-            for index, slot in enumerate(self._slots):
-                if pending and slot is not None and slot.job is None:
-                    running += self._send(index, func, pending.pop(), jobs)
-            busy = [s.conn for s in self._slots if s is not None and s.job is not None]
-            for conn in wait(busy, timeout=wait_seconds):
-                index = next(i for i, s in enumerate(self._slots) if s and s.conn is conn)
-                slot = self._slots[index]
-                assert slot is not None and slot.job is not None
-                try:
-                    kind, *payload = conn.recv()
-                except (EOFError, OSError):
-                    job = slot.job
-                    slot.process.join(timeout=5)
-                    code = slot.process.exitcode
-                    self._replace(index)
-                    running -= 1
-                    errors[job] = (
-                        f"worker process {slot.process.pid} died (exit code {code}) while running "
-                        f"job {job} of {func.__name__}: out of memory, or killed?"
-                    )
-                    continue
-                if kind == "message":
-                    if on_message is not None:
-                        on_message(slot.job, payload[0])
-                    continue
-                job, slot.job = slot.job, None
-                running -= 1
-                status, value, rss = payload
-                self.memory.append(MemoryRecord(index, slot.process.pid, slot.tasks, rss))
-                if status == "ok":
-                    results[job] = value
+        left = set(tickets)
+
+        def message(ticket: int, payload: Any) -> None:
+            if on_message is not None:
+                on_message(tickets[ticket], payload)
+
+        while left:
+            for ticket, ok, value in self.poll(wait_seconds, message):
+                left.discard(ticket)
+                if ok:
+                    results[tickets[ticket]] = value
                 else:
-                    errors[job] = value
-                if self.recycle_after is not None and slot.tasks >= self.recycle_after:
-                    self._replace(index)
+                    errors[tickets[ticket]] = value
             if on_wait is not None:
                 on_wait()
         if errors:
@@ -260,12 +286,17 @@ class WorkerPool:
             )
         return results
 
+    @property
+    def idle(self) -> bool:
+        """No job queued or running."""
+        return not self._queue and all(s.job is None for s in self._slots)
+
     def close(self, timeout: float = 10.0) -> None:
         """Stop the workers (finishing nothing that still runs); idempotent."""
         if self._closed:
             return
         self._closed = True
-        slots = [s for s in self._slots if s is not None]
+        slots = list(self._slots)
         slots += [s.successor for s in slots if s.successor is not None]
         for slot in slots:
             try:
@@ -306,18 +337,27 @@ class WorkerPool:
         child.close()
         return _Slot(process, parent, time.monotonic())
 
-    def _send(self, index: int, func: Callable, job: int, jobs: list) -> int:
-        slot = self._slots[index]
-        assert slot is not None
-        slot.job, slot.tasks = job, slot.tasks + 1
-        slot.conn.send((func, jobs[job]))
-        if self.recycle_after is not None and slot.tasks >= self.recycle_after:
-            slot.successor = self._start(index)  # imports TensorFlow while this task runs
-        return 1
+    def _dispatch(self) -> None:
+        for index, slot in enumerate(self._slots):
+            if not self._queue:
+                return
+            if slot.job is None:
+                ticket, func, job = self._queue.popleft()
+                slot.job, slot.tasks = ticket, slot.tasks + 1
+                slot.names[ticket] = func.__name__
+                slot.conn.send((func, job))
+                if self.recycle_after is not None and slot.tasks >= self.recycle_after:
+                    slot.successor = self._start(index)  # imports TensorFlow meanwhile
+
+    @staticmethod
+    def _died(slot: _Slot, ticket: int) -> str:
+        return (
+            f"worker process {slot.process.pid} died (exit code {slot.process.exitcode}) while "
+            f"running {slot.names.get(ticket, 'a job')}: out of memory, or killed?"
+        )
 
     def _replace(self, index: int) -> None:
         old = self._slots[index]
-        assert old is not None
         self._slots[index] = old.successor or self._start(index)
         old.successor = None
         old.process.join(timeout=30)

@@ -203,20 +203,21 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
 
 
 def run_coordinator(plan: WorkerPlan, study: optuna.Study, pool: worker_pool.WorkerPool) -> int:
-    """Run trials in batches on `pool` until the study's budget or the timeout is reached.
+    """Run trials on `pool` until the study's budget or the timeout is reached.
 
-    Each round: reap dead trials, ask the sampler for `batch_size` trials (fewer near the end
-    of the budget; trials other processes are running count as spent), train them on the pool,
-    tell the outcomes in trial-number order. An expected failure (diverged, no finite NDCG)
-    is recorded and the sweep goes on; any other exception in a trial stops the sweep after
-    the batch is told. On Ctrl-C the batch's trials are failed as interrupted.
+    A window of `batch_size` trials is in flight: trial n is asked right after trial
+    n - batch_size is told, and outcomes are told in trial-number order, so what the sampler
+    and the pruner see when a trial starts depends only on trial numbers, not on timing
+    (`batch.py`). Trials other processes are running count against the budget. An expected
+    failure (diverged, no finite NDCG) is recorded and the sweep goes on; any other exception
+    in a trial stops asking, and is raised once the trials in flight are told. On Ctrl-C the
+    trials in flight are failed as interrupted.
 
     Returns:
         The number of trials this coordinator ran.
     """
     settings = plan.settings
     study.sampler = make_sampler(settings, plan.space, seed=_worker_seed(plan, study))
-    batch_size = settings.batch_size or pool.n_workers
     heartbeat = None
     if is_journal_url(plan.storage_url):
         heartbeat = JournalHeartbeat(
@@ -230,99 +231,170 @@ def run_coordinator(plan: WorkerPlan, study: optuna.Study, pool: worker_pool.Wor
     bar = tqdm(total=settings.n_trials, desc=plan.study_name, unit="trial", disable=not show)
     console = log if log.handlers else logging.getLogger()
     redirect = logging_redirect_tqdm(loggers=[console]) if show else contextlib.nullcontext()
-    ran, start = 0, time.monotonic()
-    with bar, redirect, _quiet_optuna():
+    window = _Window(plan, study, pool, heartbeat, bar)
+    with bar, redirect, _quiet_optuna(), window:
         while True:
-            _reap_stale(study, heartbeat)
-            trials = study.get_trials(deepcopy=False)
-            finished = sum(t.state in FINISHED for t in trials)
-            bar.n = finished
-            bar.refresh()
-            if _budget_spent(study, settings, finished, time.monotonic() - start):
-                break
-            n = batch_size
-            if settings.n_trials is not None:
-                running = sum(t.state == TrialState.RUNNING for t in trials)  # other processes'
-                n = min(n, settings.n_trials - finished - running)
-            if isinstance(study.sampler, optuna.samplers.GridSampler):  # no repeated points
-                n = min(n, len(study.sampler._get_unvisited_grid_ids(study)))
-            if n <= 0:  # the rest of the budget runs elsewhere (or died and awaits reaping)
-                time.sleep(settings.heartbeat_interval)
+            window.reap()
+            window.fill()
+            if not window.inflight:
+                if window.done():
+                    break
+                time.sleep(settings.heartbeat_interval)  # the rest of the budget runs elsewhere
                 continue
-            _run_batch(plan, study, pool, n, heartbeat)
-            ran += n
-    return ran
+            window.wait()
+        window.raise_errors()
+    return window.ran
 
 
-def _run_batch(
-    plan: WorkerPlan,
-    study: optuna.Study,
-    pool: worker_pool.WorkerPool,
-    n: int,
-    heartbeat: JournalHeartbeat | None,
-) -> None:
-    with warnings.catch_warnings():
-        # Optuna warns that storage heartbeats expect Study.optimize: we record them ourselves.
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")
-        asked = [study.ask(dict(plan.space.distributions)) for _ in range(n)]
-    history = batch.history_before(study, asked[0].number)
-    tasks = [(batch.make_task(study, trial, history, plan),) for trial in asked]
-    told = 0
-    try:
-        with contextlib.ExitStack() as beats:
-            if heartbeat is not None:
-                for trial in asked:
-                    beats.enter_context(heartbeat.beating(trial._trial_id))
-            outcomes = pool.map(
-                batch.execute_trial,
-                tasks,
-                on_message=lambda job, message: batch.report_live(study, asked[job], message),
-                on_wait=_Heartbeats(study, asked),
-                wait_seconds=plan.settings.heartbeat_interval,
-            )
-        errors = []
-        for trial, outcome in zip(asked, outcomes, strict=True):
-            frozen = batch.tell_outcome(study, trial, outcome)
-            told += 1
-            if outcome.expected_failure:
-                log.warning("trial %d failed: %s", trial.number, outcome.expected_failure)
-            if outcome.error:
-                errors.append(f"trial {trial.number}:\n{outcome.error}")
-            _summarize(study, frozen, k=plan.k, worker_id=plan.settings.worker_id)
-        if errors:
-            raise RuntimeError("a trial raised in a worker:\n" + "\n".join(errors))
-    except (KeyboardInterrupt, worker_pool.WorkerError) as error:
-        reason = INTERRUPTED if isinstance(error, KeyboardInterrupt) else str(error)[:2000]
-        for trial in asked[told:]:
-            batch.fail_trial(study, trial, reason)
-        if isinstance(error, KeyboardInterrupt):
-            worker_pool.close_shared_pool()  # the workers' trials are abandoned
-        raise
+class _Window:
+    """The trials in flight of `run_coordinator` (see there)."""
+
+    def __init__(
+        self,
+        plan: WorkerPlan,
+        study: optuna.Study,
+        pool: worker_pool.WorkerPool,
+        heartbeat: JournalHeartbeat | None,
+        bar: Any,
+    ) -> None:
+        self.plan, self.study, self.pool, self.heartbeat, self.bar = (
+            plan,
+            study,
+            pool,
+            heartbeat,
+            bar,
+        )
+        self.size = plan.settings.batch_size or pool.n_workers
+        self.inflight: dict[int, optuna.Trial] = {}  # ticket -> trial, in ask (= number) order
+        self.outcomes: dict[int, batch.TrialOutcome] = {}  # finished, not yet told
+        self.beats: dict[int, contextlib.ExitStack] = {}
+        self.errors: list[str] = []
+        self.start, self.ran, self.last_reap = time.monotonic(), 0, time.monotonic()
+        self.rdb_beat = _Heartbeats(study, [])
+
+    def __enter__(self) -> _Window:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, _tb: Any) -> None:
+        if kind is None:
+            return
+        # Interrupted (or an unexpected error): the trials in flight won't be told normally.
+        reason = INTERRUPTED if kind is KeyboardInterrupt else f"{kind.__name__}: {error}"
+        worker_pool.close_shared_pool()  # their workers are abandoned
+        for ticket, trial in list(self.inflight.items()):
+            with contextlib.suppress(Exception):
+                batch.fail_trial(self.study, trial, reason)
+            self._stop_beating(ticket)
+
+    def _counts(self) -> tuple[int, int]:
+        trials = self.study.get_trials(deepcopy=False)
+        finished = sum(t.state in FINISHED for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)  # ours included
+        return finished, running
+
+    def done(self) -> bool:
+        """The budget is spent (or a trial raised): ask nothing more."""
+        finished, _ = self._counts()
+        self.bar.n = finished
+        self.bar.refresh()
+        elapsed = time.monotonic() - self.start
+        return bool(self.errors) or _budget_spent(self.study, self.plan.settings, finished, elapsed)
+
+    def fill(self) -> None:
+        """Ask trials until the window is full or the budget allows no more."""
+        settings = self.plan.settings
+        while len(self.inflight) < self.size and not self.done():
+            finished, running = self._counts()
+            if settings.n_trials is not None and finished + running >= settings.n_trials:
+                return
+            sampler = self.study.sampler
+            if isinstance(sampler, optuna.samplers.GridSampler):  # no repeated grid points
+                if not sampler._get_unvisited_grid_ids(self.study):
+                    return
+            self._ask()
+
+    def _ask(self) -> None:
+        with warnings.catch_warnings():
+            # Optuna warns that storage heartbeats expect Study.optimize: we beat ourselves.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = self.study.ask(dict(self.plan.space.distributions))
+        history = batch.history_before(self.study, trial.number)
+        task = batch.make_task(self.study, trial, history, self.plan)
+        ticket = self.pool.submit(batch.execute_trial, (task,))
+        self.inflight[ticket] = trial
+        self.beats[ticket] = stack = contextlib.ExitStack()
+        if self.heartbeat is not None:
+            stack.enter_context(self.heartbeat.beating(trial._trial_id))
+        self.rdb_beat.trials = list(self.inflight.values())
+        self.rdb_beat(force=True)
+        self.ran += 1
+
+    def wait(self) -> None:
+        """Wait for outcomes; tell them in number order, refilling after each tell."""
+        interval = self.plan.settings.heartbeat_interval
+        for ticket, ok, value in self.pool.poll(interval, self._message):
+            if not ok:  # the worker died, or execute_trial itself raised
+                value = batch.TrialOutcome(TrialState.FAIL, None, {}, {}, error=str(value))
+            self.outcomes[ticket] = value
+        while self.inflight:
+            ticket = next(iter(self.inflight))
+            if ticket not in self.outcomes:
+                break
+            self._tell(ticket, self.inflight.pop(ticket), self.outcomes.pop(ticket))
+            self.fill()
+        self.rdb_beat.trials = list(self.inflight.values())
+        self.rdb_beat()
+
+    def _message(self, ticket: int, message: Any) -> None:
+        batch.report_live(self.study, self.inflight[ticket], message)
+
+    def _tell(self, ticket: int, trial: optuna.Trial, outcome: batch.TrialOutcome) -> None:
+        if outcome.error and not outcome.user_attrs:
+            outcome.user_attrs["failure_reason"] = outcome.error.strip().splitlines()[-1]
+        frozen = batch.tell_outcome(self.study, trial, outcome)
+        self._stop_beating(ticket)
+        if outcome.expected_failure:
+            log.warning("trial %d failed: %s", trial.number, outcome.expected_failure)
+        if outcome.error:
+            self.errors.append(f"trial {trial.number}:\n{outcome.error}")
+        _summarize(self.study, frozen, k=self.plan.k, worker_id=self.plan.settings.worker_id)
+
+    def _stop_beating(self, ticket: int) -> None:
+        stack = self.beats.pop(ticket, None)
+        if stack is not None:
+            stack.close()
+
+    def reap(self) -> None:
+        """Fail the trials of dead processes (RDB heartbeats or journal side files)."""
+        if time.monotonic() - self.last_reap < self.plan.settings.heartbeat_interval / 2:
+            return
+        self.last_reap = time.monotonic()
+        if self.heartbeat is not None:
+            self.heartbeat.fail_stale_trials(self.study)
+        else:
+            optuna.storages.fail_stale_trials(self.study)
+
+    def raise_errors(self) -> None:
+        if self.errors:
+            raise RuntimeError("trial(s) raised in a worker:\n" + "\n".join(self.errors))
 
 
 class _Heartbeats:
-    """Heartbeats of a batch's trials on an RDB storage, at most once per interval (journal
-    files beat through `JournalHeartbeat`; other storages have none)."""
+    """Heartbeats of the trials in flight on an RDB storage, at most about once per interval
+    (journal files beat through `JournalHeartbeat`; other storages have none)."""
 
     def __init__(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
         self.storage, self.trials, self.last = study._storage, trials, -float("inf")
-        interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()
-        self.interval = interval
-        self()
+        self.interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()
 
-    def __call__(self) -> None:
-        if self.interval is None or time.monotonic() - self.last < self.interval / 2:
+    def __call__(self, force: bool = False) -> None:
+        if self.interval is None:
+            return
+        if not force and time.monotonic() - self.last < self.interval / 2:
             return
         for trial in self.trials:
             self.storage.record_heartbeat(trial._trial_id)
         self.last = time.monotonic()
-
-
-def _reap_stale(study: optuna.Study, heartbeat: JournalHeartbeat | None) -> None:
-    if heartbeat is not None:
-        heartbeat.fail_stale_trials(study)
-    else:
-        optuna.storages.fail_stale_trials(study)  # RDB: trials of processes that died
 
 
 def _pool_for(plan: WorkerPlan) -> worker_pool.WorkerPool:
