@@ -231,6 +231,7 @@ class WorkerPool:
                     on_message(ticket, payload[0])
                 continue
             slot.job = None
+            slot.names.pop(ticket, None)
             status, value, rss = payload
             self.memory.append(MemoryRecord(index, slot.process.pid, slot.tasks, rss))
             done.append((ticket, status == "ok", value))
