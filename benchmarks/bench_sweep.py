@@ -171,45 +171,46 @@ def throughput(trials: int, epochs: int, results: Path) -> None:
 
 
 def memory(trials: int, epochs: int, results: Path, recycle_after: int | None) -> None:
-    """Part 4: per-worker resident memory over a long sweep."""
+    """Part 4: per-worker resident memory over a long sweep, printed every 50 trials.
+
+    The sweep is resumed in chunks of 50 trials (the pool, and its recycling, carry on across
+    chunks), so a long run shows its figures as it goes.
+    """
     split = make_split(load_interactions("ml-100k"), cache_dir=default_cache_dir())
     model = {**MULT_MODEL, "n_epochs": epochs}
     close_shared_pool()
-    settings = SweepSettings(
-        n_trials=trials, pruner="none", quiet=True, recycle_after=recycle_after, study_name="mem"
-    )
+    print(f"ml-100k Mult-VAE, {trials} trials x {epochs} epochs, recycle_after={recycle_after}")
+    print(f"{'trials':>7} {'wall s':>7} {'worker':>7} {'processes':>10} {'RSS first':>10} "
+          f"{'RSS max':>8} {'RSS last':>9} {'MiB/trial in a process':>23}")  # fmt: skip
     start = time.perf_counter()
-    _run(split, "ml-100k", model, MULT_SPACE, settings, results, "mult_vae")
-    wall = time.perf_counter() - start
-    pool = current_pool(split.fingerprint)
-    assert pool is not None
-    records = pool.memory
-    close_shared_pool()
-    print(
-        f"ml-100k Mult-VAE, {trials} trials x {epochs} epochs, {pool.n_workers} workers, "
-        f"recycle_after={recycle_after}: {wall:.0f} s"
-    )
-    by_slot: dict[int, list] = defaultdict(list)
-    for record in records:
-        by_slot[record.slot].append(record)
-    print(f"{'worker':<7} {'trials':>7} {'processes':>10} {'RSS first':>10} {'RSS max':>9} "
-          f"{'RSS last':>9} {'MiB/trial in a process':>23}")  # fmt: skip
-    for slot, recs in sorted(by_slot.items()):
-        growth = []
-        for pid in dict.fromkeys(r.pid for r in recs):
-            own = [r for r in recs if r.pid == pid]
-            if len(own) > 1:
-                growth.append((own[-1].rss_mb - own[0].rss_mb) / (len(own) - 1))
-        rss = [r.rss_mb for r in recs]
-        slope = sum(growth) / len(growth) if growth else float("nan")
-        print(
-            f"{slot:<7} {len(recs):>7} {len({r.pid for r in recs}):>10} {rss[0]:>10.0f} "
-            f"{max(rss):>9.0f} {rss[-1]:>9.0f} {slope:>23.2f}"
+    for done in range(min(50, trials), trials + 50, 50):
+        done = min(done, trials)
+        settings = SweepSettings(
+            n_trials=done, pruner="none", quiet=True, recycle_after=recycle_after, study_name="mem"
         )
-    step = max(len(records) // 10, 1)
-    print("RSS (MiB) after trial:", ", ".join(
-        f"{i + 1}: {records[i].rss_mb:.0f}" for i in range(0, len(records), step)
-    ))  # fmt: skip
+        _run(split, "ml-100k", model, MULT_SPACE, settings, results, "mult_vae")
+        pool = current_pool(split.fingerprint)
+        assert pool is not None
+        by_slot: dict[int, list] = defaultdict(list)
+        for record in pool.memory:
+            by_slot[record.slot].append(record)
+        for slot, recs in sorted(by_slot.items()):
+            growth = []
+            for pid in dict.fromkeys(r.pid for r in recs):
+                own = [r for r in recs if r.pid == pid]
+                if len(own) > 1:
+                    growth.append((own[-1].rss_mb - own[0].rss_mb) / (len(own) - 1))
+            rss = [r.rss_mb for r in recs]
+            slope = sum(growth) / len(growth) if growth else float("nan")
+            print(
+                f"{done:>7} {time.perf_counter() - start:>7.0f} {slot:>7} "
+                f"{len({r.pid for r in recs}):>10} {rss[0]:>10.0f} {max(rss):>8.0f} "
+                f"{rss[-1]:>9.0f} {slope:>23.2f}",
+                flush=True,
+            )
+        if done >= trials:
+            break
+    close_shared_pool()
 
 
 def _run(split, dataset, model, space, settings, results, name="standard_vae") -> optuna.Study:

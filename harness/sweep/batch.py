@@ -1,12 +1,14 @@
-"""Trials run in batches on a worker pool, reproducibly.
+"""Trials run on a worker pool, reproducibly.
 
-The coordinator (`runner.run_coordinator`) owns the study: it asks the sampler for a batch of
-trials, sends each to a pool worker as a `TrialTask`, and tells the `TrialOutcome`s back in
-trial-number order. A worker runs the usual objective against an in-memory copy of the study
-that holds only the finished trials of *earlier* batches (trials of the same batch are empty
-placeholders there), so the pruner's decisions do not depend on which trial of a batch happens
-to run faster. The same seed and batch size therefore give the same trials and values with
-any number of workers.
+The coordinator (`runner.run_coordinator`) owns the study. It keeps `batch_size` (B) asked
+trials in flight: trial n is asked right after trial n - B is told, each is sent to a pool
+worker as a `TrialTask`, and the `TrialOutcome`s are told in trial-number order. So when
+trial n is asked, the study holds exactly trials 0..n-B finished and n-B+1..n-1 running,
+whatever the timing: the sampler sees the same study. A worker runs the usual objective
+against an in-memory copy of the study that holds only the finished trials it was given
+(0..n-B; the trials still in flight are empty placeholders there), so the pruner's decisions
+do not depend on which trial happens to run faster either. The same seed and batch size
+therefore give the same trials and values with any number of workers.
 
 Per-epoch values also reach the real study while the trial runs (`emit` -> the coordinator
 writes them), so dashboards and kill-and-resume behave as with in-process trials.

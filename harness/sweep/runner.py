@@ -1,9 +1,8 @@
 """Run a sweep: validate, open the study, enqueue the defaults, run worker(s), export.
 
-Default ("pool" coordination): this process owns the study and runs `run_coordinator`: it asks
-the sampler for a batch of trials, trains them on a pool of spawned worker processes
-(`harness.pool`), and tells the results back in trial-number order (`batch.py` explains why
-that is reproducible). `sweep.coordination=storage` runs `run_worker` in one or more processes
+Default ("pool" coordination): this process owns the study and runs `run_coordinator`: it keeps
+`batch_size` asked trials in flight on a pool of spawned worker processes (`harness.pool`) and
+tells the results back in trial-number order (`batch.py` explains why that is reproducible). `sweep.coordination=storage` runs `run_worker` in one or more processes
 that share only the storage, as workers on other machines do:
 
 A worker repeats "reap dead trials, count finished trials, run one trial" until the study holds
@@ -269,7 +268,7 @@ class _Window:
         self.outcomes: dict[int, batch.TrialOutcome] = {}  # finished, not yet told
         self.beats: dict[int, contextlib.ExitStack] = {}
         self.errors: list[str] = []
-        self.start, self.ran, self.last_reap = time.monotonic(), 0, time.monotonic()
+        self.start, self.ran, self.last_reap = time.monotonic(), 0, -float("inf")
         self.rdb_beat = _Heartbeats(study, [])
 
     def __enter__(self) -> _Window:
