@@ -172,7 +172,7 @@ class WorkerPool:
     layout: WorkerLayout
     data: Any = None
     key: str | None = None
-    recycle_after: int | None = 50
+    recycle_after: int | None = 20
     preload_tensorflow: bool = True
     memory: list[MemoryRecord] = field(default_factory=list)
     _slots: list[_Slot] = field(default_factory=list)
@@ -417,7 +417,7 @@ _POOL: WorkerPool | None = None
 
 
 def shared_pool(
-    layout: WorkerLayout, data: Any, key: str, *, recycle_after: int | None = 50
+    layout: WorkerLayout, data: Any, key: str, *, recycle_after: int | None = 20
 ) -> WorkerPool:
     """The process's pool for `data`: reused when layout, key and recycling match, else
     (re)started. Closed by `close_shared_pool()` or at exit."""

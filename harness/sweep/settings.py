@@ -79,7 +79,7 @@ class SweepSettings:
     models: tuple[str, ...] | None = None
     batch_size: int | None = None
     coordination: str = "pool"
-    recycle_after: int | None = 50
+    recycle_after: int | None = 20
     worker_id: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
