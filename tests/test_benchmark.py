@@ -121,6 +121,25 @@ def test_benchmark_writes_every_file_with_cis_tests_budget_and_betas(split, swep
     # a deterministic model's one run stands for every seed: a zero-width interval
     ease = metrics[(metrics["model"] == "ease") & (metrics["metric"] == "ndcg@100")].iloc[0]
     assert ease["ci_low"] == pytest.approx(ease["ci_high"])
+    # the final models are kept, one per seed (closed-form: one), and score as in the run
+    from harness.evaluation import ndcg_at_k
+    from harness.models import load_model
+
+    saved = {m: info["models"][m]["saved_models"] for m in ("mult_vae", "ease", "popularity")}
+    assert saved == {
+        "mult_vae": ["models/mult_vae-seed0.keras", "models/mult_vae-seed1.keras"],
+        "ease": ["models/ease.npz"],
+        "popularity": ["models/popularity.npz"],
+    }
+    assert sorted(p.name for p in (out / "models").iterdir()) == sorted(
+        Path(f).name for files in saved.values() for f in files
+    )
+    assert [p.name for p in results_dir.iterdir() if p.name.startswith(".")] == []
+    for seed, rel in enumerate(saved["mult_vae"]):
+        model = load_model(out / rel, expected="mult_vae", n_items=split.n_items)
+        ndcg = ndcg_at_k(model.score(split.test_tr), split.test_te, split.test_tr, 100)
+        assert np.nanmean(ndcg) == pytest.approx(np.nanmean(per_user["ndcg@100"][seed]), abs=1e-6)
+    assert info["models"]["mult_vae"]["candidates"][0]["lr_schedule"] == "constant"
 
 
 def test_missing_storage_names_the_sweep_command_and_creates_nothing(tmp_path):

@@ -41,7 +41,11 @@ SEED_PARAMS = [
     ("save_path", None),
 ]
 KEYWORD_ONLY = {"learning_rate": 1e-3, "total_anneal_steps": None, "n_hidden_layers": 1,
-                "l2_penalty": 0.0}  # fmt: skip
+                "l2_penalty": 0.0, "plateau_factor": 0.2, "plateau_patience": 1,
+                "plateau_min_lr": 1e-4}  # fmt: skip
+# the seed's schedule and Keras' Adam for StandardVAE; Liang et al.'s for MultVAE
+SCHEDULE = {"StandardVAE": {"lr_schedule": "plateau", "adam_epsilon": 1e-7},
+            "MultVAE": {"lr_schedule": "constant", "adam_epsilon": 1e-8}}  # fmt: skip
 METHODS = ["fit", "recommend_k_items", "get_optimal_beta", "display_metrics", "ndcg_per_epoch",
            "history", "score"]  # fmt: skip
 N_USERS, N_ITEMS = 40, 25
@@ -56,16 +60,20 @@ def _clicks(n_users: int = N_USERS, seed: int = 0) -> sp.csr_matrix:
 def test_constructor_and_methods_match_the_seed(cls) -> None:
     params = inspect.signature(cls).parameters
     positional = [(n, p.default) for n, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
-    assert positional == SEED_PARAMS
+    seed_params = dict(SEED_PARAMS)
+    if cls is MultVAE:
+        seed_params["drop_decoder"] = 0.0  # Liang et al.: dropout on the input only
+    assert positional == list(seed_params.items())
     keyword = {n: p.default for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
-    expected = dict(KEYWORD_ONLY)
+    expected = {**KEYWORD_ONLY, **SCHEDULE[cls.__name__]}
     if cls is StandardVAE:
         expected["output_activation"] = "softmax"
     assert keyword == expected
     fit = list(inspect.signature(cls.fit).parameters)
-    assert fit == ["self", "x_train", "x_valid", "x_val_tr", "x_val_te", "mapper", "epoch_callback"]
+    assert fit == ["self", "x_train", "x_valid", "x_val_tr", "x_val_te", "mapper",
+                   "epoch_callback", "callbacks"]  # fmt: skip
     assert list(inspect.signature(cls.recommend_k_items).parameters) == [
-        "self", "x", "k", "remove_seen"]  # fmt: skip
+        "self", "x", "k", "remove_seen", "sparse"]  # fmt: skip
     for method in METHODS:
         assert callable(getattr(cls, method))
     assert Mult_VAE is MultVAE
@@ -86,7 +94,7 @@ def test_recommend_k_items_exactly_k_unseen_entries(make) -> None:
     model = make()
     model.fit(_clicks(), x_val_tr=_clicks(10, 1), x_val_te=_clicks(10, 2))
     x = _clicks(10, 3)
-    top = model.recommend_k_items(x, k=7)
+    top = model.recommend_k_items(x, k=7, sparse=True)
     assert sp.issparse(top) and top.shape == x.shape
     assert (np.diff(top.indptr) == 7).all()
     assert not top.multiply(x).nnz  # no seen item among the recommendations
@@ -95,7 +103,11 @@ def test_recommend_k_items_exactly_k_unseen_entries(make) -> None:
     for row in range(x.shape[0]):
         best = np.sort(masked[row])[::-1][:7]
         np.testing.assert_allclose(np.sort(top[row].data)[::-1], best, rtol=1e-5)
-    assert (np.diff(model.recommend_k_items(x, 3, remove_seen=False).indptr) == 3).all()
+    dense = model.recommend_k_items(x, k=7)  # the seed's return: dense, 0 off the top k
+    assert isinstance(dense, np.ndarray) and dense.dtype == np.float32
+    np.testing.assert_array_equal(dense, top.toarray())
+    assert (np.count_nonzero(dense, axis=1) == 7).all()
+    assert (np.diff(model.recommend_k_items(x, 3, False, sparse=True).indptr) == 3).all()
 
 
 def test_negative_scores_are_explicit_entries() -> None:
@@ -103,17 +115,21 @@ def test_negative_scores_are_explicit_entries() -> None:
     # a large negative output bias makes every logit negative
     model.network.output_layer.bias.assign(np.full(N_ITEMS, -50.0, np.float32))
     x = _clicks(6, 4)
-    top = model.recommend_k_items(x, k=5)
+    top = model.recommend_k_items(x, k=5, sparse=True)
     assert (top.data < 0).all() and (np.diff(top.indptr) == 5).all()
     assert not top.multiply(x).nnz
+    dense = model.recommend_k_items(x, k=5)  # negative logits stay non-zero entries
+    assert (np.count_nonzero(dense, axis=1) == 5).all() and (dense[dense != 0] < 0).all()
 
 
 def test_user_with_fewer_unseen_items_than_k() -> None:
     model = Popularity(k=5).fit(_clicks())
     x = np.zeros((1, N_ITEMS), np.float32)
     x[0, 3:] = 1.0  # only 3 unseen items
-    top = model.recommend_k_items(x, k=5)
-    assert top.nnz == 5 and np.isinf(top.data).sum() == 2
+    top = model.recommend_k_items(x, k=5, sparse=True)
+    assert top.nnz == 5 and (top.data == 0).sum() == 2  # the seed leaves 0, never -inf
+    dense = model.recommend_k_items(x, k=5)
+    assert np.isfinite(dense).all() and set(np.flatnonzero(dense)) == {0, 1, 2}
 
 
 def test_fast_ndcg_equals_the_evaluation_module() -> None:
@@ -137,7 +153,14 @@ def test_fast_ndcg_equals_the_evaluation_module() -> None:
 def test_display_metrics_returns_a_figure() -> None:
     model = MultVAE(N_USERS, N_ITEMS, 8, 4, n_epochs=2, k=5, verbose=0, seed=0)
     model.fit(_clicks(), x_val_tr=_clicks(10, 1), x_val_te=_clicks(10, 2))
-    assert isinstance(model.display_metrics(), Figure)
+    import matplotlib.pyplot as plt
+
+    fig = model.display_metrics()
+    assert isinstance(fig, Figure) and plt.gcf() is fig  # plt.show()/plt.savefig see it
+    loss_ax, ndcg_ax = fig.axes
+    assert list(ndcg_ax.lines[0].get_ydata()) == model.ndcg_per_epoch()
+    assert list(loss_ax.lines[0].get_ydata()) == model.train_loss
+    plt.close(fig)
 
 
 def test_registry_builds_every_model_with_its_defaults() -> None:

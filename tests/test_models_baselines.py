@@ -41,7 +41,7 @@ def test_popularity_scores_are_training_counts() -> None:
     scores = pop.score(x[:4])
     assert scores.shape == (4, 20) and scores.dtype == np.float32
     np.testing.assert_array_equal(scores, np.tile(counts, (4, 1)))
-    top = pop.recommend_k_items(np.zeros((1, 20), np.float32), 3)
+    top = pop.recommend_k_items(np.zeros((1, 20), np.float32), 3, sparse=True)
     assert set(top.indices) == set(np.argsort(-counts, kind="stable")[:3])
 
 

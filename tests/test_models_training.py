@@ -164,25 +164,143 @@ def test_fit_without_validation_keeps_final_weights(split) -> None:
 
 def test_best_weights_saved_to_save_path(split, tmp_path) -> None:
     train, val_tr, val_te = split
-    path = tmp_path / "out" / "best.weights.h5"
+    path = tmp_path / "best.weights.h5"
     model = _vae(MultVAE, n_epochs=2, save_path=str(path)).fit(train, None, val_tr, val_te)
-    assert path.exists() and list(tmp_path.joinpath("out").iterdir()) == [path]
+    assert path.exists() and list(tmp_path.iterdir()) == [path]  # no temporary file left
     fresh = _vae(MultVAE, seed=99)
     fresh.load_weights(path)
     np.testing.assert_allclose(fresh.score(val_tr), model.score(val_tr), rtol=1e-6)
-    other = tmp_path / "seed-style.h5"  # the seed's examples use a plain ".h5" name
-    _vae(MultVAE, n_epochs=1, save_path=str(other)).fit(train, None, val_tr, val_te)
-    fresh.load_weights(other)
-    assert other.exists()
 
 
-def test_plateau_in_validation_loss_reduces_learning_rate(split, monkeypatch) -> None:
+@pytest.mark.parametrize("name", ["weights.hdf5", "seed-style.h5", "model.keras"])
+def test_save_path_is_a_file_keras_reads_and_recommend_loads_it(split, tmp_path, name) -> None:
+    import keras
+
     train, val_tr, val_te = split
-    model = _vae(MultVAE, n_epochs=4)
+    path = tmp_path / name  # the seed's notebooks name it "svae_weights.hdf5"
+    model = _vae(StandardVAE, n_epochs=2, save_path=str(path)).fit(train, None, val_tr, val_te)
+    expected = model.recommend_k_items(val_tr, 10)
+    network = keras.models.load_model(path)  # Keras itself reads the file
+    np.testing.assert_allclose(network(val_tr.toarray()).numpy(), model.score(val_tr), atol=1e-6)
+    plain = _vae(StandardVAE, seed=99)
+    plain.network.load_weights(path)
+    np.testing.assert_allclose(plain.score(val_tr), model.score(val_tr), rtol=1e-6)
+    # a fresh model pointed at the file recommends with the saved weights, as the seed
+    fresh = _vae(StandardVAE, seed=99, save_path=str(path))
+    np.testing.assert_allclose(fresh.recommend_k_items(val_tr, 10), expected, rtol=1e-6)
+
+
+def test_save_path_without_validation_holds_the_final_weights(split, tmp_path) -> None:
+    train, val_tr, _ = split
+    path = tmp_path / "final.weights.h5"
+    model = _vae(MultVAE, n_epochs=1, save_path=str(path)).fit(train)
+    fresh = _vae(MultVAE, seed=99, save_path=str(path))
+    np.testing.assert_allclose(
+        fresh.recommend_k_items(val_tr, 5), model.recommend_k_items(val_tr, 5), rtol=1e-6
+    )
+    with pytest.raises(FileNotFoundError, match="call fit first"):
+        _vae(MultVAE, save_path=str(tmp_path / "none.weights.h5")).recommend_k_items(val_tr, 5)
+
+
+@pytest.mark.parametrize("where, match", [
+    ("missing/best.weights.h5", "does not exist"),
+    ("best.txt", "must end in"),
+])  # fmt: skip
+def test_bad_save_path_fails_before_training(split, tmp_path, where, match) -> None:
+    train, _, _ = split
+    seen = []
+    model = _vae(MultVAE, n_epochs=1, save_path=str(tmp_path / where))
+    with pytest.raises(ValueError, match=match):
+        model.fit(train, epoch_callback=lambda e, logs: seen.append(e))
+    assert seen == []
+
+
+def test_unwritable_save_path_folder_fails_before_training(split, tmp_path) -> None:
+    import os
+
+    train, _, _ = split
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        model = _vae(MultVAE, n_epochs=1, save_path=str(locked / "best.weights.h5"))
+        with pytest.raises(ValueError, match="not writable"):
+            model.fit(train)
+        assert model.history()["loss"] == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_keras_callbacks_run_alongside_the_internal_ones(split, tmp_path) -> None:
+    import csv
+
+    import keras
+
+    train, val_tr, val_te = split
+
+    class StopAfterSecondEpoch(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches = 0
+
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            self.batches += 1
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            self.model.stop_training = epoch == 1
+
+    stopper = StopAfterSecondEpoch()
+    log = tmp_path / "log.csv"
+    model = _vae(MultVAE, n_epochs=4).fit(
+        train, None, val_tr, val_te, callbacks=[keras.callbacks.CSVLogger(str(log)), stopper]
+    )
+    assert stopper.batches == 16 and stopper.model is model.network
+    rows = list(csv.DictReader(log.open()))
+    assert [float(r["ndcg"]) for r in rows] == pytest.approx(model.ndcg_per_epoch())
+    assert [float(r["val_loss"]) for r in rows] == pytest.approx(model.val_loss)
+    with pytest.raises(ValueError, match="keras.callbacks.Callback"):
+        _vae(MultVAE, n_epochs=1).fit(train, callbacks=[lambda e, logs: None])
+
+
+@pytest.mark.parametrize("cls", [StandardVAE, MultVAE])
+def test_plateau_in_validation_loss_reduces_learning_rate(split, monkeypatch, cls) -> None:
+    train, val_tr, val_te = split
+    model = _vae(cls, n_epochs=4, lr_schedule="plateau")
     # a validation loss that never improves: factor 0.2 after each epoch, floor 1e-4
     monkeypatch.setattr(model.network, "loss_sum", lambda x: 50.0 * x.shape[0])
     model.fit(train, None, val_tr, val_te)
     np.testing.assert_allclose(model.history()["lr"], [1e-3, 1e-3, 2e-4, 1e-4], rtol=1e-5)
+    tuned = _vae(cls, n_epochs=4, lr_schedule="plateau", plateau_factor=0.5, plateau_patience=0,
+                 plateau_min_lr=3e-4)  # fmt: skip
+    monkeypatch.setattr(tuned.network, "loss_sum", lambda x: 50.0 * x.shape[0])
+    tuned.fit(train, None, val_tr, val_te)
+    np.testing.assert_allclose(tuned.history()["lr"], [1e-3, 1e-3, 5e-4, 3e-4], rtol=1e-5)
+
+
+def test_mult_vae_learning_rate_is_constant_by_default(split, monkeypatch) -> None:
+    train, val_tr, val_te = split
+    model = _vae(MultVAE, n_epochs=4, annealing=True, anneal_cap=0.2)
+    # the same never-improving validation loss that the plateau would cut the rate on
+    monkeypatch.setattr(model.network, "loss_sum", lambda x: 50.0 * x.shape[0])
+    model.fit(train, None, val_tr, val_te)
+    assert model.lr_schedule == "constant"
+    assert model.history()["lr"] == [pytest.approx(1e-3)] * 4
+    assert float(np.asarray(model.network.optimizer.learning_rate)) == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"lr_schedule": "cosine"}, r"lr_schedule='cosine' is unknown.*'plateau', 'constant'"),
+    ({"plateau_factor": 1.0}, "plateau_factor"),
+    ({"plateau_patience": -1}, "plateau_patience"),
+    ({"plateau_min_lr": -1.0}, "plateau_min_lr"),
+    ({"adam_epsilon": 0.0}, "adam_epsilon"),
+])  # fmt: skip
+def test_bad_schedule_arguments_raise(kwargs, match) -> None:
+    for cls in (StandardVAE, MultVAE):
+        with pytest.raises(ValueError, match=match):
+            _vae(cls, **kwargs)
 
 
 def test_metrics_callback_standalone(split) -> None:
@@ -197,8 +315,9 @@ def test_metrics_callback_standalone(split) -> None:
     expected = np.nanmean(ndcg_at_k(model.score(val_tr), val_te, val_tr, K))
     assert logs["ndcg"] == pytest.approx(expected, abs=1e-9)
     assert metrics.get_data() == [logs["ndcg"]] and metrics.best_epoch == 0
-    top = metrics.recommend_k_items(val_tr, 5)
+    top = metrics.recommend_k_items(val_tr, 5, sparse=True)
     assert (np.diff(top.indptr) == 5).all() and not top.multiply(val_tr).nnz
+    np.testing.assert_array_equal(metrics.recommend_k_items(val_tr, 5), top.toarray())
 
 
 def test_verbose_progress_bar_runs(split, capsys) -> None:

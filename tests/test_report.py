@@ -103,9 +103,12 @@ def _fake_results(tmp_path: Path, models: list[str]) -> Path:
                 "failed": 0,
                 "note": "",
             },
-            "candidates": [{"trial": 0, "search_value": 0.3, "val_ndcg_mean": 0.29}],
+            "candidates": [
+                {"trial": 0, "search_value": 0.3, "val_ndcg_mean": 0.29, "lr_schedule": "constant"}
+            ],
             "chosen_trial": 0,
             "params": {},
+            "saved_models": [f"models/{model}-seed{s}.keras" for s in range(3)],
         }
         if model != "ease":
             history = {
@@ -216,6 +219,12 @@ def test_report_has_every_figure_embedded_html_and_benchmark_numbers(tmp_path, s
     )
     stems = [*FIGURES, *(f"history_{m}" for m in studies), *(f"importance_{m}" for m in studies)]
     check_report(out, results.metrics, stems)
+    # the kept models are linked relative to the report, in Markdown and HTML
+    markdown, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    link = "../../results/synthetic/models/mult_vae-seed2.keras"
+    assert f"[models/mult_vae-seed2.keras]({link})" in markdown
+    assert f'<a href="{link}">models/mult_vae-seed2.keras</a>' in page
+    assert "| constant |" in markdown  # the chosen configuration's lr schedule
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["stage_seconds"]) == {"sweep", "benchmark", "report"}
     assert manifest["machine"]["cores"] >= 1 and manifest["packages"]["optuna"]

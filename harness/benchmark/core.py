@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ class BenchmarkSettings:
         test_metric: per-user metric of the paired tests.
         ks: cut-offs of the test metrics.
         confidence: coverage of the intervals over seeds.
+        save_models: keep each model's final trained model per seed under
+            ``models/`` of the results folder (VAEs ``.keras``, others ``.npz``; read them
+            with ``harness.models.load_model``).
     """
 
     name: str
@@ -72,6 +76,7 @@ class BenchmarkSettings:
     test_metric: str = "ndcg@100"
     ks: tuple[int, ...] = (10, 20, 50, 100)
     confidence: float = 0.95
+    save_models: bool = True
 
     @property
     def seeds(self) -> list[int]:
@@ -193,8 +198,10 @@ def benchmark_model(
     fixed_params: dict[str, Any],
     settings: BenchmarkSettings,
     scorer: HeldOutTestScorer,
+    models_dir: Path | None = None,
 ) -> ModelRun:
-    """Select, retrain over seeds and test one model (steps 1-4 of the module docstring)."""
+    """Select, retrain over seeds and test one model (steps 1-4 of the module docstring);
+    with ``models_dir``, each final run's model is saved there (``info["saved_models"]``)."""
     seeded = model in SEEDED_MODELS
     seeds = settings.seeds if seeded else settings.seeds[:1]  # closed form: seeds change nothing
     cands = candidates(study, fixed_params, settings.n_candidates)
@@ -214,8 +221,16 @@ def benchmark_model(
         "chosen_trial": chosen["trial"],
         "params": chosen["params"],
         "deterministic": not seeded,
-        "candidates": [{k: v for k, v in c.items() if k != "params"} for c in cands],
+        "candidates": [
+            {
+                **{k: v for k, v in c.items() if k != "params"},
+                "lr_schedule": c["params"].get("lr_schedule"),
+            }
+            for c in cands
+        ],  # fmt: skip
     }
+    if models_dir is not None:
+        info["saved_models"] = save_final_models(models_dir, model, fits, seeded)
     if seeded:
         params = chosen["params"]
         param = "anneal_cap" if params.get("annealing") else "beta"
@@ -234,6 +249,29 @@ def benchmark_model(
     del fits
     gc.collect()
     return ModelRun(model, per_user, {"coverage@100": coverage}, facts, info)
+
+
+def save_final_models(models_dir: Path, model: str, fits: list[FitResult], seeded: bool):
+    """Save each fit's model as ``models_dir/<model>-seed<seed>.keras`` (a closed-form model,
+    trained once, as ``<model>.npz``); returns the paths relative to the results folder."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    suffix = ".keras" if seeded else ".npz"
+    saved = []
+    for fit in fits:
+        name = f"{model}-seed{fit.facts['seed']}{suffix}" if seeded else f"{model}{suffix}"
+        fit.model.save(models_dir / name)
+        saved.append(f"{models_dir.name}/{name}")
+    return saved
+
+
+def _models_staging(results_dir: Path, settings: BenchmarkSettings) -> Path | None:
+    """An empty folder beside the results folder where the final models are saved until
+    ``write_results`` moves it in (a stale one from a crashed run is removed first)."""
+    if not settings.save_models:
+        return None
+    staging = results_dir / f".{settings.name}.models-tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    return staging / "models"
 
 
 def run_benchmark(
@@ -273,8 +311,11 @@ def run_benchmark(
                 "with the dataset/protocol the sweep used"
             )
     scorer = HeldOutTestScorer(split, settings.ks)
+    models_dir = _models_staging(results_dir, settings)  # None when not saving models
     runs = [
-        benchmark_model(split, m, studies.get(m), dict(model_params.get(m, {})), settings, scorer)
+        benchmark_model(
+            split, m, studies.get(m), dict(model_params.get(m, {})), settings, scorer, models_dir
+        )
         for m in settings.models
     ]
     info = {
@@ -302,4 +343,8 @@ def run_benchmark(
         confidence=settings.confidence,
     )
     per_user = {r.model: {**r.per_user, "test_users": np.asarray(split.test_users)} for r in runs}
-    return write_results(results_dir / settings.name, info, tables, per_user)
+    folders = {"models": models_dir} if models_dir is not None else None
+    written = write_results(results_dir / settings.name, info, tables, per_user, folders)
+    if models_dir is not None:
+        shutil.rmtree(models_dir.parent, ignore_errors=True)  # the emptied staging folder
+    return written

@@ -9,6 +9,9 @@ Layout of ``results/<name>/``:
     seeds.csv        one row per (model, seed): validation NDCG, best epoch, test metrics
     budget.csv       model, study, n_trials_budget, finished/complete/pruned/failed trials
     per_user/<model>.npz   per-user test metrics, arrays (n_seeds, n_test_users) + user ids
+    models/<model>-seed<s>.keras, models/<model>.npz   final trained models (when
+                     benchmark.save_models; listed per model in benchmark.json "saved_models";
+                     read them with ``harness.models.load_model``)
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ def write_results(
     info: dict[str, Any],
     tables: dict[str, pd.DataFrame],
     per_user: dict[str, dict[str, np.ndarray]],
+    folders: dict[str, Path] | None = None,
 ) -> Path:
     """Write one benchmark's files into ``target`` atomically (see module docstring).
 
@@ -123,6 +127,7 @@ def write_results(
         info: the JSON record.
         tables: DataFrames named as in ``TABLES``.
         per_user: model -> {metric or "test_users" -> array}.
+        folders: name -> an existing folder moved into ``target`` under that name.
 
     Returns:
         ``target``.
@@ -136,6 +141,8 @@ def write_results(
         (folder / "per_user").mkdir()
         for model, arrays in per_user.items():
             np.savez_compressed(folder / "per_user" / f"{model}.npz", **arrays)
+        for name, source in (folders or {}).items():
+            shutil.move(str(source), str(folder / name))
 
     return write_atomically(target, fill)
 

@@ -3,7 +3,8 @@
 Every model shares one API: ``fit(x_train, x_valid=None, x_val_tr=None, x_val_te=None,
 mapper=None, *, epoch_callback=None)``, ``history()``, ``best_epoch``, ``best_ndcg``,
 ``get_optimal_beta()``, ``ndcg_per_epoch()``, ``score(x)`` and
-``recommend_k_items(x, k, remove_seen=True)``.
+``recommend_k_items(x, k, remove_seen=True, *, sparse=False)`` (dense like the seed;
+CSR with ``sparse=True``), ``save(path)``; ``load_model(path)`` reads any saved model.
 """
 
 from harness.models.baselines import EASE, Popularity
@@ -15,6 +16,7 @@ from harness.models.callbacks import (
     beta_at,
 )
 from harness.models.mult_vae import Mult_VAE, MultVAE
+from harness.models.persistence import load_model
 from harness.models.registry import MODEL_DEFAULTS, build_model, model_param_names
 from harness.models.standard_vae import StandardVAE
 
@@ -31,5 +33,6 @@ __all__ = [
     "TrainingDivergedError",
     "beta_at",
     "build_model",
+    "load_model",
     "model_param_names",
 ]

@@ -9,18 +9,19 @@ Python overhead is one compiled call plus the callbacks.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
-import scipy.sparse as sp
 import tensorflow as tf
 
-from harness.models.batching import SparseBatches, top_to_csr
+from harness.models.batching import SparseBatches, top_to_csr, top_to_dense
 from harness.models.callbacks import (
     HISTORY_KEYS,
     AnnealingCallback,
@@ -31,8 +32,16 @@ from harness.models.callbacks import (
     Metrics,
     seed_total_anneal_steps,
 )
+from harness.models.persistence import FORMAT, load_model, save_network
 from harness.models.vae import VAENetwork
-from harness.models.validation import as_click_matrix, check_fit_inputs, check_k, check_vae_params
+from harness.models.validation import (
+    as_click_matrix,
+    check_fit_inputs,
+    check_k,
+    check_save_path,
+    check_schedule,
+    check_vae_params,
+)
 
 # Compiling Adam with XLA costs ~0.4 s once and saves ~1.8 ms per step per million weights
 # (measured on 2 CPU cores), so it pays off past about 2.5e8 weight-steps.
@@ -58,14 +67,36 @@ class VAERecommender:
         anneal_cap: largest annealed beta (> 0 when annealing).
         seed: seeds weights, dropout, sampling and batch order and turns on TensorFlow's
             op determinism (a process-wide switch); None = nondeterministic.
-        save_path: file receiving the best weights (Keras HDF5 format) whenever validation
-            NDCG improves.
+        save_path: file receiving the best weights whenever validation NDCG improves (the
+            final weights after a fit without validation users), in a format Keras reads by
+            its suffix: ".weights.h5" (weights), ".keras" (whole model), ".h5"/".hdf5"
+            (legacy whole-model HDF5, as the seed's examples name it). When set,
+            ``recommend_k_items`` loads the weights from it, as the seed does.
         learning_rate: Adam's initial learning rate.
         total_anneal_steps: None = the seed formula
             floor(batches_per_epoch * (n_epochs - int(0.2 * n_epochs)) / anneal_cap);
-            a number = that many batches (Liang et al. use 200000).
+            a number = that many batches (Liang et al. use 200000). The attribute of the
+            same name holds the computed value, as in the seed.
         n_hidden_layers: tanh layers in encoder and decoder each (seed: 1).
         l2_penalty: weight of the squared-kernel penalty added to the loss (seed: 0).
+        lr_schedule: "plateau" (the seed: Keras ``ReduceLROnPlateau`` monitoring
+            ``val_loss``) or "constant" (Adam at ``learning_rate`` throughout, as Liang et
+            al.). The plateau watches the validation negative ELBO at the current beta, the
+            only validation signal the seed's ``model.fit`` had. With KL annealing that loss
+            grows with beta even while the model improves, so the plateau reads "no
+            progress" and cuts the rate: with Liang's settings on ml-100k
+            (``benchmarks/bench_mult_vae_parity.py``) Mult-VAE's rate hit the 1e-4 floor by
+            epoch 20-25, its best epoch drifted to 90-99 of 100 and its test NDCG@100 was
+            0.378 against 0.400 with a constant rate (3 seeds). It only runs when there are
+            validation users (without them there is nothing to monitor).
+        plateau_factor, plateau_patience, plateau_min_lr: ``ReduceLROnPlateau``'s factor,
+            patience (epochs) and min_lr (seed: 0.2, 1, 1e-4); unused with "constant".
+        adam_epsilon: Adam's epsilon (Keras default 1e-7; Liang's TF1 AdamOptimizer 1e-8).
+
+    Attributes (the seed's, same meaning): ``model`` (the Keras network), ``train_loss``,
+    ``val_loss``, ``val_ndcg``, ``ls_beta`` (per epoch of the last fit),
+    ``number_of_batches`` (batches per epoch: ceil(n_users / batch_size) here, since the
+    last partial batch is kept), ``total_anneal_steps`` (the computed value).
     """
 
     def __init__(
@@ -90,6 +121,11 @@ class VAERecommender:
         total_anneal_steps: float | None = None,
         n_hidden_layers: int = 1,
         l2_penalty: float = 0.0,
+        lr_schedule: str = "plateau",
+        plateau_factor: float = 0.2,
+        plateau_patience: int = 1,
+        plateau_min_lr: float = 1e-4,
+        adam_epsilon: float = 1e-7,
     ) -> None:
         check_vae_params(
             n_users=n_users, original_dim=original_dim, intermediate_dim=intermediate_dim,
@@ -98,25 +134,76 @@ class VAERecommender:
             annealing=annealing, anneal_cap=anneal_cap, total_anneal_steps=total_anneal_steps,
             learning_rate=learning_rate, n_hidden_layers=n_hidden_layers, l2_penalty=l2_penalty,
         )  # fmt: skip
+        check_schedule(lr_schedule, plateau_factor, plateau_patience, plateau_min_lr, adam_epsilon)
         self.n_users, self.original_dim = n_users, original_dim
         self.intermediate_dim, self.latent_dim = intermediate_dim, latent_dim
         self.n_epochs, self.batch_size, self.k, self.verbose = n_epochs, batch_size, k, verbose
         self.drop_encoder, self.drop_decoder = drop_encoder, drop_decoder
         self.beta, self.annealing, self.anneal_cap = beta, annealing, anneal_cap
         self.seed, self.save_path = seed, save_path
-        self.learning_rate, self.total_anneal_steps = learning_rate, total_anneal_steps
+        self.learning_rate = learning_rate
         self.n_hidden_layers, self.l2_penalty = n_hidden_layers, l2_penalty
+        self.lr_schedule, self.plateau_factor = lr_schedule, plateau_factor
+        self.plateau_patience, self.plateau_min_lr = plateau_patience, plateau_min_lr
+        self.adam_epsilon = adam_epsilon
+        self._total_anneal_steps_arg = total_anneal_steps
+        self.number_of_batches = -(-n_users // batch_size)
+        self.total_anneal_steps = self._anneal_steps()
         if seed is not None:
             keras.utils.set_random_seed(seed)
             tf.config.experimental.enable_op_determinism()
         self.beta_variable = tf.Variable(0.0 if annealing else beta, trainable=False)
         self.network = self._build_network()
-        self.network.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate))
-        self.network.build()
+        self.network.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate, epsilon=adam_epsilon)
+        )
         self.network.optimizer.build(self.network.trainable_variables)
         self._history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
         self.best_epoch = 0
         self.best_ndcg = math.nan
+
+    @property
+    def model(self) -> VAENetwork:
+        """The Keras network (the seed's ``model`` attribute)."""
+        return self.network
+
+    @property
+    def total_anneal_steps_(self) -> float:
+        """The annealing length in batches used by ``fit`` (same as ``total_anneal_steps``)."""
+        return self.total_anneal_steps
+
+    @property
+    def train_loss(self) -> list[float]:
+        """Training loss per epoch of the last fit (seed attribute)."""
+        return list(self._history["loss"])
+
+    @property
+    def val_loss(self) -> list[float]:
+        """Validation loss per epoch of the last fit (seed attribute)."""
+        return list(self._history["val_loss"])
+
+    @property
+    def val_ndcg(self) -> list[float]:
+        """Validation NDCG@k per epoch of the last fit (seed attribute)."""
+        return list(self._history["ndcg"])
+
+    @property
+    def ls_beta(self) -> list[float]:
+        """Beta at the end of every epoch of the last fit (seed attribute)."""
+        return list(self._history["beta"])
+
+    def _anneal_steps(self) -> float:
+        if self._total_anneal_steps_arg is not None:
+            return float(self._total_anneal_steps_arg)
+        return seed_total_anneal_steps(self.number_of_batches, self.n_epochs, self.anneal_cap)
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor arguments (other than n_users/original_dim) as they stand now."""
+        names = list(inspect.signature(type(self).__init__).parameters)[3:]  # self, n_users,
+        params = {name: getattr(self, name) for name in names}  # original_dim
+        params["total_anneal_steps"] = self._total_anneal_steps_arg
+        # plain Python values (a sweep may pass numpy scalars): the record is JSON
+        return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
 
     def _build_network(self) -> VAENetwork:
         raise NotImplementedError
@@ -142,67 +229,84 @@ class VAERecommender:
         mapper=None,
         *,
         epoch_callback: EpochCallback | None = None,
+        callbacks: list[keras.callbacks.Callback] | None = None,
     ) -> VAERecommender:
         """Train for up to ``n_epochs``, then restore the weights of the best validation epoch.
 
         Args:
             x_train: training users' clicks (numpy or scipy sparse, users x items).
-            x_valid: validation users' full rows, for the validation loss that drives
-                ReduceLROnPlateau; defaults to x_val_tr + x_val_te.
+            x_valid: validation users' full rows, for the validation loss (which drives
+                the "plateau" schedule); defaults to x_val_tr + x_val_te.
             x_val_tr: validation users' fold-in clicks (ranked without them).
             x_val_te: validation users' held-out clicks (the truth of NDCG@k).
             mapper: ignored (seed API parity).
             epoch_callback: ``fn(epoch, logs)`` after every epoch with keys ndcg, loss,
                 val_loss, beta, lr; returning True stops; its exceptions propagate.
+            callbacks: standard Keras callbacks, run after the internal ones (divergence
+                check, annealing, NDCG, history, plateau) and before ``epoch_callback``;
+                their ``model`` is the network, epoch logs hold loss, val_loss, beta, lr
+                and ndcg, and setting ``model.stop_training`` stops.
 
         Without validation users NDCG is NaN, the learning rate stays fixed and the final
-        weights are kept. A second ``fit`` continues from the current weights (as the seed).
+        weights are kept (and written to ``save_path`` when set). A second ``fit`` continues from the current weights (as the seed).
         The history and best weights are recorded even when an exception ends training.
 
         Raises:
             ValueError: bad inputs (before any training).
             TrainingDivergedError: a NaN/inf loss (at the first such batch).
         """
+        check_save_path(self.save_path)
+        extra = list(callbacks or [])
+        for cb in extra:
+            if not isinstance(cb, keras.callbacks.Callback):
+                raise ValueError(
+                    f"callbacks must be keras.callbacks.Callback instances, got "
+                    f"{type(cb).__name__}: use epoch_callback=fn for a plain function"
+                )
         data = check_fit_inputs(
             x_train, x_valid, x_val_tr, x_val_te, n_items=self.original_dim, n_users=self.n_users
         )
         batches = SparseBatches(data.train, self.batch_size, self.seed)
+        self.number_of_batches = len(batches)
+        self.total_anneal_steps = self._anneal_steps()  # n_epochs may have changed since
+        self.network.recommender = self._record(with_history=False)
         history = LossHistory()
         metrics = None
         if data.val_tr is not None:
             metrics = Metrics(
                 self.network, data.val_tr, data.val_te, mapper, self.k, self.save_path
             )
-        callbacks = self._callbacks(len(batches), metrics, history, data.valid is not None)
+        cbs = self._callbacks(metrics, history, data.valid is not None) + extra
         if epoch_callback is not None:
-            callbacks.append(EpochHook(epoch_callback))  # last: it sees every other result
+            cbs.append(EpochHook(epoch_callback))  # last: it sees every other result
         try:
-            self._run_epochs(batches, data.valid, callbacks)
+            self._run_epochs(batches, data.valid, cbs)
         finally:
             self._finish(history, metrics)
         return self
 
     def _callbacks(
-        self, n_batches: int, metrics: Metrics | None, history: LossHistory, has_valid: bool
+        self, metrics: Metrics | None, history: LossHistory, has_valid: bool
     ) -> list[keras.callbacks.Callback]:
         """The seed's callbacks in run order: divergence check first (before anything
-        records a NaN), annealing, NDCG, history, then the plateau schedule."""
+        records a NaN), annealing, NDCG, history, then the plateau schedule if chosen."""
         callbacks: list[keras.callbacks.Callback] = [DivergenceGuard()]
         if self.annealing:
             self.beta_variable.assign(0.0)
-            self.total_anneal_steps_ = self.total_anneal_steps or seed_total_anneal_steps(
-                n_batches, self.n_epochs, self.anneal_cap
-            )
             callbacks.append(
-                AnnealingCallback(self.beta_variable, self.anneal_cap, self.total_anneal_steps_)
+                AnnealingCallback(self.beta_variable, self.anneal_cap, self.total_anneal_steps)
             )
         if metrics is not None:
             callbacks.append(metrics)
         callbacks.append(history)
-        if has_valid:  # without a validation loss the plateau schedule would misfire on NaN
+        # without a validation loss the plateau schedule would misfire on NaN
+        if self.lr_schedule == "plateau" and has_valid:
             callbacks.append(
                 keras.callbacks.ReduceLROnPlateau(
-                    monitor="val_loss", factor=0.2, patience=1, min_lr=1e-4
+                    monitor="val_loss",
+                    factor=self.plateau_factor,
+                    patience=self.plateau_patience,
+                    min_lr=self.plateau_min_lr,
                 )
             )
         return callbacks
@@ -242,6 +346,8 @@ class VAERecommender:
         else:
             self.best_epoch = max(len(self._history["ndcg"]) - 1, 0)
             self.best_ndcg = math.nan
+            if self.save_path is not None and self._history["loss"]:
+                save_network(self.network, self.save_path)
 
     # --- results ------------------------------------------------------------------------
     def history(self) -> dict[str, list[float]]:
@@ -260,21 +366,88 @@ class VAERecommender:
         return betas[min(self.best_epoch, len(betas) - 1)]
 
     def display_metrics(self):
-        """Figure with loss (train, val) per epoch and NDCG@k per epoch; nothing is shown."""
+        """Loss (train, val) and NDCG@k per epoch, drawn on a new pyplot figure (which
+        becomes the current one, so ``plt.show()``/``plt.savefig`` work, as in the seed);
+        returns that Figure."""
+        import matplotlib.pyplot as plt
+
         from harness.models.plots import plot_training_history
 
-        return plot_training_history(self.history(), k=self.k)
+        return plot_training_history(self.history(), k=self.k, fig=plt.figure(figsize=(12, 4.5)))
 
     def load_weights(self, path: str | os.PathLike) -> None:
-        """Load weights written through ``save_path`` (any file name; Keras itself insists on
-        a ".weights.h5" suffix, so other names are read through a temporary copy)."""
-        if str(path).endswith(".weights.h5"):
-            self.network.load_weights(path)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            copy = Path(tmp) / "model.weights.h5"
-            shutil.copyfile(path, copy)
-            self.network.load_weights(copy)
+        """Load weights written through ``save_path`` or ``save`` (".weights.h5", ".keras",
+        ".h5"/".hdf5"; any other name is read as ".weights.h5" through a temporary copy).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: the file holds another network shape (e.g. another item count).
+        """
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"no weights file at {path}: train with save_path={str(path)!r}"
+            )
+        try:
+            if str(path).endswith((".weights.h5", ".keras", ".h5", ".hdf5")):
+                self.network.load_weights(path)
+                return
+            with tempfile.TemporaryDirectory() as tmp:
+                copy = Path(tmp) / "model.weights.h5"
+                shutil.copyfile(path, copy)
+                self.network.load_weights(copy)
+        except (ValueError, KeyError) as exc:
+            raise ValueError(
+                f"{path} does not hold weights of this {type(self).__name__} ({self.original_dim}"
+                f" items, {self.intermediate_dim}-{self.latent_dim}, {self.n_hidden_layers} "
+                f"hidden layer(s)): build the model with the arguments it was trained with "
+                f"({exc})"
+            ) from exc
+
+    # --- persistence --------------------------------------------------------------------
+    def _record(self, *, with_history: bool = True) -> dict[str, Any]:
+        record = {
+            "format": FORMAT,
+            "class": type(self).__name__,
+            "n_items": self.original_dim,
+            "n_users": self.n_users,
+            "params": self.get_params(),
+        }
+        if with_history:
+            record.update(
+                history=self.history(), best_epoch=int(self.best_epoch),
+                best_ndcg=None if math.isnan(self.best_ndcg) else float(self.best_ndcg),
+            )  # fmt: skip
+        return record
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model (weights, constructor arguments, history) to one ``.keras`` file,
+        which ``harness.models.load_model`` and ``keras.models.load_model`` read.
+
+        Raises:
+            ValueError: the path does not end in ".keras", or its folder is missing or
+                not writable.
+        """
+        check_save_path(path, (".keras",))
+        self.network.recommender = self._record()
+        save_network(self.network, path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> VAERecommender:
+        """Load a file written by ``save``; ValueError if it holds another model class."""
+        return load_model(path, expected=cls)
+
+    @classmethod
+    def _from_record(cls, path: Path, record: dict[str, Any]) -> VAERecommender:
+        params = {**record["params"], "save_path": None}  # never read the trainer's file
+        model = cls(record["n_users"], record["n_items"], **params)
+        model.network.load_weights(path)
+        model._history = {key: list(v) for key, v in (record.get("history") or {}).items()}
+        model._history = {key: model._history.get(key, []) for key in HISTORY_KEYS}
+        model.best_epoch = int(record.get("best_epoch") or 0)
+        best = record.get("best_ndcg")
+        model.best_ndcg = math.nan if best is None else float(best)
+        return model
 
     # --- scoring ------------------------------------------------------------------------
     def score(self, x) -> np.ndarray:
@@ -284,13 +457,32 @@ class VAERecommender:
         """
         return self.network.predict_scores(as_click_matrix(x, "x", self.original_dim))
 
-    def recommend_k_items(self, x, k: int, remove_seen: bool = True) -> sp.csr_matrix:
-        """Each row's top-k scores as a CSR matrix with exactly k explicit entries per row.
+    def recommend_k_items(self, x, k: int, remove_seen: bool = True, *, sparse: bool = False):
+        """Each row's top-k scores, as the seed: a dense float32 array of ``x``'s shape
+        holding the k best scores of each row and 0 elsewhere.
 
-        Seen items (non-zeros of ``x``) get -inf when ``remove_seen``, so they are ranked
-        only when a row has fewer than k unseen items; those entries hold -inf.
+        With ``remove_seen`` the non-zeros of ``x`` are never recommended: they are 0, also
+        when a row has fewer than k unseen items (its extra places stay 0, as in the seed).
+        A Mult-VAE logit can be negative: it is still a (non-zero) recommended entry.
+        ``sparse=True`` returns the same as a CSR matrix with exactly k explicit entries per
+        row (explicit 0 for the seen filler), which is what large inputs want.
+        When ``save_path`` is set the weights are first loaded from it, as the seed does.
+
+        Raises:
+            FileNotFoundError: ``save_path`` is set but holds no file yet (call ``fit``).
         """
         check_k(k, self.original_dim)
         x = as_click_matrix(x, "x", self.original_dim)
+        if self.save_path is not None:
+            if not Path(self.save_path).is_file():
+                raise FileNotFoundError(
+                    f"save_path={self.save_path!r} holds no weights yet: call fit first (it "
+                    "writes the best weights there), or set save_path=None to use the "
+                    "weights in memory"
+                )
+            self.load_weights(self.save_path)
         values, top = self.network.rank(x, k, mask_seen=remove_seen)
-        return top_to_csr(top, values, self.original_dim)
+        values = np.where(np.isneginf(values), np.float32(0), values)
+        if sparse:
+            return top_to_csr(top, values, self.original_dim)
+        return top_to_dense(top, values, self.original_dim)

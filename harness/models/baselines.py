@@ -6,17 +6,28 @@ and NaN loss, val_loss, beta and lr; ``epoch_callback`` is called once.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
 from harness.evaluation import ndcg_at_k, top_k_items
-from harness.models.batching import top_to_csr
+from harness.models.batching import top_to_csr, top_to_dense
 from harness.models.callbacks import HISTORY_KEYS, EpochCallback
-from harness.models.validation import FitData, as_click_matrix, check_fit_inputs, check_k
+from harness.models.persistence import FORMAT, load_model, write_atomically
+from harness.models.validation import (
+    FitData,
+    as_click_matrix,
+    check_fit_inputs,
+    check_k,
+    check_save_path,
+)
 
 
 class OneShotRecommender:
@@ -89,8 +100,11 @@ class OneShotRecommender:
         """NaN: these models have no KL weight."""
         return math.nan
 
-    def recommend_k_items(self, x, k: int, remove_seen: bool = True) -> sp.csr_matrix:
-        """Each row's top-k scores as CSR with exactly k explicit entries (seen ones -inf)."""
+    def recommend_k_items(self, x, k: int, remove_seen: bool = True, *, sparse: bool = False):
+        """Each row's top-k scores, 0 elsewhere, as the VAEs: a dense float32 array of
+        ``x``'s shape, or CSR with exactly k explicit entries per row with ``sparse=True``.
+        Seen items are never recommended with ``remove_seen`` (0 when a row has fewer than
+        k unseen items)."""
         x = self._require_fitted(x)
         check_k(k, self.n_items)
         scores = self.score(x)
@@ -98,14 +112,77 @@ class OneShotRecommender:
         values = np.take_along_axis(scores, top, axis=1)
         if remove_seen:
             seen = np.asarray(x[np.arange(x.shape[0])[:, None], top].todense()) != 0
-            values = np.where(seen, -np.inf, values)
-        return top_to_csr(top, values, self.n_items)
+            values = np.where(seen, np.float32(0), values)
+        if sparse:
+            return top_to_csr(top, values, self.n_items)
+        return top_to_dense(top, values, self.n_items)
+
+    # --- persistence (format: harness.models.persistence) -------------------------------
+    _arrays: tuple[str, ...] = ()
+
+    def _params(self) -> dict[str, Any]:
+        return {"k": self.k}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fitted model to one ``.npz`` file (see ``harness.models.persistence``);
+        ``harness.models.load_model`` reads it back.
+
+        Raises:
+            RuntimeError: not fitted.
+            ValueError: the path does not end in ".npz", or its folder is missing or not
+                writable.
+        """
+        if not hasattr(self, self._fitted_attr):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit before save")
+        check_save_path(path, (".npz",))
+        record = {
+            "format": FORMAT, "class": type(self).__name__, "n_items": self.n_items,
+            "params": self._params(), "history": self.history(),
+            "best_ndcg": None if math.isnan(self.best_ndcg) else float(self.best_ndcg),
+            "state": self._state(),
+        }  # fmt: skip
+        arrays = {name.rstrip("_"): getattr(self, name) for name in self._arrays}
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(
+                    f, format=np.array(FORMAT), record=np.array(json.dumps(record)),
+                    **{"class": np.array(type(self).__name__)}, **arrays,
+                )  # fmt: skip
+
+        write_atomically(path, write)
+        return Path(path)
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> OneShotRecommender:
+        """Load a file written by ``save``; ValueError if it holds another model class."""
+        return load_model(path, expected=cls)
+
+    @classmethod
+    def _from_record(cls, path: Path, record: dict[str, Any]) -> OneShotRecommender:
+        model = cls(**record["params"], n_items=int(record["n_items"]))
+        with np.load(path, allow_pickle=False) as data:
+            for name in cls._arrays:
+                setattr(model, name, data[name.rstrip("_")])
+        history = record.get("history") or {}
+        model._history = {key: list(history.get(key, [])) for key in HISTORY_KEYS}
+        best = record.get("best_ndcg")
+        model.best_ndcg = math.nan if best is None else float(best)
+        model._set_state(record.get("state") or {})
+        return model
 
 
 class Popularity(OneShotRecommender):
     """Scores every user's items by their number of clicks among the training users."""
 
     _fitted_attr = "item_counts_"
+    _arrays = ("item_counts_",)
 
     def _fit(self, data: FitData) -> None:
         self.item_counts_ = np.asarray(data.train.sum(axis=0), dtype=np.float32).ravel()
@@ -130,6 +207,7 @@ class EASE(OneShotRecommender):
     """
 
     _fitted_attr = "B_"
+    _arrays = ("B_",)
 
     def __init__(
         self,
@@ -165,6 +243,21 @@ class EASE(OneShotRecommender):
             if ndcg > best:
                 best, self.lam_, best_b = ndcg, lam, self.B_
         self.B_ = best_b
+
+    def _params(self) -> dict[str, Any]:
+        return {"lam": self.lam, "k": self.k, "lambdas": self.lambdas}
+
+    def _state(self) -> dict[str, Any]:
+        tried = getattr(self, "lambda_ndcg_", None)
+        return {
+            "lam_": float(self.lam_),
+            "lambda_ndcg_": None if tried is None else [[k, v] for k, v in tried.items()],
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.lam_ = state.get("lam_", self.lam)
+        if state.get("lambda_ndcg_") is not None:
+            self.lambda_ndcg_ = {float(k): v for k, v in state["lambda_ndcg_"]}
 
     @staticmethod
     def _solve(gram: np.ndarray, lam: float) -> np.ndarray:

@@ -106,3 +106,10 @@ def top_to_csr(top: np.ndarray, values: np.ndarray, n_items: int) -> sp.csr_matr
     data = np.take_along_axis(values, order, axis=1).astype(np.float32).ravel()
     indptr = np.arange(0, n_users * kk + 1, kk, dtype=np.int64)
     return sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
+
+
+def top_to_dense(top: np.ndarray, values: np.ndarray, n_items: int) -> np.ndarray:
+    """Dense float32 (users x n_items): the given (index, value) entries, 0 elsewhere."""
+    out = np.zeros((top.shape[0], n_items), dtype=np.float32)
+    np.put_along_axis(out, top.astype(np.intp), values.astype(np.float32), axis=1)
+    return out

@@ -8,16 +8,14 @@ holding "loss", "val_loss", "beta" and "lr"; ``Metrics`` adds "ndcg".
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import keras
 import numpy as np
 import scipy.sparse as sp
 
-from harness.models.batching import ndcg_from_top, top_to_csr
+from harness.models.batching import ndcg_from_top, top_to_csr, top_to_dense
+from harness.models.persistence import save_network
 
 HISTORY_KEYS = ("ndcg", "loss", "val_loss", "beta", "lr")
 EpochCallback = Callable[[int, dict], "bool | None"]
@@ -70,8 +68,9 @@ class Metrics(keras.callbacks.Callback):
         val_te: held-out clicks of the same users (CSR), the truth.
         mapper: accepted for seed API parity and ignored: the metric works on matrices.
         k: cut-off of NDCG@k.
-        save_path: when given, the best weights are written there (Keras HDF5 weights,
-            written to a temporary file and renamed, so a crash never leaves half a file).
+        save_path: when given, the best weights are written there in the format its suffix
+            names (see ``harness.models.persistence.save_network``), to a temporary file
+            renamed into place, so a crash never leaves half a file.
 
     The best epoch is the first one with the highest NDCG; a NaN NDCG never counts as best.
     """
@@ -92,11 +91,16 @@ class Metrics(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._data = []
 
-    def recommend_k_items(self, x, k: int, remove_seen: bool = True) -> sp.csr_matrix:
-        """Top-k scores per row as a CSR matrix with exactly k explicit entries per row."""
+    def recommend_k_items(self, x, k: int, remove_seen: bool = True, *, sparse: bool = False):
+        """Top-k scores per row, 0 elsewhere (seen items 0): dense as the seed, or CSR with
+        exactly k explicit entries per row with ``sparse=True``."""
         x = sp.csr_matrix(x, dtype=np.float32)
+        x.sort_indices()
         values, top = self.model.rank(x, k, mask_seen=remove_seen)
-        return top_to_csr(top, values, x.shape[1])
+        values = np.where(np.isneginf(values), np.float32(0), values)
+        if sparse:
+            return top_to_csr(top, values, x.shape[1])
+        return top_to_dense(top, values, x.shape[1])
 
     def validation_ndcg(self) -> np.ndarray:
         """Per-user NDCG@k of the validation users (NaN for users without held-out items)."""
@@ -112,27 +116,12 @@ class Metrics(keras.callbacks.Callback):
             self.best_ndcg, self.best_epoch = ndcg, epoch
             self.best_weights = self.model.get_weights()
             if self.save_path is not None:
-                save_weights_atomically(self.model, self.save_path)
+                save_network(self.model, self.save_path)
         self._data.append(ndcg)
 
     def get_data(self) -> list[float]:
         """Validation NDCG@k per epoch."""
         return self._data
-
-
-def save_weights_atomically(model: keras.Model, path: str | os.PathLike) -> None:
-    """Write ``model``'s weights to ``path`` via a temporary file in the same directory."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Keras insists on the ".weights.h5" suffix, so the temporary name carries it
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".weights.h5")
-    os.close(fd)
-    try:
-        model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class AnnealingCallback(keras.callbacks.Callback):

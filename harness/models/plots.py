@@ -5,13 +5,18 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 
 
-def plot_training_history(history: dict[str, list[float]], *, k: int = 100) -> Figure:
+def plot_training_history(
+    history: dict[str, list[float]], *, k: int = 100, fig: Figure | None = None
+) -> Figure:
     """Loss (train and validation) per epoch beside validation NDCG@k per epoch.
 
-    Built on ``matplotlib.figure.Figure`` directly, so no pyplot state is touched and
-    nothing is shown; save it with ``fig.savefig``. Empty histories give empty axes.
+    Draws into ``fig`` when given (``display_metrics`` passes a new pyplot figure);
+    otherwise on a ``matplotlib.figure.Figure`` that touches no pyplot state and is never
+    shown (save it with ``fig.savefig``). Empty histories give empty axes.
     """
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    if fig is None:
+        fig = Figure(figsize=(12, 4.5))
+    fig.set_layout_engine("constrained")
     loss_ax, ndcg_ax = fig.subplots(1, 2)
     epochs = range(len(history.get("loss", [])))
     loss_ax.plot(epochs, history.get("loss", []), label="train")

@@ -38,6 +38,12 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "output_activation": "softmax",
         "n_hidden_layers": 1,
         "l2_penalty": 0.0,
+        # the seed's ReduceLROnPlateau on val_loss (see VAERecommender: annealing defeats it)
+        "lr_schedule": "plateau",
+        "plateau_factor": 0.2,
+        "plateau_patience": 1,
+        "plateau_min_lr": 1e-4,
+        "adam_epsilon": 1e-7,
     },
     # Liang et al. 2018's Mult-VAE (600-200-600, input dropout 0.5, none in the decoder, beta
     # annealed to 0.2, batch 500, 200 epochs). Liang anneal over a fixed 200,000 batches,
@@ -58,6 +64,12 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "learning_rate": 1e-3,
         "n_hidden_layers": 1,
         "l2_penalty": 0.0,
+        # Liang et al.: constant Adam 1e-3 with TF1's epsilon 1e-8
+        "lr_schedule": "constant",
+        "plateau_factor": 0.2,
+        "plateau_patience": 1,
+        "plateau_min_lr": 1e-4,
+        "adam_epsilon": 1e-8,
     },
     "ease": {"lam": 500.0, "k": 100},
     "popularity": {"k": 100},

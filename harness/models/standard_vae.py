@@ -7,13 +7,14 @@ from keras import ops
 
 from harness.models.base import VAERecommender
 from harness.models.sparse_ops import gather_clicked, row_sum
-from harness.models.vae import VAENetwork
+from harness.models.vae import VAENetwork, register
 
 # Keras' binary_crossentropy clips probabilities to [eps, 1 - eps]; the seed's loss inherits it.
 BCE_EPSILON = 1e-7
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
 
 
+@register
 class SoftmaxBernoulliNetwork(VAENetwork):
     """The seed's likelihood: softmax outputs under original_dim x binary cross-entropy.
 
@@ -32,6 +33,7 @@ class SoftmaxBernoulliNetwork(VAENetwork):
         return ops.softmax(logits, axis=-1)
 
 
+@register
 class SigmoidBernoulliNetwork(VAENetwork):
     """A true Bernoulli VAE: independent sigmoid outputs, BCE computed from the logits.
 
@@ -52,7 +54,9 @@ class StandardVAE(VAERecommender):
 
     Args:
         output_activation: "softmax" (the seed, default) or "sigmoid" (independent
-            Bernoulli outputs with BCE from logits). All other arguments as VAERecommender.
+            Bernoulli outputs with BCE from logits). All other arguments as VAERecommender;
+            the defaults are the seed's: ``lr_schedule="plateau"`` (ReduceLROnPlateau on
+            val_loss, factor 0.2, patience 1, min_lr 1e-4) and Keras' Adam epsilon 1e-7.
     """
 
     def __init__(
@@ -78,6 +82,11 @@ class StandardVAE(VAERecommender):
         output_activation: str = "softmax",
         n_hidden_layers: int = 1,
         l2_penalty: float = 0.0,
+        lr_schedule: str = "plateau",
+        plateau_factor: float = 0.2,
+        plateau_patience: int = 1,
+        plateau_min_lr: float = 1e-4,
+        adam_epsilon: float = 1e-7,
     ) -> None:
         if output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(
@@ -89,7 +98,9 @@ class StandardVAE(VAERecommender):
             n_users, original_dim, intermediate_dim, latent_dim, n_epochs, batch_size, k,
             verbose, drop_encoder, drop_decoder, beta, annealing, anneal_cap, seed, save_path,
             learning_rate=learning_rate, total_anneal_steps=total_anneal_steps,
-            n_hidden_layers=n_hidden_layers, l2_penalty=l2_penalty,
+            n_hidden_layers=n_hidden_layers, l2_penalty=l2_penalty, lr_schedule=lr_schedule,
+            plateau_factor=plateau_factor, plateau_patience=plateau_patience,
+            plateau_min_lr=plateau_min_lr, adam_epsilon=adam_epsilon,
         )  # fmt: skip
 
     def _build_network(self) -> VAENetwork:

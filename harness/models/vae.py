@@ -52,6 +52,15 @@ class Sampling(keras.layers.Layer):
         return mu + ops.exp(0.5 * log_var) * epsilon
 
 
+def register(cls: type) -> type:
+    """Class decorator: make a network loadable by ``keras.models.load_model``, from
+    ``.keras`` files (registered as "harness>Name") and legacy ``.h5`` files (which look
+    the class up by its bare name)."""
+    cls = keras.saving.register_keras_serializable(package="harness")(cls)
+    keras.saving.get_custom_objects()[cls.__name__] = cls
+    return cls
+
+
 def _seeded(seed: int | None, offset: int) -> int | None:
     return None if seed is None else seed + offset
 
@@ -71,14 +80,25 @@ class VAENetwork(keras.Model):
         l2_penalty: weight of the sum of squared kernels added to the batch loss.
         seed: seeds weight initialisers, dropout and sampling; None = nondeterministic.
         xla_optimizer: compile the Adam update with XLA (pays off on large models).
+        recommender: the wrapper's record (class, constructor arguments, history) stored in
+            the config so that a saved ``.keras`` file rebuilds the whole recommender.
+
+    Kernels are Glorot-uniform and biases zero (Keras' defaults, the seed's StandardVAE);
+    a subclass sets ``BIAS_STDDEV`` for truncated-normal biases and ``JOINT_LATENT_FAN`` to
+    give mu and log_var the Glorot range of one joint (hidden x 2*latent) layer, as Liang
+    et al.'s code builds it. Every weight exists after ``__init__`` (``build`` runs there),
+    so a file written by ``save`` loads without a sample input.
     """
+
+    BIAS_STDDEV: float | None = None
+    JOINT_LATENT_FAN = False
 
     def __init__(
         self,
         original_dim: int,
         intermediate_dim: int,
         latent_dim: int,
-        beta: tf.Variable,
+        beta: tf.Variable | float = 1.0,
         *,
         n_hidden_layers: int = 1,
         drop_encoder: float = 0.5,
@@ -86,21 +106,42 @@ class VAENetwork(keras.Model):
         l2_penalty: float = 0.0,
         seed: int | None = None,
         xla_optimizer: bool = False,
+        recommender: dict | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.original_dim = original_dim
+        self.original_dim, self.intermediate_dim = original_dim, intermediate_dim
+        self.latent_dim, self.n_hidden_layers = latent_dim, n_hidden_layers
+        if not isinstance(beta, tf.Variable):
+            beta = tf.Variable(float(beta), trainable=False)
         self.beta = beta
-        self.drop_encoder = drop_encoder
-        self.l2_penalty = l2_penalty
+        self.drop_encoder, self.drop_decoder = drop_encoder, drop_decoder
+        self.l2_penalty, self.seed, self.xla_optimizer = l2_penalty, seed, xla_optimizer
+        self.recommender = recommender
 
-        def dense(units: int, offset: int, activation: str | None = None) -> keras.layers.Dense:
-            init = keras.initializers.GlorotUniform(seed=_seeded(seed, offset))
-            return keras.layers.Dense(units, activation=activation, kernel_initializer=init)
+        def dense(
+            units: int, offset: int, activation: str | None = None, fan_scale: float = 1.0
+        ) -> keras.layers.Dense:
+            kernel = keras.initializers.VarianceScaling(
+                scale=fan_scale, mode="fan_avg", distribution="uniform", seed=_seeded(seed, offset)
+            )  # scale 1: exactly GlorotUniform
+            bias = "zeros"
+            if self.BIAS_STDDEV is not None:
+                bias = keras.initializers.TruncatedNormal(
+                    stddev=self.BIAS_STDDEV, seed=_seeded(seed, offset + 1000)
+                )
+            return keras.layers.Dense(
+                units, activation=activation, kernel_initializer=kernel, bias_initializer=bias
+            )
 
         self.encoder_layers = [dense(intermediate_dim, i, "tanh") for i in range(n_hidden_layers)]
-        self.mu_layer = dense(latent_dim, 100)
-        self.log_var_layer = dense(latent_dim, 101)
+        # Liang et al.'s last encoder layer is one (hidden x 2*latent) matrix split into mu and
+        # log_var: its Glorot range uses fan_out = 2 * latent_dim
+        fan_scale = 1.0
+        if self.JOINT_LATENT_FAN:
+            fan_scale = (intermediate_dim + latent_dim) / (intermediate_dim + 2 * latent_dim)
+        self.mu_layer = dense(latent_dim, 100, fan_scale=fan_scale)
+        self.log_var_layer = dense(latent_dim, 101, fan_scale=fan_scale)
         self.sampling = Sampling(seed=_seeded(seed, 200))
         self.decoder_layers = [
             dense(intermediate_dim, 300 + i, "tanh") for i in range(n_hidden_layers)
@@ -109,6 +150,31 @@ class VAENetwork(keras.Model):
         self.output_layer = dense(original_dim, 500)
         self.input_seed = keras.random.SeedGenerator(_seeded(seed, 600))
         self._compile_steps(xla_optimizer)
+        self.build()
+
+    def get_config(self) -> dict:
+        """Constructor arguments (beta as its current value), for ``.keras`` files."""
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "original_dim": self.original_dim,
+            "intermediate_dim": self.intermediate_dim,
+            "latent_dim": self.latent_dim,
+            "beta": float(self.beta.numpy()),
+            "n_hidden_layers": self.n_hidden_layers,
+            "drop_encoder": self.drop_encoder,
+            "drop_decoder": self.drop_decoder,
+            "l2_penalty": self.l2_penalty,
+            "seed": self.seed,
+            "xla_optimizer": self.xla_optimizer,
+            "recommender": self.recommender,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict):
+        config = dict(config)
+        config.pop("dtype", None)  # a float32 model; Keras may add its policy
+        return cls(**config)
 
     def _compile_steps(self, xla_optimizer: bool) -> None:
         # Per-instance tf.functions (not decorated methods): every model traces its own and
@@ -179,8 +245,14 @@ class VAENetwork(keras.Model):
             h = layer(h)
         return self.output_layer(self.decoder_dropout(h, training=training))
 
-    def call(self, x: tf.SparseTensor, training: bool = False):
-        """Scores from the posterior mean (no sampling, no dropout unless training)."""
+    def call(self, x, training: bool = False):
+        """Scores from the posterior mean (no sampling, no dropout unless training).
+
+        ``x``: a ``tf.SparseTensor`` of clicks, or a dense (users x items) array/tensor (so a
+        network loaded with ``keras.models.load_model`` scores with ``network(x)``).
+        """
+        if not isinstance(x, tf.SparseTensor):
+            x = tf.sparse.from_dense(tf.convert_to_tensor(x, tf.float32))
         mu, _ = self.encode(x, training=training)
         return self.output_scores(self.decode(mu, training=training))
 
@@ -207,10 +279,13 @@ class VAENetwork(keras.Model):
         return self.l2_penalty * tf.add_n([tf.reduce_sum(tf.square(w)) for w in kernels])
 
     # --- steps (compiled by the caller with tf.function) ---------------------------------
-    def train_step(self, data: tf.SparseTensor):
-        """One Adam step on the batch-mean loss; returns the per-user loss sum (for logging)."""
+    def train_step(self, data: tf.SparseTensor, epsilon=None):
+        """One Adam step on the batch-mean loss; returns the per-user loss sum (for logging).
+
+        ``epsilon`` fixes the sampling noise (tests); the compiled path always samples.
+        """
         with tf.GradientTape() as tape:
-            loss, _, _ = self.per_user_loss(data, training=True)
+            loss, _, _ = self.per_user_loss(data, training=True, epsilon=epsilon)
             objective = tf.reduce_mean(loss) + self.penalty()
         grads = tape.gradient(objective, self.trainable_weights)
         # densified (a sparse-input gradient may arrive as IndexedSlices), every gradient has

@@ -63,6 +63,60 @@ def check_positive_int(value, name: str) -> None:
         raise ValueError(f"{name}={value!r} must be an integer >= 1")
 
 
+LR_SCHEDULES = ("plateau", "constant")
+SAVE_SUFFIXES = (".keras", ".weights.h5", ".h5", ".hdf5")
+
+
+def check_schedule(
+    lr_schedule, plateau_factor, plateau_patience, plateau_min_lr, adam_epsilon
+) -> None:
+    """The learning-rate schedule and Adam's epsilon (raises ValueError naming the fix)."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(
+            f"lr_schedule={lr_schedule!r} is unknown: use one of {LR_SCHEDULES} ('plateau' = "
+            "ReduceLROnPlateau on val_loss as the Recommenders seed, 'constant' = Liang et al.)"
+        )
+    if not (isinstance(plateau_factor, int | float) and 0 < plateau_factor < 1):
+        raise ValueError(f"plateau_factor={plateau_factor!r} must lie in (0, 1), e.g. 0.2")
+    if isinstance(plateau_patience, bool) or not (
+        isinstance(plateau_patience, int | np.integer) and plateau_patience >= 0
+    ):
+        raise ValueError(f"plateau_patience={plateau_patience!r} must be an integer >= 0, e.g. 1")
+    if not (isinstance(plateau_min_lr, int | float) and plateau_min_lr >= 0):
+        raise ValueError(f"plateau_min_lr={plateau_min_lr!r} must be >= 0, e.g. 1e-4")
+    if not (isinstance(adam_epsilon, int | float) and adam_epsilon > 0):
+        raise ValueError(f"adam_epsilon={adam_epsilon!r} must be > 0, e.g. 1e-8")
+
+
+def check_save_path(save_path, suffixes: tuple[str, ...] = SAVE_SUFFIXES) -> None:
+    """A file path Keras can read back, in an existing writable folder (checked before
+    training, so a long fit never ends in an unwritable path)."""
+    if save_path is None:
+        return
+    import os
+    from pathlib import Path
+
+    path = Path(save_path)
+    if not str(path).endswith(suffixes):
+        raise ValueError(
+            f"save_path={str(save_path)!r} must end in one of {suffixes} so Keras can read it "
+            "back (e.g. 'best.weights.h5', 'model.keras', or the seed's 'weights.hdf5')"
+        )
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(
+            f"the folder of save_path={str(save_path)!r} does not exist: create {folder} first "
+            "or pass a path in an existing folder"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"the folder of save_path={str(save_path)!r} is not writable: pass a path in a "
+            "folder you can write to"
+        )
+    if path.is_dir():
+        raise ValueError(f"save_path={str(save_path)!r} is a folder: pass a file path")
+
+
 def check_vae_params(
     *,
     n_users: int,

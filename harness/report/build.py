@@ -76,7 +76,9 @@ class _Writer:
         return FigureRef(stem, caption)
 
 
-def _benchmark_sections(w: _Writer, results: BenchmarkResults) -> list[Section]:
+def _benchmark_sections(
+    w: _Writer, results: BenchmarkResults, report_dir: Path | None = None
+) -> list[Section]:
     info = results.info
     names = [m for m in FIGURE_METRICS if m in set(results.metrics["metric"])]
     summary = Section(
@@ -97,11 +99,13 @@ def _benchmark_sections(w: _Writer, results: BenchmarkResults) -> list[Section]:
             T.tests_table(results),
         ],
     )
+    saved = T.saved_models_table(results, report_dir) if report_dir is not None else None
     return [
         summary,
         Section(
             "Tuning budget, selection and seeds",
-            [T.budget_table(results), T.selection_table(results), T.seeds_table(results)],
+            [T.budget_table(results), T.selection_table(results), T.seeds_table(results)]
+            + ([saved] if saved is not None else []),
         ),
     ]
 
@@ -196,7 +200,7 @@ def build_report(
         w = _Writer(folder)
         doc = Document(f"vae-sweep report: {name}")
         if results is not None:
-            doc.sections += _benchmark_sections(w, results)
+            doc.sections += _benchmark_sections(w, results, reports_dir / name)
         else:
             doc.sections.append(
                 Section(

@@ -4,7 +4,9 @@ here, once, with ``fmt`` so the report shows exactly the values in ``results/``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -203,11 +205,12 @@ def selection_table(results: BenchmarkResults) -> Table:
                     "fixed config" if c["trial"] is None else str(c["trial"]),
                     fmt(c.get("search_value")),
                     fmt(c.get("val_ndcg_mean")),
+                    c.get("lr_schedule") or "–",
                     chosen,
                 ]
             )
     return Table(
-        ["model", "trial", "search value (1 seed)", "mean val NDCG over seeds", ""],
+        ["model", "trial", "search value (1 seed)", "mean val NDCG over seeds", "lr schedule", ""],
         rows,
         caption="Seed-aware selection of the final configuration",
     )
@@ -277,3 +280,19 @@ def seeds_table(results: BenchmarkResults) -> Table:
         "train s",
     ]
     return Table(header, rows, caption="Final runs per seed (closed-form models: one run)")
+
+
+def saved_models_table(results: BenchmarkResults, report_dir: Path) -> Table | None:
+    """Links to the final trained models the benchmark kept (None when it kept none)."""
+    rows = []
+    for model, info in results.info["models"].items():
+        for rel in info.get("saved_models") or []:
+            target = os.path.relpath(results.path / rel, report_dir)
+            rows.append([model, f"[{rel}]({target})"])
+    if not rows:
+        return None
+    return Table(
+        ["model", "file"],
+        rows,
+        caption="Final trained models, one per seed (load with `harness.models.load_model(path)`)",
+    )
