@@ -1,38 +1,56 @@
 """Console entry points. Each is a thin forwarder so that `--help` stays fast and
-TensorFlow is imported only by the commands that train."""
+TensorFlow is imported only by the commands that train.
+
+Before Hydra starts, each checks the config folders given with `--config-dir` or
+`hydra.searchpath` (a missing one is one clear error, not a silent "config not found"), and
+TensorFlow's C++ start-up lines are switched off unless the user asked for them
+(`VAE_SWEEP_TF_LOGS=1`, or their own `TF_CPP_MIN_LOG_LEVEL`; see harness/devices.py).
+"""
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault(
+    "TF_CPP_MIN_LOG_LEVEL", "3" if not os.environ.get("VAE_SWEEP_TF_LOGS") else "0"
+)
+
+
+def _check(command: str) -> None:
+    from harness.configs import check_argv_or_exit
+
+    check_argv_or_exit(command)
 
 
 def sweep_main() -> None:
     from harness.sweep.app import main
 
-    main()
+    main()  # checks its own arguments (it also rewrites search_space overrides)
 
 
 def benchmark_main() -> None:
+    _check("harness-benchmark")
     from harness.run import benchmark_main as main
 
     main()
 
 
 def report_main() -> None:
+    _check("harness-report")
     from harness.run import report_main as main
 
     main()
 
 
 def run_main() -> None:
+    _check("harness-run")
     from harness.run import run_main as main
 
     main()
 
 
 def split_main() -> None:
+    _check("harness-split")
     from harness.data.app import main
 
     main()

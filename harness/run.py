@@ -20,10 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 # light imports only: TensorFlow loads when a model is first built, not for --help or a report
 from harness.benchmark import BenchmarkSettings, run_benchmark
 from harness.benchmark.layout import MissingInputError, load_results, load_studies
+from harness.configs import hydra_config_path
 
-# Absolute: Hydra resolves a relative config_path against the *package* when the decorated
-# function lives in a module (harness.run + "../conf" -> pkg://conf, which does not exist).
-CONFIG_PATH = str(Path(__file__).resolve().parents[1] / "conf")
+# The checkout's conf/ (absolute: Hydra resolves a relative config_path against the package),
+# or in an installed wheel pkg://harness.conf (harness/configs.py).
+CONFIG_PATH = hydra_config_path()
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -69,9 +70,12 @@ def benchmark_settings(cfg: dict[str, Any]) -> BenchmarkSettings:
 
 def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
     """Benchmark every model of `cfg.models` on the split the sweeps used."""
+    from harness.devices import parse_gpus, setup_worker
     from harness.sweep import model_config
     from harness.sweep.config import load_split
+    from harness.tracking import TrackingSettings, check_tracking, log_benchmark
 
+    tracking = check_tracking(TrackingSettings.from_mapping(cfg.get("tracking")))
     split = split if split is not None else load_split(cfg)
     settings = benchmark_settings(cfg)
     storage = storage_url(cfg)
@@ -82,8 +86,9 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         sweep_hint=_sweep_hint(cfg),
     )
     params = {m: model_config(cfg, m)[0] for m in cfg["models"]}
-    open_worker_pool(cfg, split)
-    return run_benchmark(
+    open_worker_pool(cfg, split)  # the benchmark's retraining on the worker pool
+    setup_worker(None, parse_gpus(cfg["sweep"].get("gpus")))  # quiet TensorFlow, GPU choice
+    bench = run_benchmark(
         split=split,
         dataset_name=cfg["dataset"]["name"],
         studies=studies,
@@ -92,6 +97,8 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         results_dir=_paths(cfg)[0],
         storage=storage,
     )
+    log_benchmark(tracking, bench)
+    return bench
 
 
 def open_worker_pool(cfg: dict[str, Any], split: Any) -> None:

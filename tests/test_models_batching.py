@@ -90,3 +90,35 @@ def test_sparse_matmul_value_and_gradient_match_dense(monkeypatch) -> None:
         np.testing.assert_allclose(out.numpy(), dense @ kernel.numpy(), rtol=1e-5, atol=1e-6)
         grad = tf.convert_to_tensor(tape.gradient(total, kernel)).numpy()
         np.testing.assert_allclose(grad, dense.T @ upstream, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n_users=st.integers(1, 40),
+    batch_size=st.integers(1, 12),
+    max_clicks=st.sampled_from([0, 1, 7, 30, 10_000]),
+    seed=st.integers(0, 2**16),
+)
+def test_epoch_groups_hold_the_batches_of_epoch(n_users, batch_size, max_clicks, seed) -> None:
+    """Runs of batches (one compiled call each) cut the same batches, in the same order,
+    as ``epoch`` does from the same seed; a run stays within max_clicks unless it is one
+    batch."""
+    rng = np.random.default_rng(seed)
+    x = sp.csr_matrix((rng.random((n_users, 9)) < 0.4) * rng.integers(1, 5, (n_users, 9)),
+                      dtype=np.float32)  # fmt: skip
+    expected = list(SparseBatches(x, batch_size, seed).epoch())
+    got = []
+    for rows, cols, values, row_bounds, entry_bounds in SparseBatches(
+        x, batch_size, seed
+    ).epoch_groups(max_clicks):
+        assert row_bounds[0] == 0 and entry_bounds[0] == 0 and entry_bounds[-1] == len(rows)
+        assert len(row_bounds) == 2 or entry_bounds[-1] <= max_clicks
+        for i in range(len(row_bounds) - 1):
+            lo, hi = entry_bounds[i], entry_bounds[i + 1]
+            got.append((rows[lo:hi], cols[lo:hi], values[lo:hi], row_bounds[i + 1] - row_bounds[i]))
+    assert len(got) == len(expected) == -(-n_users // batch_size)
+    for (r, c, v, n), (er, ec, ev, en) in zip(got, expected, strict=True):
+        assert n == en and r.dtype == er.dtype == np.int32 and c.dtype == np.int32
+        np.testing.assert_array_equal(r, er)
+        np.testing.assert_array_equal(c, ec)
+        np.testing.assert_array_equal(v, ev)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import keras
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -130,20 +131,37 @@ def test_epoch_callback_exception_propagates(split) -> None:
     assert len(model.ndcg_per_epoch()) == 2  # the history survives for the trial record
 
 
-def test_nan_loss_raises_naming_epoch_and_last_loss(split, monkeypatch) -> None:
+class _CountBatches(keras.callbacks.Callback):
+    """A callback with a batch hook: the loop then makes one compiled call per batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self.batches += 1
+
+
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_nan_loss_raises_naming_epoch_and_last_loss(split, per_batch) -> None:
     train, val_tr, val_te = split
     model = _vae(MultVAE, n_epochs=4)
-    original = model.network.train_components
-    calls = []
+    counter = _CountBatches()
 
-    def diverging(*parts):
-        calls.append(1)
-        return original(*parts) * (float("nan") if len(calls) > 9 else 1.0)
+    def poison(epoch: int, logs: dict) -> None:  # every loss of epoch 1 is NaN
+        if epoch == 0:
+            model.network.output_layer.bias.assign(np.full(N_ITEMS, np.nan, np.float32))
 
-    monkeypatch.setattr(model.network, "train_components", diverging)
-    with pytest.raises(TrainingDivergedError, match=r"epoch 1.*last finite epoch loss \d"):
-        model.fit(train, None, val_tr, val_te)
-    assert len(calls) == 10  # stopped at the first NaN batch (8 batches per epoch)
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"epoch 1: training loss of batch 0 .*last finite epoch loss \d",
+    ):
+        model.fit(train, None, val_tr, val_te, epoch_callback=poison,
+                  callbacks=[counter] if per_batch else None)  # fmt: skip
+    # stopped at the first NaN batch (8 batches per epoch): no step ran after it
+    assert int(model.network.optimizer.iterations.numpy()) == 9
+    assert counter.batches == (8 if per_batch else 0)  # the guard raised before the others
+    assert len(model.ndcg_per_epoch()) == 1
 
 
 def test_huge_learning_rate_diverges(split) -> None:

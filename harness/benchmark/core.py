@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState
+from tqdm.auto import tqdm
 
 from harness.benchmark.layout import write_results
 from harness.benchmark.parallel import fit_many
@@ -36,6 +37,16 @@ from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScor
 
 log = logging.getLogger("harness.benchmark")
 MIN_ANNEAL_CAP = 1e-3  # a best epoch at beta ~ 0 would give cap 0, which the models reject
+_BAR: Any = None  # the retraining-runs progress bar of the running benchmark (run_benchmark)
+
+
+def _fit_many(split, model: str, jobs: list, *, patience: int | None) -> list[FitResult]:
+    """`fit_seed` for each (params, seed) job (on the worker pool when one is open),
+    ticking the benchmark's progress bar."""
+    results = fit_many(split, model, jobs, patience=patience)
+    if _BAR is not None:
+        _BAR.update(len(results))
+    return results
 
 
 @dataclass(frozen=True)
@@ -109,7 +120,7 @@ def _select(split, model: str, cands: list[dict], seeds: list[int], patience: in
     """Retrain every candidate over ``seeds``; keep the fits of the best mean validation NDCG."""
     best: tuple[float, dict, list[FitResult]] | None = None
     for cand in cands:
-        fits = fit_many(split, model, [(cand["params"], s) for s in seeds], patience=patience)
+        fits = _fit_many(split, model, [(cand["params"], s) for s in seeds], patience=patience)
         vals = [f.facts["val_ndcg"] for f in fits]
         log.info(
             "%s: trial %s over seeds %s: validation NDCG %s (%.0f s)",
@@ -147,7 +158,7 @@ def _liang(
     base = {**params, "annealing": True}
     betas, tests, history, steps = [], [], None, None
     # all probes, then all retrainings: each batch runs on the worker pool when there is one
-    probes = fit_many(
+    probes = _fit_many(
         split, model, [({**base, "anneal_cap": 1.0}, s) for s in seeds], patience=settings.patience
     )
     jobs = []
@@ -159,7 +170,7 @@ def _liang(
         jobs.append(({**base, "anneal_cap": beta, "total_anneal_steps": steps}, seed))
         betas.append(beta)
     del probes
-    finals = fit_many(split, model, jobs, patience=settings.patience)
+    finals = _fit_many(split, model, jobs, patience=settings.patience)
     for seed, beta, final in zip(seeds, betas, finals, strict=True):
         per_user, _ = scorer.score(final.model, model, "liang", seed)
         log.info("%s: Liang procedure, seed %d: optimal beta %.3f", model, seed, beta)
@@ -251,6 +262,25 @@ def benchmark_model(
     return ModelRun(model, per_user, {"coverage@100": coverage}, facts, info)
 
 
+def planned_runs(
+    studies: Mapping[str, optuna.Study | None],
+    model_params: Mapping[str, dict[str, Any]],
+    settings: BenchmarkSettings,
+) -> int:
+    """How many trainings `run_benchmark` will do (selection over seeds + Liang's pairs)."""
+    total = 0
+    for model in settings.models:
+        seeded = model in SEEDED_MODELS
+        seeds = settings.seeds if seeded else settings.seeds[:1]
+        cands = candidates(
+            studies.get(model), dict(model_params.get(model, {})), settings.n_candidates
+        )
+        total += len(cands) * len(seeds)
+        if seeded and settings.liang:
+            total += 2 * len(seeds[: settings.liang_seeds or len(seeds)])
+    return total
+
+
 def save_final_models(models_dir: Path, model: str, fits: list[FitResult], seeded: bool):
     """Save each fit's model as ``models_dir/<model>-seed<seed>.keras`` (a closed-form model,
     trained once, as ``<model>.npz``); returns the paths relative to the results folder."""
@@ -312,12 +342,26 @@ def run_benchmark(
             )
     scorer = HeldOutTestScorer(split, settings.ks)
     models_dir = _models_staging(results_dir, settings)  # None when not saving models
-    runs = [
-        benchmark_model(
-            split, m, studies.get(m), dict(model_params.get(m, {})), settings, scorer, models_dir
-        )
-        for m in settings.models
-    ]
+    global _BAR
+    # disable=None: no bar when stderr is not a terminal (log files get the per-run lines)
+    bar = tqdm(
+        total=planned_runs(studies, model_params, settings),
+        desc=f"benchmark {settings.name}",
+        unit="run",
+        disable=None,
+    )
+    _BAR = bar
+    try:
+        with bar:
+            runs = []
+            for m in settings.models:
+                bar.set_postfix_str(m)
+                params = dict(model_params.get(m, {}))
+                runs.append(
+                    benchmark_model(split, m, studies.get(m), params, settings, scorer, models_dir)
+                )
+    finally:
+        _BAR = None
     info = {
         "name": settings.name,
         "dataset": dataset_name,

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-# An absolute path: Hydra resolves a relative one against the package, not the file.
-_CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+from harness.configs import hydra_config_path
 
 
-@hydra.main(version_base=None, config_path=_CONF_DIR, config_name="split")
+# The checkout's conf/, or pkg://harness.conf in an installed wheel (harness/configs.py).
+@hydra.main(version_base=None, config_path=hydra_config_path(), config_name="split")
 def main(cfg: DictConfig) -> None:
     """Entry point; e.g. ``harness-split dataset=ml-1m protocol=weak protocol.seed=1``."""
     from harness.data.protocol import split_from_config

@@ -7,18 +7,22 @@ mapper=None, *, epoch_callback=None)``, ``history()``, ``best_epoch``, ``best_nd
 CSR with ``sparse=True``), ``save(path)``; ``load_model(path)`` reads any saved model.
 """
 
-from harness.models.baselines import EASE, Popularity
-from harness.models.callbacks import (
+from harness.devices import import_tensorflow
+
+import_tensorflow()  # first: TensorFlow's start-up lines stay quiet unless asked (devices.py)
+
+from harness.models.baselines import EASE, Popularity  # noqa: E402
+from harness.models.callbacks import (  # noqa: E402
     AnnealingCallback,
     LossHistory,
     Metrics,
     TrainingDivergedError,
     beta_at,
 )
-from harness.models.mult_vae import Mult_VAE, MultVAE
-from harness.models.persistence import load_model
-from harness.models.registry import MODEL_DEFAULTS, build_model, model_param_names
-from harness.models.standard_vae import StandardVAE
+from harness.models.mult_vae import Mult_VAE, MultVAE  # noqa: E402
+from harness.models.persistence import load_model  # noqa: E402
+from harness.models.registry import MODEL_DEFAULTS, build_model, model_param_names  # noqa: E402
+from harness.models.standard_vae import StandardVAE  # noqa: E402
 
 __all__ = [
     "EASE",

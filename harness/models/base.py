@@ -24,13 +24,13 @@ import tensorflow as tf
 from harness.models.batching import SparseBatches, top_to_csr, top_to_dense
 from harness.models.callbacks import (
     HISTORY_KEYS,
-    AnnealingCallback,
     DivergenceGuard,
     EpochCallback,
     EpochHook,
     LossHistory,
     Metrics,
     seed_total_anneal_steps,
+    wants_batch_events,
 )
 from harness.models.persistence import FORMAT, load_model, save_network
 from harness.models.vae import VAENetwork
@@ -42,6 +42,10 @@ from harness.models.validation import (
     check_schedule,
     check_vae_params,
 )
+
+# Clicks per compiled training call when no callback listens to batch events: all of
+# ml-100k's epoch in one call; a few calls per epoch at the ML-20M shape (memory stays small)
+EPOCH_CALL_MAX_CLICKS = 1 << 21
 
 # Compiling Adam with XLA costs ~0.4 s once and saves ~1.8 ms per step per million weights
 # (measured on 2 CPU cores), so it pays off past about 2.5e8 weight-steps.
@@ -289,13 +293,11 @@ class VAERecommender:
         self, metrics: Metrics | None, history: LossHistory, has_valid: bool
     ) -> list[keras.callbacks.Callback]:
         """The seed's callbacks in run order: divergence check first (before anything
-        records a NaN), annealing, NDCG, history, then the plateau schedule if chosen."""
+        records a NaN), NDCG, history, then the plateau schedule if chosen. The seed's
+        ``AnnealingCallback`` runs inside the compiled training call (``_run_epochs``)."""
         callbacks: list[keras.callbacks.Callback] = [DivergenceGuard()]
         if self.annealing:
             self.beta_variable.assign(0.0)
-            callbacks.append(
-                AnnealingCallback(self.beta_variable, self.anneal_cap, self.total_anneal_steps)
-            )
         if metrics is not None:
             callbacks.append(metrics)
         callbacks.append(history)
@@ -312,22 +314,51 @@ class VAERecommender:
         return callbacks
 
     def _run_epochs(self, batches: SparseBatches, valid, callbacks: list) -> None:
+        """The epochs: training batches through ``network.train_batches`` (a run of batches
+        per compiled call, annealing in-graph), then validation and the epoch callbacks.
+
+        Batch events cost a call per batch, so they are only produced when something
+        listens: the progress bar (verbose > 0) or a callback with a batch hook. Otherwise
+        one call trains up to ``EPOCH_CALL_MAX_CLICKS`` clicks' worth of batches (all of
+        ml-100k's) and the batch losses are checked for divergence afterwards; either way
+        the same graph runs the same steps in the same order, so the results are the same.
+        """
         network = self.network
         cbs = keras.callbacks.CallbackList(
             callbacks, add_progbar=self.verbose > 0, model=network, verbose=self.verbose,
             epochs=self.n_epochs, steps=len(batches),
         )  # fmt: skip
+        guard = next(cb for cb in callbacks if isinstance(cb, DivergenceGuard))
+        batch_events = self.verbose > 0 or any(
+            wants_batch_events(cb) for cb in callbacks if cb is not guard
+        )  # the guard's batch check runs either way
+        max_clicks = 0 if batch_events else EPOCH_CALL_MAX_CLICKS
+        schedule = (
+            tf.constant(self.annealing),
+            tf.constant(float(self.anneal_cap), tf.float64),
+            tf.constant(float(self.total_anneal_steps), tf.float64),
+        )
+        n_users, steps_done = batches.x.shape[0], 0
         network.stop_training = False
         cbs.on_train_begin()
         for epoch in range(self.n_epochs):
             cbs.on_epoch_begin(epoch)
-            total = 0.0
-            for step, parts in enumerate(batches.epoch()):
-                batch_sum = float(network.train_components(*parts))
-                total += batch_sum
-                cbs.on_train_batch_end(step, {"loss": batch_sum / parts[3]})
+            total, step = 0.0, 0
+            for group in batches.epoch_groups(max_clicks):
+                sums = network.train_batches(*group, np.int64(steps_done), *schedule).numpy()
+                steps_done += len(sums)
+                # fewer sums than batches only after a non-finite one: the guard raises there
+                n_rows_per_batch = np.diff(group[3]).tolist()
+                for batch_sum, n_rows in zip(sums.tolist(), n_rows_per_batch, strict=False):
+                    total += batch_sum
+                    logs = {"loss": batch_sum / n_rows}
+                    if batch_events:
+                        cbs.on_train_batch_end(step, logs)  # the guard is the first of them
+                    else:
+                        guard.on_train_batch_end(step, logs)
+                    step += 1
             logs = {
-                "loss": total / batches.x.shape[0],
+                "loss": total / n_users,
                 "val_loss": network.loss_sum(valid) / valid.shape[0] if valid is not None
                 else math.nan,
                 "beta": float(self.beta_variable.numpy()),

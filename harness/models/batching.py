@@ -14,6 +14,11 @@ import scipy.sparse as sp
 
 Components = tuple[np.ndarray, np.ndarray, np.ndarray, int]
 """(row ids within the batch, item ids, values, number of rows): int32, int32, float32, int."""
+BatchGroup = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""Consecutive batches in one set of arrays: (row id within its batch, item id, value) per
+stored entry (int32, int32, float32), then the batch boundaries as row offsets and entry
+offsets (int32, each n_batches + 1 long, starting at 0): batch i holds rows
+row_bounds[i]:row_bounds[i + 1] and entries entry_bounds[i]:entry_bounds[i + 1]."""
 
 
 def row_ids(x: sp.csr_matrix) -> np.ndarray:
@@ -62,12 +67,44 @@ class SparseBatches:
         """Batches per epoch: ceil(n_users / batch_size)."""
         return -(-self.x.shape[0] // self.batch_size)
 
+    def _shuffled(self) -> sp.csr_matrix:
+        # one permuted copy of the stored entries per epoch makes every batch a cheap slice
+        return self.x[self.rng.permutation(self.x.shape[0])]
+
     def epoch(self) -> Iterator[Components]:
         """Yield the batches of one epoch in a new random order."""
-        # one permuted copy of the stored entries per epoch makes every batch a cheap slice
-        shuffled = self.x[self.rng.permutation(self.x.shape[0])]
-        for _, _, components in chunks(shuffled, self.batch_size):
+        for _, _, components in chunks(self._shuffled(), self.batch_size):
             yield components
+
+    def epoch_groups(self, max_clicks: int) -> Iterator[BatchGroup]:
+        """Yield the batches of one epoch as runs of consecutive batches, for one compiled
+        call per run instead of one per batch.
+
+        The order is the one ``epoch`` would give (the same permutation is drawn), and the
+        batch of a run holds the same entries as the batch ``epoch`` yields. A run holds as
+        many whole batches as fit in ``max_clicks`` stored entries, at least one (so
+        ``max_clicks=0`` gives one batch per run).
+        """
+        x = self._shuffled()
+        n_users, size = x.shape[0], self.batch_size
+        row_bounds = np.minimum(np.arange(0, n_users + size, size), n_users)
+        entry_bounds = x.indptr[row_bounds]
+        rows = row_ids(x) % np.int32(size)  # row within its batch: batches start at k * size
+        cols = x.indices.astype(np.int32, copy=False)
+        first, n_batches = 0, len(row_bounds) - 1
+        while first < n_batches:
+            last = first + 1  # one past the run's last batch
+            while last < n_batches and entry_bounds[last + 1] - entry_bounds[first] <= max_clicks:
+                last += 1
+            lo, hi = entry_bounds[first], entry_bounds[last]
+            yield (
+                rows[lo:hi],
+                cols[lo:hi],
+                x.data[lo:hi],
+                (row_bounds[first : last + 1] - row_bounds[first]).astype(np.int32),
+                (entry_bounds[first : last + 1] - lo).astype(np.int32),
+            )
+            first = last
 
 
 def ndcg_from_top(top: np.ndarray, heldout: sp.csr_matrix) -> np.ndarray:

@@ -1,8 +1,11 @@
 """Keras callbacks that the VAE training loop runs (seed names and signatures kept).
 
-The loop in ``base.py`` drives them through ``keras.callbacks.CallbackList`` exactly as
-``model.fit`` would: ``on_train_batch_end`` after every batch, ``on_epoch_end`` with logs
-holding "loss", "val_loss", "beta" and "lr"; ``Metrics`` adds "ndcg".
+The loop in ``base.py`` drives them through ``keras.callbacks.CallbackList`` as
+``model.fit`` would: ``on_epoch_end`` with logs holding "loss", "val_loss", "beta" and "lr"
+(``Metrics`` adds "ndcg"), and ``on_train_batch_end`` after every batch whenever a callback
+has a batch hook (``wants_batch_events``); without one the batches of an epoch run in one
+compiled call. ``AnnealingCallback``'s schedule runs inside that call; the class stays for
+use on its own.
 """
 
 from __future__ import annotations
@@ -19,6 +22,19 @@ from harness.models.persistence import save_network
 
 HISTORY_KEYS = ("ndcg", "loss", "val_loss", "beta", "lr")
 EpochCallback = Callable[[int, dict], "bool | None"]
+
+
+BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end")
+
+
+def wants_batch_events(callback: keras.callbacks.Callback) -> bool:
+    """True when ``callback`` does something per batch: a batch hook defined by its class
+    (not Keras' no-op) or set on the instance (``keras.callbacks.LambdaCallback``)."""
+    base = keras.callbacks.Callback
+    return any(
+        name in vars(callback) or getattr(type(callback), name) is not getattr(base, name)
+        for name in BATCH_HOOKS
+    )
 
 
 class TrainingDivergedError(RuntimeError):

@@ -32,6 +32,17 @@ _COMPONENTS = [
     tf.TensorSpec([None], tf.float32),
     tf.TensorSpec([], tf.int32),
 ]
+_BATCH_GROUP = [
+    tf.TensorSpec([None], tf.int32),  # row within its batch
+    tf.TensorSpec([None], tf.int32),  # item
+    tf.TensorSpec([None], tf.float32),  # value
+    tf.TensorSpec([None], tf.int32),  # row offsets of the batches
+    tf.TensorSpec([None], tf.int32),  # entry offsets of the batches
+    tf.TensorSpec([], tf.int64),  # batches trained before this call (annealing step)
+    tf.TensorSpec([], tf.bool),  # anneal beta after every batch
+    tf.TensorSpec([], tf.float64),  # anneal_cap
+    tf.TensorSpec([], tf.float64),  # total_anneal_steps
+]
 
 
 class Sampling(keras.layers.Layer):
@@ -186,6 +197,7 @@ class VAENetwork(keras.Model):
             "test_components": (self._test_components, _COMPONENTS),
             "score_components": (self._score_components, _COMPONENTS),
             "top_k_components": (self._top_k_components, top_k_spec),
+            "train_batches": (self.train_batch_group, _BATCH_GROUP),
         }
         for name, (fn, spec) in compiled.items():
             compiled_fn = tf.function(partial(fn), input_signature=spec, reduce_retracing=True)
@@ -312,6 +324,42 @@ class VAENetwork(keras.Model):
             fill = tf.fill(tf.shape(data.values), tf.constant(-float("inf")))
             scores = tf.tensor_scatter_nd_update(scores, data.indices, fill)
         return tf.math.top_k(scores, k=k)
+
+    def train_batch_group(
+        self, rows, cols, values, row_bounds, entry_bounds, first_step, anneal, cap, steps
+    ):
+        """Adam steps on consecutive batches in one call (a ``batching.BatchGroup``).
+
+        After each batch, as ``AnnealingCallback`` would, beta becomes
+        min(step / ``steps``, ``cap``) when ``anneal`` is true, with step = ``first_step`` +
+        the batches done in this call, computed in float64 and rounded to float32 as Python
+        floats are. Stops after the first batch whose loss is not finite (its update is
+        applied, as with one call per batch).
+
+        Returns:
+            float32 per-user loss sum of every batch run (fewer than the group's batches
+            only when one was not finite: it is the last).
+        """
+        n_batches = tf.size(row_bounds) - 1
+        sums = tf.TensorArray(tf.float32, size=n_batches, element_shape=[])
+
+        def body(i, finite, sums):
+            lo, hi = entry_bounds[i], entry_bounds[i + 1]
+            n_rows = row_bounds[i + 1] - row_bounds[i]
+            x = to_sparse_tensor(rows[lo:hi], cols[lo:hi], values[lo:hi], n_rows, self.original_dim)
+            batch_sum = self.train_step(x)
+            step = tf.cast(first_step + tf.cast(i, tf.int64) + 1, tf.float64)
+            annealed = tf.cast(tf.minimum(step / steps, cap), tf.float32)
+            self.beta.assign(tf.where(anneal, annealed, self.beta))
+            return i + 1, tf.math.is_finite(batch_sum), sums.write(i, batch_sum)
+
+        done, _, sums = tf.while_loop(
+            lambda i, finite, _: tf.logical_and(i < n_batches, finite),
+            body,
+            (tf.constant(0), tf.constant(True), sums),
+            parallel_iterations=1,  # each step reads the weights the previous one wrote
+        )
+        return sums.stack()[:done]
 
     # --- compiled entry points taking COO components (see batching.py) -------------------
     def _train_components(self, rows, cols, values, n_rows):

@@ -203,11 +203,18 @@ def optimization_history_figure(study: optuna.Study, title: str) -> Figure:
         ax = optuna.visualization.matplotlib.plot_optimization_history(
             study, target_name="validation NDCG"
         )
-    ax.set_title(title)
+    _one_title(ax, title)
     fig = ax.figure
     fig.set_size_inches(6.4, 3.6)
     fig.tight_layout()
     return fig
+
+
+def _one_title(ax: plt.Axes, title: str) -> None:
+    """Replace Optuna's own title (drawn left-aligned) with ours, so only one is drawn."""
+    for loc in ("left", "right"):
+        ax.set_title("", loc=loc)
+    ax.set_title(title)
 
 
 def importances_figure(study: optuna.Study, title: str) -> Figure | str:
@@ -232,7 +239,7 @@ def importances_figure(study: optuna.Study, title: str) -> Figure | str:
             ax = optuna.visualization.matplotlib.plot_param_importances(study)
     except (ValueError, RuntimeError) as exc:  # e.g. too little variation for fANOVA's trees
         return f"importances failed: {exc}"
-    ax.set_title(title)
+    _one_title(ax, title)
     fig = ax.figure
     fig.set_size_inches(6.4, 3.6)
     fig.tight_layout()

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from harness.devices import describe_device
 from harness.report.document import Code, Section, Table
 
 PACKAGES = (
@@ -108,6 +109,7 @@ def collect_manifest(
         "packages": package_versions(),
         "git": git_commit(),
         "machine": machine(),
+        "device": describe_device(),
         "split_fingerprint": split_fingerprint,
         "stage_seconds": {k: round(float(v), 1) for k, v in stage_seconds.items()},
         "config": config,
@@ -132,6 +134,8 @@ def manifest_section(manifest: dict[str, Any]) -> Section:
             f"{mach['memory_gb']} GB, {mach['platform']}",
         ],
     ]
+    if manifest.get("device"):
+        facts.append(["training device", manifest["device"]])
     facts += [[f"package {k}", str(v)] for k, v in manifest["packages"].items() if v]
     stages = [[k, f"{v:.1f}"] for k, v in manifest["stage_seconds"].items()]
     return Section(

@@ -15,7 +15,8 @@ import hydra
 import optuna
 from omegaconf import DictConfig
 
-from harness.sweep.config import CONF_DIR, sweep_from_config
+from harness.configs import hydra_config_path
+from harness.sweep.config import sweep_from_config
 from harness.sweep.settings import SweepConfigError
 from harness.sweep.study import StudyNotFoundError
 
@@ -23,9 +24,9 @@ log = logging.getLogger("harness.sweep")
 _SPACE_ARG = re.compile(r"^(?P<key>[+~]?search_space\.[\w.\-]+)=(?P<value>.*\(.*)$", re.DOTALL)
 
 
-# An absolute path: a relative one would make Hydra look for a `conf` Python package, which
-# only resolves when the command runs from the repository root.
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="sweep")
+# The checkout's conf/ as an absolute path (a relative one would make Hydra look for a `conf`
+# Python package), or pkg://harness.conf in an installed wheel.
+@hydra.main(version_base=None, config_path=hydra_config_path(), config_name="sweep")
 def _main(cfg: DictConfig) -> float | None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our per-trial line replaces Optuna's
     try:
@@ -69,7 +70,21 @@ def quote_search_space_args(argv: list[str]) -> list[str]:
     return quoted
 
 
+def add_search_space_keys(argv: list[str]) -> list[str]:
+    """`search_space.x=v` -> `++search_space.x=v`: add the key, or override it if present.
+
+    A search space is free-form (any constructor argument may be searched), but Hydra refuses
+    a key the model's file lacks ("Key 'beta' is not in struct") unless it is prefixed `+`.
+    `++` adds or overrides, so users never need to know which keys a space file lists.
+    """
+    return [f"++{arg}" if arg.startswith("search_space.") and "=" in arg else arg for arg in argv]
+
+
 def main() -> None:
     """Console entry point of `harness-sweep`."""
-    sys.argv = [sys.argv[0], *quote_search_space_args(sys.argv[1:])]
+    from harness.configs import check_argv_or_exit
+
+    check_argv_or_exit("harness-sweep")
+    argv = add_search_space_keys(quote_search_space_args(sys.argv[1:]))
+    sys.argv = [sys.argv[0], *argv]
     _main()

@@ -14,12 +14,13 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from harness.configs import conf_dir
 from harness.sweep.runner import run_sweep
 from harness.sweep.settings import SweepConfigError, SweepSettings
 from harness.sweep.space import parse_search_space
 from harness.sweep.study import open_storage, resolve_storage_url
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = conf_dir()  # the checkout's conf/, or the copy in an installed wheel
 
 
 def sweep_from_config(cfg: DictConfig | Mapping[str, Any], *, split: Any = None) -> optuna.Study:
@@ -43,6 +44,7 @@ def sweep_from_config(cfg: DictConfig | Mapping[str, Any], *, split: Any = None)
         return list(studies.values())[-1]
     model_cfg = cfg_dict["model"]
     _validate(model_cfg["name"], cfg_dict.get("search_space") or {}, settings, cfg_dict)
+    callbacks = tracking_callbacks(cfg_dict)
     split = split if split is not None else load_split(cfg_dict)
     return run_sweep(
         split=split,
@@ -53,6 +55,7 @@ def sweep_from_config(cfg: DictConfig | Mapping[str, Any], *, split: Any = None)
         settings=settings,
         results_dir=results_dir_of(cfg_dict),
         config=cfg_dict,
+        callbacks=callbacks,
     )
 
 
@@ -75,6 +78,7 @@ def run_many(
     per_model = {name: model_config(cfg_dict, name) for name in model_names}
     for name, (_, space) in per_model.items():
         _validate(name, space, settings, cfg_dict)
+    callbacks = tracking_callbacks(cfg_dict)
     split = split if split is not None else load_split(cfg_dict)
     studies = {}
     for name, (model_cfg, space) in per_model.items():
@@ -90,6 +94,7 @@ def run_many(
             settings=model_settings,
             results_dir=results_dir_of(cfg_dict),
             config={**cfg_dict, "model": model_cfg, "search_space": space},
+            callbacks=callbacks,
         )
     return studies
 
@@ -142,7 +147,31 @@ def _validate(
     model_name: str, space: Mapping[str, Any], settings: SweepSettings, cfg_dict: Mapping
 ) -> None:
     parse_search_space(space, model_name=model_name)
+    _check_gpus(settings)
     open_storage(resolve_storage_url(settings, results_dir_of(cfg_dict)), settings)
+
+
+def tracking_callbacks(cfg_dict: Mapping[str, Any]) -> list[Any]:
+    """Optuna callbacks for `cfg.tracking` (MLflow, TensorBoard), each backend checked first.
+
+    Raises:
+        TrackingConfigError: (a SweepConfigError) a bad key or an unreachable MLflow store.
+    """
+    from harness.tracking import TrackingSettings, check_tracking, make_callbacks
+
+    return make_callbacks(check_tracking(TrackingSettings.from_mapping(cfg_dict.get("tracking"))))
+
+
+def _check_gpus(settings: SweepSettings) -> None:
+    """`sweep.gpus` must name visible GPUs: checked before the data is loaded."""
+    if not settings.gpus:
+        return
+    from harness.devices import DeviceConfigError, check_gpus, visible_gpus
+
+    try:
+        check_gpus(settings.gpus, visible_gpus())
+    except DeviceConfigError as error:
+        raise SweepConfigError(str(error)) from None
 
 
 def _overridden_model_keys(current: Mapping[str, Any]) -> dict[str, Any]:

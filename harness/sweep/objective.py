@@ -86,7 +86,11 @@ def objective(
     epochs = EpochLog()
     total = params.get("n_epochs") if model_name.endswith("vae") else 1
     bar = tqdm(
-        total=total, desc=f"trial {trial.number}", unit="epoch", leave=False, disable=not progress
+        total=total,
+        desc=f"trial {trial.number}",
+        unit="epoch",
+        leave=False,
+        disable=None if progress else True,  # None: no bar when stderr is not a terminal
     )
 
     def on_epoch(epoch: int, logs: dict[str, Any]) -> None:

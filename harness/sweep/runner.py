@@ -21,7 +21,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from harness import pool as worker_pool
 from harness.sweep import batch
+from harness.sweep.effects import ineffective_params
 from harness.sweep.export import export_study
 from harness.sweep.heartbeat import JournalHeartbeat
 from harness.sweep.objective import INTERRUPTED, TrialFailedError, objective
@@ -65,6 +66,7 @@ class WorkerPlan:
     storage_url: str
     study_name: str
     k: int
+    callbacks: tuple[Callable[[optuna.Study, FrozenTrial], None], ...] = ()
 
 
 def run_sweep(
@@ -77,6 +79,7 @@ def run_sweep(
     settings: Any,
     results_dir: Path | str,
     config: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> optuna.Study:
     """Run (or resume) the study of one model on one split and export its records.
 
@@ -89,6 +92,9 @@ def run_sweep(
         settings: A `SweepSettings`.
         results_dir: Where the default SQLite storage and `<study_name>/` exports go.
         config: The composed config, stored as the study's "config" user attr.
+        callbacks: Optuna callbacks called after each finished trial, as in
+            `study.optimize(callbacks=...)` (e.g. `harness.tracking.make_callbacks`). With
+            several workers they are pickled into each worker process.
 
     Returns:
         The study (loaded from its storage; usable after this returns).
@@ -103,6 +109,8 @@ def run_sweep(
     study_name = settings.study_name or study_name_for(dataset_name, split.fingerprint, model_name)
     fixed = {key: value for key, value in model_params.items() if key != "name"} | space.fixed
     k = int(fixed.get("k", 100))
+    for message in ineffective_params(fixed, space.distributions):
+        log.warning("warning: %s", message)
     attrs = {
         "model": model_name,
         "dataset": dataset_name,
@@ -119,8 +127,11 @@ def run_sweep(
             pruner=make_pruner(settings),
             attrs=attrs,
         )
+        study.set_metric_names([f"ndcg@{k}"])  # dashboards label the value, not "Objective 0"
     _enqueue_defaults(study, space, model_name)
-    plan = WorkerPlan(split, model_name, fixed, space, settings, storage_url, study_name, k)
+    plan = WorkerPlan(
+        split, model_name, fixed, space, settings, storage_url, study_name, k, tuple(callbacks)
+    )
     log.info("study %s (%s): %s", study_name, _safe_url(storage_url), _budget_text(settings))
     try:
         if settings.coordination == "pool":
@@ -149,6 +160,10 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
         The number of trials this worker ran.
     """
     settings = plan.settings
+    from harness.devices import setup_worker
+
+    device = setup_worker(settings.worker_id, settings.gpus)  # before TensorFlow starts
+    log.debug("worker %s trains on %s", settings.worker_id, device)
     if study is None:
         storage = open_storage(plan.storage_url, settings)
         study = optuna.load_study(study_name=plan.study_name, storage=storage)
@@ -179,7 +194,13 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
 
     catch = (TrainingDivergedError, TrialFailedError)
     summary = functools.partial(_summarize, k=plan.k, worker_id=settings.worker_id)
-    bar = tqdm(total=settings.n_trials, desc=plan.study_name, unit="trial", disable=not show)
+    # disable=None: tqdm draws no bar when stderr is not a terminal (logs keep plain lines)
+    bar = tqdm(
+        total=settings.n_trials,
+        desc=plan.study_name,
+        unit="trial",
+        disable=None if show else True,
+    )
     # Route console logging through tqdm so summary lines do not tear the bars; only the
     # logger that owns the console handler (root under Hydra, else ours) may be redirected,
     # or a propagated record would be printed twice.
@@ -195,7 +216,7 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
             bar.refresh()
             if _budget_spent(study, settings, finished, time.monotonic() - start):
                 break
-            study.optimize(func, n_trials=1, catch=catch, callbacks=[summary])
+            study.optimize(func, n_trials=1, catch=catch, callbacks=[summary, *plan.callbacks])
             ran += 1
         optuna.storages.fail_stale_trials(study)  # RDB: reap trials of workers that died since
     return ran

@@ -60,6 +60,8 @@ class SweepSettings:
         max_retry: How often a dead worker's trial is re-run before giving up on it.
         models: For `run_many`: several models swept one after another with this same budget.
         worker_id: Set for spawned worker processes (logs, heartbeat owner); None in a parent.
+        gpus: GPU indices to train on; worker i uses gpus[i % len(gpus)] (harness.devices).
+            None = TensorFlow's default device (the first GPU if one is visible, else the CPU).
     """
 
     n_trials: int | None = 20
@@ -81,8 +83,15 @@ class SweepSettings:
     coordination: str = "pool"
     recycle_after: int | None = 20
     worker_id: int | None = field(default=None, compare=False)
+    gpus: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        from harness.devices import DeviceConfigError, parse_gpus
+
+        try:  # lists from a config become a tuple (hashable, picklable)
+            object.__setattr__(self, "gpus", parse_gpus(self.gpus))
+        except DeviceConfigError as error:
+            raise SweepConfigError(str(error)) from None
         if self.sampler not in SAMPLERS:
             raise SweepConfigError(
                 f"sweep.sampler={self.sampler!r} is unknown; use one of {', '.join(SAMPLERS)}."

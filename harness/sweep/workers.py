@@ -59,8 +59,13 @@ def run_workers(
     log.info("starting %d worker processes on %s", len(processes), study.study_name)
     for process in processes:
         process.start()
-    total = plans[0].settings.n_trials
-    bar = tqdm(total=total, desc=study.study_name, unit="trial", disable=quiet)
+    # disable=None: no bar when stderr is not a terminal
+    bar = tqdm(
+        total=plans[0].settings.n_trials,
+        desc=study.study_name,
+        unit="trial",
+        disable=True if quiet else None,
+    )
     try:
         with bar:
             while any(p.is_alive() for p in processes):
