@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 # light imports only: TensorFlow loads when a model is first built, not for --help or a report
 from harness.benchmark import BenchmarkSettings, run_benchmark
-from harness.benchmark.layout import MissingInputError, load_results, load_studies
+from harness.benchmark.layout import load_results, load_studies
 from harness.configs import hydra_config_path
 
 # The checkout's conf/ (absolute: Hydra resolves a relative config_path against the package),
@@ -214,15 +214,30 @@ def print_summary(bench: Path, report: Path) -> None:
 
 
 def _guarded(name: str, stage: Callable[[dict[str, Any]], Any], cfg: DictConfig) -> None:
-    """Run a stage; turn expected input and config errors into one line and exit status 2."""
-    from harness.sweep import StudyNotFoundError, SweepConfigError
+    """Run a stage; user mistakes and interrupts end in one line and an exit status (2, 130,
+    143); tracebacks only for bugs (see harness.errors)."""
+    from harness.errors import guarded
+    from harness.secrets import scrub_hydra_output
 
+    scrub_hydra_output()  # Hydra saved .hydra/*.yaml already: mask a storage password there
     matplotlib.use("Agg")  # figures are files: never open a window, work without a display
-    try:
-        stage(plain_config(cfg))
-    except (MissingInputError, SweepConfigError, StudyNotFoundError) as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+
+    def work() -> None:
+        config = plain_config(cfg)
+        check_output_names(config)
+        stage(config)
+
+    guarded(name, work, resume_hint="rerun the same command to resume (finished trials are kept)")
+
+
+def check_output_names(cfg: dict[str, Any]) -> None:
+    """Refuse unsafe benchmark/report/study names before any work (see harness.outputs)."""
+    from harness.outputs import check_name, check_study_name
+
+    check_name(cfg["benchmark"]["name"], "benchmark.name")
+    check_name(cfg["report"]["name"], "report.name")
+    if cfg["sweep"].get("study_name"):
+        check_study_name(str(cfg["sweep"]["study_name"]))
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="benchmark")

@@ -51,7 +51,7 @@ def test_settings_from_mapping_rejects_typos() -> None:
     with pytest.raises(SweepConfigError, match="unknown sweep setting.*sweep.n_trails"):
         SweepSettings.from_mapping({"n_trails": 3})
     settings = SweepSettings.from_mapping({"models": ["ease", "popularity"], "n_trials": 3})
-    assert settings.models == ("ease", "popularity") and settings.effective_grace_period == 30
+    assert settings.models == ("ease", "popularity") and settings.effective_grace_period == 15
 
 
 def test_every_sampler_and_pruner_builds() -> None:

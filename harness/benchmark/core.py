@@ -34,6 +34,8 @@ from harness.benchmark.parallel import fit_many
 from harness.benchmark.stats import mean_ci
 from harness.benchmark.summary import ModelRun, summary_tables
 from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer
+from harness.outputs import output_dir
+from harness.secrets import mask_text
 
 log = logging.getLogger("harness.benchmark")
 MIN_ANNEAL_CAP = 1e-3  # a best epoch at beta ~ 0 would give cap 0, which the models reject
@@ -332,6 +334,7 @@ def run_benchmark(
         ValueError: a study was made on another split than ``split``.
     """
     start = time.perf_counter()
+    output_dir(results_dir, settings.name, "benchmark.name")  # a bad name fails before training
     for model, study in studies.items():
         fp = study.user_attrs.get("split_fingerprint") if study else None
         if fp and fp != split.fingerprint:
@@ -372,7 +375,7 @@ def run_benchmark(
         "n_seeds": settings.n_seeds,
         "baseline": settings.baseline,
         "test_metric": settings.test_metric,
-        "storage": storage,
+        "storage": mask_text(storage) if storage else storage,  # password masked
         "test_scorings": scorer.record(),
         "test_scored_once": max(scorer.scored.values()) == 1,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -388,7 +391,8 @@ def run_benchmark(
     )
     per_user = {r.model: {**r.per_user, "test_users": np.asarray(split.test_users)} for r in runs}
     folders = {"models": models_dir} if models_dir is not None else None
-    written = write_results(results_dir / settings.name, info, tables, per_user, folders)
+    target = output_dir(results_dir, settings.name, "benchmark.name")
+    written = write_results(target, info, tables, per_user, folders)
     if models_dir is not None:
         shutil.rmtree(models_dir.parent, ignore_errors=True)  # the emptied staging folder
     return written

@@ -16,10 +16,9 @@ Layout of ``results/<name>/``:
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.errors import UserError
+from harness.outputs import recover, replace_folder
+
 BENCHMARK_JSON = "benchmark.json"
 TABLES = ("metrics", "tests", "seeds", "budget")
 
 
-class MissingInputError(RuntimeError):
+class MissingInputError(UserError, RuntimeError):
     """A study, storage or result a stage needs does not exist; the message names the fix."""
 
 
@@ -62,34 +64,14 @@ class BenchmarkResults:
             return {key: data[key] for key in data.files}
 
 
-def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
-    """Create folder ``target`` by filling a hidden temp sibling, then renaming it into place.
+def write_atomically(target: Path, fill: Callable[[Path], None], *, key: str = "name") -> Path:
+    """Create or replace folder ``target`` crash-safely (see `harness.outputs.replace_folder`).
 
-    Readers never see a half-written folder: on any error the temp folder is removed and an
-    existing ``target`` is left as it was; on success an existing ``target`` is replaced.
-
-    Args:
-        target: the folder to create or replace.
-        fill: called with the temp folder; writes every file into it.
-
-    Returns:
-        ``target``.
+    Readers never see a half-written folder; an existing ``target`` is replaced only if the
+    harness wrote it; ``target.name`` must be a plain name (check it before joining paths,
+    with `harness.outputs.output_dir`, since ``Path("r") / ""`` is ``r`` itself).
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        fill(tmp)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return replace_folder(target.parent, target.name, fill, key=key)
 
 
 def _json_default(value: Any) -> Any:
@@ -144,7 +126,7 @@ def write_results(
         for name, source in (folders or {}).items():
             shutil.move(str(source), str(folder / name))
 
-    return write_atomically(target, fill)
+    return write_atomically(target, fill, key="benchmark.name")
 
 
 def load_results(path: Path, *, hint: str = "harness-benchmark") -> BenchmarkResults:
@@ -157,6 +139,8 @@ def load_results(path: Path, *, hint: str = "harness-benchmark") -> BenchmarkRes
     Raises:
         MissingInputError: the folder or one of its files does not exist.
     """
+    with contextlib.suppress(OSError):  # a kill mid-replacement: put the folder back first
+        recover(path.parent, path.name)
     missing = [
         f for f in (BENCHMARK_JSON, *(f"{t}.csv" for t in TABLES)) if not (path / f).exists()
     ]

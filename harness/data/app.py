@@ -14,14 +14,18 @@ def main(cfg: DictConfig) -> None:
     """Entry point; e.g. ``harness-split dataset=ml-1m protocol=weak protocol.seed=1``."""
     from harness.data.protocol import split_from_config
     from harness.data.sources import default_cache_dir
+    from harness.errors import guarded
 
-    cache_dir = cfg.cache_dir if cfg.cache_dir is not None else default_cache_dir()
-    split = split_from_config(
-        OmegaConf.to_container(cfg.dataset, resolve=True),
-        OmegaConf.to_container(cfg.protocol, resolve=True),
-        cache_dir,
-    )
-    print(split.summary())
+    def work() -> None:
+        cache_dir = cfg.cache_dir if cfg.cache_dir is not None else default_cache_dir()
+        split = split_from_config(
+            OmegaConf.to_container(cfg.dataset, resolve=True),
+            OmegaConf.to_container(cfg.protocol, resolve=True),
+            cache_dir,
+        )
+        print(split.summary())
+
+    guarded("harness-split", work)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from harness.errors import UserError
+
 log = logging.getLogger(__name__)
 
 #: Socket timeout in seconds. Short on purpose: with no network the attempt must fail fast so
@@ -39,11 +41,11 @@ RECBOLE_ML100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 RECBOLE_ML100K_SHA256 = "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """The remote file could not be fetched (network, HTTP or pip failure)."""
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(UserError, RuntimeError):
     """A fetched file's size or sha256 differs from the expected value."""
 
 

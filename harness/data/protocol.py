@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from harness.data.split import Split, load_cached, save_cached
+from harness.errors import DataError, DataTypeError
 
 __all__ = ["Split", "make_split", "split_from_config"]
 
@@ -37,11 +38,11 @@ _REQUIRED = ("user", "item", "rating")
 def _n_users(spec: int | float, n: int, name: str) -> int:
     """Resolve an absolute (int) or fractional (float in (0, 1)) number of users."""
     if isinstance(spec, bool) or not isinstance(spec, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be an int or a float in (0, 1), got {spec!r}")
+        raise DataTypeError(f"{name} must be an int or a float in (0, 1), got {spec!r}")
     if isinstance(spec, float | np.floating) and 0 < spec < 1:
         return int(round(spec * n))
     if float(spec) != int(spec) or spec < 0:
-        raise ValueError(
+        raise DataError(
             f"{name}={spec!r} is neither a count >= 0 nor a fraction in (0, 1): "
             f"pass e.g. {name}=100 or {name}=0.1"
         )
@@ -50,9 +51,9 @@ def _n_users(spec: int | float, n: int, name: str) -> int:
 
 def _normalised_params(**p: Any) -> dict[str, Any]:
     if p["kind"] not in ("strong", "weak"):
-        raise ValueError(f"unknown kind {p['kind']!r}: use kind='strong' or kind='weak'")
+        raise DataError(f"unknown kind {p['kind']!r}: use kind='strong' or kind='weak'")
     if not 0 < float(p["heldout_fraction"]) < 1:
-        raise ValueError(
+        raise DataError(
             f"heldout_fraction={p['heldout_fraction']!r} must lie strictly between 0 and 1: "
             "pass e.g. heldout_fraction=0.2"
         )
@@ -94,7 +95,7 @@ def _positives(df: pd.DataFrame, p: Mapping[str, Any]):
         keep_users = np.bincount(u, minlength=len(user_ids)) >= p["min_user_positives"]
         u, i = u[keep_users[u]], i[keep_users[u]]
     if u.size == 0:
-        raise ValueError(
+        raise DataError(
             f"no interactions left after filtering: {len(pos):,} ratings > "
             f"threshold={p['threshold']} among {len(df):,}, but no user/item pair survives "
             f"min_item_positives={p['min_item_positives']} then min_user_positives="
@@ -108,7 +109,7 @@ def _choose_eval_users(u: np.ndarray, p: Mapping[str, Any], rng: np.random.Gener
     n_val = _n_users(p["n_val_users"], present.size, "n_val_users")
     n_test = _n_users(p["n_test_users"], present.size, "n_test_users")
     if n_val + n_test >= present.size:
-        raise ValueError(
+        raise DataError(
             f"{n_val} validation + {n_test} test users requested but only {present.size} users "
             f"have >= {p['min_user_positives']} positives, and at least one must remain for "
             "training: lower n_val_users/n_test_users (or use fractions such as 0.1)"
@@ -177,7 +178,7 @@ def make_split(
     """
     missing = [c for c in _REQUIRED if c not in interactions.columns]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"interactions lack column(s) {missing} (have {list(interactions.columns)}): "
             "rename them to user, item, rating (load_interactions does this)"
         )
@@ -194,7 +195,7 @@ def make_split(
     fingerprint = _fingerprint(_data_hash(interactions), params)
     path = Path(cache_dir) / "splits" / f"{fingerprint}.npz" if cache_dir is not None else None
     if path is not None and path.exists():
-        cached = load_cached(path)
+        cached = load_cached(path, fingerprint)
         if cached is not None:
             log.info("loaded split %s from cache %s", fingerprint[:12], path)
             return cached

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from harness.data.download import DownloadError, download_verified, fetch_recbole_ml100k
 from harness.data.synthetic import generate_synthetic
+from harness.errors import DataError, DataFileError, DataKeyError
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def load_movielens(
     log.info("%s: parsing %s (member %s)", name, archive, release.member)
     with zipfile.ZipFile(archive) as zf:
         if release.member not in zf.namelist():
-            raise KeyError(
+            raise DataKeyError(
                 f"{archive} has no member {release.member!r} (members: {zf.namelist()[:10]}). "
                 f"Fix: delete {archive} and check that base_url serves the GroupLens {name}.zip."
             )
@@ -217,9 +218,14 @@ def load_file(
         ValueError: Unknown suffix without ``sep``, configured columns missing, or a row
             with an empty id or a non-numeric rating/timestamp (the row is named).
     """
+    if str(path) in ("???", "", "None"):
+        raise DataFileError(
+            "dataset.options.path is not set: dataset=file reads your own interactions. Fix: "
+            "add dataset.options.path=/path/to/interactions.csv (CSV, TSV or Parquet)."
+        )
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DataFileError(
             f"Interaction file {path} does not exist. Fix: set dataset.options.path to an "
             "existing CSV/TSV/Parquet file (absolute, or relative to the working directory)."
         )
@@ -227,7 +233,7 @@ def load_file(
     if sep is None:
         sep = _SEPARATORS.get(suffixes[-1] if suffixes else "")
         if sep is None:
-            raise ValueError(
+            raise DataError(
                 f"Cannot infer the format of {path.name}. Fix: set dataset.options.sep "
                 '(e.g. "," or "\\t" or "parquet").'
             )
@@ -235,14 +241,30 @@ def load_file(
         frame = pd.read_parquet(path)
         line_offset = 0
     else:
-        frame = pd.read_csv(path, sep=sep, header=0 if header else None)
+        try:
+            frame = pd.read_csv(path, sep=sep, header=0 if header else None)
+        except pd.errors.EmptyDataError:
+            raise DataError(
+                f"{path} is empty (no header, no rows). Fix: point dataset.options.path at a "
+                "file with interactions."
+            ) from None
+        except pd.errors.ParserError as error:
+            raise DataError(
+                f"{path} is not a readable {sep!r}-separated file ({error}). Fix: set "
+                "dataset.options.sep or clean the file."
+            ) from None
+        if frame.empty:
+            raise DataError(
+                f"{path} has a header but no rows. Fix: point dataset.options.path at a file "
+                "with interactions."
+            )
         line_offset = 2 if header else 1  # 0-based row -> 1-based line in the file
     wanted = {"user_col": user_col, "item_col": item_col}
     wanted |= {"rating_col": rating_col, "timestamp_col": timestamp_col}
     missing = {k: v for k, v in wanted.items() if v is not None and v not in frame.columns}
     if missing:
         keys = ", ".join(f"{k}={v!r}" for k, v in missing.items())
-        raise ValueError(
+        raise DataError(
             f"{path.name}: configured column(s) {keys} not found; the file has columns "
             f"{list(frame.columns)}. Fix: set dataset.options.{next(iter(missing))} (and the "
             "other *_col keys) to the file's column names"
@@ -277,7 +299,7 @@ def _bad_row(
 ) -> None:
     row = int(bad.argmax())
     where = f"line {row + line_offset}" if line_offset else f"row {row}"
-    raise ValueError(
+    raise DataError(
         f"{path.name} {where} (data row {row}), column {col!r}: value {frame[col].iloc[row]!r} "
         f"{what} ({int(bad.sum())} bad row(s) in total). Fix: clean the file or map "
         "the *_col options to the right columns."
@@ -311,7 +333,7 @@ def load_interactions(name: str, **options: Any) -> pd.DataFrame:
         return load_movielens(name, **_check_options(name, load_movielens, options))
     if name not in _LOADERS:
         known = sorted([*MOVIELENS, *_LOADERS])
-        raise ValueError(f"Unknown dataset {name!r}. Fix: use one of {known}.")
+        raise DataError(f"Unknown dataset {name!r}. Fix: use one of {known}.")
     loader = _LOADERS[name]
     accepted = inspect.signature(loader).parameters
     options = {
@@ -324,7 +346,7 @@ def _check_options(name: str, loader: Callable[..., Any], options: dict[str, Any
     params = [p for p in inspect.signature(loader).parameters if p != "name"]
     unknown = sorted(set(options) - set(params))
     if unknown:
-        raise ValueError(
+        raise DataError(
             f"Unknown option(s) {unknown} for dataset {name!r}. Fix: remove them from "
             f"dataset.options; valid options are {params}."
         )

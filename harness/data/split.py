@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,43 +163,61 @@ class Split:
         )
 
 
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over every array's name, dtype, shape and bytes (in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
 def save_cached(split: Split, path: Path) -> None:
     """Write ``split`` to ``path`` atomically: a temp file in the same directory, then
-    os.replace, so a reader never sees half a file and a crash leaves no partial cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace, so a reader never sees half a file and a crash leaves no partial cache.
+
+    The file holds its fingerprint and a sha256 of its arrays, checked by `load_cached`.
+    """
+    from harness.outputs import write_bytes
+
     arrays: dict[str, np.ndarray] = {f: getattr(split, f) for f in _ID_FIELDS}
     for name in BLOCKS:
         m = getattr(split, name)
         arrays[f"{name}_indptr"], arrays[f"{name}_indices"] = m.indptr, m.indices
         arrays[f"{name}_shape"] = np.asarray(m.shape, dtype=np.int64)
     meta = {"fingerprint": split.fingerprint, "params": split.params}
+    meta["checksum"] = _checksum(arrays)
     arrays["meta"] = np.asarray(json.dumps(meta, sort_keys=True))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a shared cache must stay readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes(path, buffer.getvalue())  # temp file + fsync + rename, the user's umask
 
 
-def load_cached(path: Path) -> Split | None:
-    """Read a split written by save_cached; None (with a warning) if it is unreadable."""
+def load_cached(path: Path, fingerprint: str | None = None) -> Split | None:
+    """Read a split written by save_cached; None (with a warning) if it is unreadable, empty,
+    fails its checksum, or holds another fingerprint than ``fingerprint`` (then the caller
+    rebuilds it)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            blocks = {}
-            for name in BLOCKS:
-                indices = z[f"{name}_indices"]
-                data = np.ones(indices.size, dtype=np.float32)
-                shape = tuple(int(s) for s in z[f"{name}_shape"])
-                blocks[name] = sp.csr_matrix((data, indices, z[f"{name}_indptr"]), shape=shape)
-            ids = {f: z[f] for f in _ID_FIELDS}
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        log.warning("ignoring unreadable cached split %s (%s); rebuilding it", path, exc)
+            arrays = {name: z[name] for name in z.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        stored = meta.pop("checksum", None)
+        if stored is None:
+            raise ValueError("no checksum (written by an older version)")
+        if _checksum(arrays) != stored:
+            raise ValueError("checksum mismatch: the arrays were changed after writing")
+        if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+            raise ValueError(f"it holds split {str(meta.get('fingerprint'))[:12]}")
+        blocks = {}
+        for name in BLOCKS:
+            indices = arrays[f"{name}_indices"]
+            data = np.ones(indices.size, dtype=np.float32)
+            shape = tuple(int(s) for s in arrays[f"{name}_shape"])
+            blocks[name] = sp.csr_matrix((data, indices, arrays[f"{name}_indptr"]), shape=shape)
+        ids = {f: arrays[f] for f in _ID_FIELDS}
+        split = Split(**blocks, **ids, **meta, from_cache=True)
+    except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
+        log.warning("ignoring unusable cached split %s (%s); rebuilding it", path, exc)
         return None
-    return Split(**blocks, **ids, **meta, from_cache=True)
+    return split

@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from harness.errors import DataError
+
 #: Users per generation chunk. Fixed (not an option) so the output for a seed never depends
 #: on memory settings; bounds the working set to a few hundred MB at the ML-20M shape.
 CHUNK_USERS = 16_384
@@ -138,15 +140,15 @@ def generate_synthetic(
             at most ``max(min_user_positives, n_items // 5)`` of them).
     """
     if n_users < 1 or n_items < 1 or rank < 1:
-        raise ValueError("n_users, n_items and rank must be >= 1. Fix: check dataset.options.")
+        raise DataError("n_users, n_items and rank must be >= 1. Fix: check dataset.options.")
     if density is not None and n_positives is not None:
-        raise ValueError("Give density or n_positives, not both. Fix: set one of them to null.")
+        raise DataError("Give density or n_positives, not both. Fix: set one of them to null.")
     if n_positives is None:
         n_positives = round((0.02 if density is None else density) * n_users * n_items)
     high = min(n_items, max(min_user_positives, n_items // 5))
     low = min(min_user_positives, high)
     if not n_users * low <= n_positives <= n_users * high:
-        raise ValueError(
+        raise DataError(
             f"{n_positives} positives do not fit {n_users} users with {low}..{high} each. "
             "Fix: change density/n_positives, n_items or min_user_positives."
         )

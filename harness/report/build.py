@@ -14,7 +14,8 @@ import optuna
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from harness.benchmark.layout import BenchmarkResults, write_atomically
+from harness.benchmark.layout import BenchmarkResults
+from harness.outputs import replace_folder
 from harness.report import figures as F
 from harness.report import tables as T
 from harness.report.document import FIGURES_DIR, Document, FigureRef, Section, to_html, to_markdown
@@ -235,4 +236,4 @@ def build_report(
         (folder / "report.html").write_text(to_html(doc, w.figures))
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
 
-    return write_atomically(reports_dir / name, fill)
+    return replace_folder(reports_dir, name, fill, key="report.name")

@@ -103,16 +103,18 @@ def collect_manifest(
         split_fingerprint: the data split's sha256 fingerprint.
         stage_seconds: wall time per stage, e.g. {"sweep": .., "benchmark": .., "report": ..}.
     """
+    from harness.secrets import mask, mask_text
+
     return {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": mask_text(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])),
         "packages": package_versions(),
         "git": git_commit(),
         "machine": machine(),
         "device": describe_device(),
         "split_fingerprint": split_fingerprint,
         "stage_seconds": {k: round(float(v), 1) for k, v in stage_seconds.items()},
-        "config": config,
+        "config": mask(config),  # no database password in a report
     }
 
 

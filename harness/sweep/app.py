@@ -16,9 +16,9 @@ import optuna
 from omegaconf import DictConfig
 
 from harness.configs import hydra_config_path
+from harness.errors import guarded
+from harness.secrets import scrub_hydra_output
 from harness.sweep.config import sweep_from_config
-from harness.sweep.settings import SweepConfigError
-from harness.sweep.study import StudyNotFoundError
 
 log = logging.getLogger("harness.sweep")
 _SPACE_ARG = re.compile(r"^(?P<key>[+~]?search_space\.[\w.\-]+)=(?P<value>.*\(.*)$", re.DOTALL)
@@ -28,15 +28,13 @@ _SPACE_ARG = re.compile(r"^(?P<key>[+~]?search_space\.[\w.\-]+)=(?P<value>.*\(.*
 # Python package), or pkg://harness.conf in an installed wheel.
 @hydra.main(version_base=None, config_path=hydra_config_path(), config_name="sweep")
 def _main(cfg: DictConfig) -> float | None:
+    scrub_hydra_output()  # Hydra saved .hydra/*.yaml already: mask a storage password there
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our per-trial line replaces Optuna's
-    try:
-        study = sweep_from_config(cfg)
-    except (SweepConfigError, StudyNotFoundError) as error:
-        print(f"harness-sweep: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("harness-sweep: interrupted; rerun the same command to resume.", file=sys.stderr)
-        sys.exit(130)
+    study = guarded(
+        "harness-sweep",
+        lambda: sweep_from_config(cfg),
+        resume_hint="rerun the same command to resume",
+    )
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         log.warning("no trial completed in study %s", study.study_name)

@@ -147,6 +147,10 @@ def _validate(
     model_name: str, space: Mapping[str, Any], settings: SweepSettings, cfg_dict: Mapping
 ) -> None:
     parse_search_space(space, model_name=model_name)
+    if settings.study_name:  # exports go to results/<study name>/: checked before any work
+        from harness.outputs import check_study_name
+
+        check_study_name(settings.study_name)
     _check_gpus(settings)
     open_storage(resolve_storage_url(settings, results_dir_of(cfg_dict)), settings)
 

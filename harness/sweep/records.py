@@ -8,8 +8,6 @@ epochs_run, wall_seconds, split_fingerprint, params_full, and failure_reason on 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,12 +106,6 @@ def record_trial(
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temp file + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from harness.outputs import write_text
+
+    write_text(path, text)

@@ -32,7 +32,15 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from harness import pool as worker_pool
-from harness.sweep import batch
+from harness.errors import (
+    interruptible,
+    raise_if_terminated,
+    signal_zone,
+    sigterm_as_interrupt,
+)
+from harness.outputs import check_study_name, output_dir
+from harness.secrets import mask
+from harness.sweep import batch, recovery
 from harness.sweep.effects import ineffective_params
 from harness.sweep.export import export_study
 from harness.sweep.heartbeat import JournalHeartbeat
@@ -107,6 +115,7 @@ def run_sweep(
     storage_url = resolve_storage_url(settings, results_dir)
     storage = open_storage(storage_url, settings)
     study_name = settings.study_name or study_name_for(dataset_name, split.fingerprint, model_name)
+    check_study_name(study_name, "sweep.study_name" if settings.study_name else "dataset.name")
     fixed = {key: value for key, value in model_params.items() if key != "name"} | space.fixed
     k = int(fixed.get("k", 100))
     for message in ineffective_params(fixed, space.distributions):
@@ -117,7 +126,7 @@ def run_sweep(
         "split_fingerprint": split.fingerprint,
         "k": k,
         "n_trials_budget": settings.n_trials,
-        "config": dict(config or {}),
+        "config": mask(dict(config or {})),  # no database password in the study
     }
     with _quiet_optuna():
         study = create_or_load_study(
@@ -134,17 +143,18 @@ def run_sweep(
     )
     log.info("study %s (%s): %s", study_name, _safe_url(storage_url), _budget_text(settings))
     try:
-        if settings.coordination == "pool":
-            run_coordinator(plan, study, _pool_for(plan))
-        elif settings.worker_layout().n_workers > 1:
-            layout = settings.worker_layout()
-            plans = [with_worker_id(plan, i) for i in range(layout.n_workers)]
-            run_workers(plans, study, run_worker, quiet=settings.quiet, threads=layout.threads)
-        else:
-            run_worker(plan, study)
+        with sigterm_as_interrupt():  # SIGTERM = Ctrl-C: trial failed with a reason, exports
+            if settings.coordination == "pool":
+                run_coordinator(plan, study, _pool_for(plan))
+            elif settings.worker_layout().n_workers > 1:
+                layout = settings.worker_layout()
+                plans = [with_worker_id(plan, i) for i in range(layout.n_workers)]
+                run_workers(plans, study, run_worker, quiet=settings.quiet, threads=layout.threads)
+            else:
+                run_worker(plan, study)
     finally:
         # Also on Ctrl-C: the exports then show what the interrupted sweep finished.
-        paths = export_study(study, Path(results_dir) / study_name)
+        paths = export_study(study, output_dir(results_dir, study_name, "sweep.study_name"))
         log.info("exported %s", ", ".join(str(p) for p in paths.values()))
     return study
 
@@ -190,6 +200,8 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
     )
     if heartbeat is not None:
         func = _with_heartbeat(func, heartbeat)
+    func = recovery.owned(func)  # host + pid on the trial: a rerun sees when it died
+    func = interruptible(func)  # SIGTERM fails the trial; between trials it waits for a check
     from harness.models import TrainingDivergedError
 
     catch = (TrainingDivergedError, TrialFailedError)
@@ -207,8 +219,11 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
     console = log if log.handlers else logging.getLogger()
     redirect = logging_redirect_tqdm(loggers=[console]) if show else contextlib.nullcontext()
     ran, start = 0, time.monotonic()
-    with bar, redirect, _quiet_optuna():
+    in_loop = signal_zone(raise_at_once=False)
+    with bar, redirect, _quiet_optuna(), sigterm_as_interrupt(), in_loop:
         while True:
+            raise_if_terminated()
+            recovery.reap_dead_workers(study, settings.max_retry)
             if heartbeat is not None:
                 heartbeat.fail_stale_trials(study)
             finished = len(study.get_trials(deepcopy=False, states=FINISHED))
@@ -218,7 +233,9 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
                 break
             study.optimize(func, n_trials=1, catch=catch, callbacks=[summary, *plan.callbacks])
             ran += 1
-        optuna.storages.fail_stale_trials(study)  # RDB: reap trials of workers that died since
+        # RDB: fail (and enqueue again) trials of workers that died meanwhile, waiting for
+        # ones whose heartbeat already stopped rather than leaving them RUNNING.
+        recovery.settle_stale_trials(study)
     return ran
 
 
@@ -464,13 +481,16 @@ def _enqueue_defaults(study: optuna.Study, space: SearchSpace, model_name: str) 
     params = default_trial_params(space, MODEL_DEFAULTS.get(model_name, {}))
     if not params:  # no default lies inside the space: nothing to enqueue
         return
+    n_interrupted = 0
     for trial in study.get_trials(deepcopy=False):
         tried = trial.params or trial.system_attrs.get("fixed_params", {})
         tried = {name: tried.get(name) for name in params}  # other searched params don't matter
         interrupted = trial.user_attrs.get("failure_reason") == INTERRUPTED
         if tried == params and not (trial.state == TrialState.FAIL and interrupted):
             return
-    study.enqueue_trial(params)
+        n_interrupted += tried == params
+    # Workers starting together all get here; the storage lets exactly one enqueue.
+    recovery.enqueue_once(study, params, claim=f"seed_default:{n_interrupted}")
 
 
 def _worker_seed(plan: WorkerPlan, study: optuna.Study) -> int:

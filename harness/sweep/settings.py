@@ -7,12 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-SAMPLERS = ("tpe", "random", "qmc", "grid", "gp")
+from harness.errors import UserError
+
+# No "gp": Optuna's GPSampler needs PyTorch, a dependency too large for this harness.
+SAMPLERS = ("tpe", "random", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 COORDINATIONS = ("pool", "storage")
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(UserError, ValueError):
     """A sweep setting or search space is invalid; the message names the key and the fix."""
 
 
@@ -28,7 +31,7 @@ class SweepSettings:
         timeout: Wall seconds after which this process starts no new trial (a running trial
             finishes). None = no time budget.
         sampler: "tpe" (seeded, multivariate; the default), "random", "qmc", "grid" (choice and
-            range parameters only) or "gp".
+            range parameters only).
         pruner: "median" (default), "hyperband", "successive_halving" or "none".
         storage: Optuna storage URL; None = SQLite file `<results_dir>/optuna.db`. A path ending
             in `.log` or a `journal:///abs/path.log` URL selects a journal file.
@@ -54,7 +57,9 @@ class SweepSettings:
         n_warmup_epochs: Epochs a trial always runs before the pruner may stop it; VAE NDCG is
             noisy in the first epochs while the KL weight anneals.
         heartbeat_interval: Seconds between worker heartbeats (RDB storages natively; journal
-            storage via side files).
+            storage via side files). 5 s with the default grace period of 15 s: a worker that
+            dies on another machine has its trial failed and re-run within about 20 s by any
+            live worker (a dead worker on the same machine is detected at once by its pid).
         grace_period: Seconds without heartbeat after which a RUNNING trial counts as dead and is
             failed and re-run. None = 3 x heartbeat_interval.
         max_retry: How often a dead worker's trial is re-run before giving up on it.
@@ -75,7 +80,7 @@ class SweepSettings:
     quiet: bool = False
     n_startup_trials: int = 5
     n_warmup_epochs: int = 5
-    heartbeat_interval: int = 10
+    heartbeat_interval: int = 5
     grace_period: int | None = None
     max_retry: int = 2
     models: tuple[str, ...] | None = None
@@ -155,7 +160,7 @@ class SweepSettings:
                 f"unknown sweep setting(s) {', '.join('sweep.' + k for k in unknown)}; "
                 f"valid keys are {', '.join(sorted(names))}."
             )
-        kwargs = dict(values)
+        kwargs = {key: _typed(key, value) for key, value in values.items()}
         if kwargs.get("models") is not None:
             kwargs["models"] = tuple(kwargs["models"])
         return cls(**kwargs)
@@ -163,3 +168,32 @@ class SweepSettings:
     def replace(self, **changes: Any) -> SweepSettings:
         """Return a copy with `changes` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+_INTS = ("n_trials", "n_workers", "seed", "n_startup_trials", "n_warmup_epochs")
+_INTS += ("heartbeat_interval", "grace_period", "max_retry", "worker_id")
+_NUMBERS = ("timeout",)
+_TEXTS = ("sampler", "pruner", "storage", "study_name")
+
+
+def _typed(key: str, value: Any) -> Any:
+    """``value`` checked against the key's type (a config can hold any text, e.g. "abc")."""
+    if value is None:
+        return None
+    if key == "study_name" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if key in _INTS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SweepConfigError(f"sweep.{key}={value!r} must be a whole number (or null).")
+    elif key in _NUMBERS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SweepConfigError(f"sweep.{key}={value!r} must be a number of seconds (or null).")
+    elif key in _TEXTS and not isinstance(value, str):
+        raise SweepConfigError(f"sweep.{key}={value!r} must be text.")
+    elif key == "quiet" and not isinstance(value, bool):
+        raise SweepConfigError(f"sweep.quiet={value!r} must be true or false.")
+    elif key == "models" and (isinstance(value, str) or not isinstance(value, list | tuple)):
+        raise SweepConfigError(
+            f"sweep.models={value!r} must be a list, e.g. sweep.models=[standard_vae,mult_vae]."
+        )
+    return value

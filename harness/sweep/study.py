@@ -9,6 +9,7 @@ Optuna's heartbeat, so a dead worker's RUNNING trial is failed and re-enqueued b
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
 import time
 import warnings
@@ -21,11 +22,13 @@ import sqlalchemy
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
+from harness.errors import UserError
+from harness.secrets import with_env_password
 from harness.sweep.settings import SweepConfigError, SweepSettings
 from harness.sweep.space import SearchSpace, grid_values
 
 
-class StudyNotFoundError(LookupError):
+class StudyNotFoundError(UserError, LookupError):
     """The requested study is not in the storage."""
 
 
@@ -80,12 +83,17 @@ def resolve_storage_url(settings: SweepSettings, results_dir: Path | str) -> str
     return url
 
 
-def open_storage(url: str, settings: SweepSettings | None = None) -> BaseStorage:
+def open_storage(
+    url: str, settings: SweepSettings | None = None, *, read_only: bool = False
+) -> BaseStorage:
     """Open (and create if needed) the storage; fail fast when it cannot be reached.
 
     Args:
-        url: Storage URL (see module docstring).
+        url: Storage URL (see module docstring). A PostgreSQL/MySQL URL without a password
+            takes it from VAE_SWEEP_DB_PASSWORD (or libpq's PGPASSWORD / ~/.pgpass).
         settings: Heartbeat settings for RDB storages; None = no heartbeat (read-only use).
+        read_only: Reading only (reports, benchmarks): a SQLite file in a folder we cannot
+            write (an archive) is opened immutable instead of failing on its WAL files.
 
     Raises:
         SweepConfigError: Naming `sweep.storage` (password hidden) and what to check.
@@ -93,7 +101,12 @@ def open_storage(url: str, settings: SweepSettings | None = None) -> BaseStorage
     if is_journal_url(url):
         path = journal_path(url)
         try:
+            if read_only and path.exists() and not _writable(path):
+                path = _temp_copy(path)  # an archive: Optuna opens journals for appending
             path.parent.mkdir(parents=True, exist_ok=True)
+            from harness.sweep.recovery import repair_journal
+
+            repair_journal(path)
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as error:
             raise SweepConfigError(
@@ -112,15 +125,79 @@ def open_storage(url: str, settings: SweepSettings | None = None) -> BaseStorage
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
         if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        return _rdb_storage(url, engine_kwargs, kwargs)
+            path = Path(url[len("sqlite:///") :])
+            if read_only and path.exists() and not _writable(path):
+                return _read_only_sqlite(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return _rdb_storage(with_env_password(url), engine_kwargs, kwargs)
     except Exception as error:  # sqlalchemy/driver errors have no common base we can rely on
+        detail = str(error).splitlines()[0] if str(error) else ""
         raise SweepConfigError(
             f"sweep.storage={_hide_password(url)}: cannot connect ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}). Check the URL scheme, host, "
-            "port, credentials and that the database exists (createdb), or leave sweep.storage "
-            "null for the SQLite file under results/."
+            f"{_hide_password(detail)}). {_connect_hint(url)}"
         ) from None
+
+
+def _connect_hint(url: str) -> str:
+    """What to check when a storage cannot be opened, fitting the URL's scheme."""
+    scheme = url.split(":", 1)[0].split("+")[0]
+    if scheme == "sqlite":
+        return (
+            "Check that the file's folder exists and is writable (and not on a network "
+            "filesystem), or leave sweep.storage null for the SQLite file under results/."
+        )
+    try:
+        from sqlalchemy.engine import make_url
+
+        database = make_url(url).database or "<db>"
+    except Exception:
+        database = "<db>"
+    if scheme in ("postgresql", "postgres"):
+        create = f"`createdb {database}` on the server"
+    elif scheme in ("mysql", "mariadb"):
+        create = f"`CREATE DATABASE {database};` in the mysql client"
+    else:
+        create = "your database's own tools"
+    return (
+        "Check the URL scheme, host, port and credentials (the password may come from "
+        f"VAE_SWEEP_DB_PASSWORD, PGPASSWORD or ~/.pgpass) and that the database exists "
+        f"(create it with {create}), or leave sweep.storage null for the SQLite file under "
+        "results/."
+    )
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _temp_copy(path: Path, *extra: Path) -> Path:
+    """Copy ``path`` (and ``extra`` files beside it) to a temp folder removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="vae-sweep-ro-"))
+    atexit.register(shutil.rmtree, folder, True)
+    for source in (path, *extra):
+        shutil.copyfile(source, folder / source.name)
+    return folder / path.name
+
+
+def _read_only_sqlite(path: Path) -> RDBStorage:
+    """An archived SQLite study file (read-only file or folder), opened without writing.
+
+    `immutable=1` tells SQLite that nothing changes the file, so it needs no lock and no -shm
+    file. A WAL file left by a killed writer holds commits not yet in the file, which an
+    immutable open would ignore: then the file and its WAL are copied to a temp folder first.
+    """
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size:
+        uri = f"sqlite:///{_temp_copy(path, wal)}"
+    else:
+        uri = f"sqlite:///file:{path.resolve()}?mode=ro&immutable=1&uri=true"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(uri, skip_table_creation=True, skip_compatibility_check=True)
 
 
 def _with_installed_driver(url: str) -> str:
@@ -145,13 +222,17 @@ def _rdb_storage(url: str, engine_kwargs: dict, kwargs: dict) -> RDBStorage:
             if url.startswith("sqlite"):
                 _use_sqlite_wal(storage)
             return storage
-        except Exception:
-            if not url.startswith(("postgresql", "mysql")):
+        except Exception as error:
+            integrity = type(error).__name__ == "IntegrityError"  # e.g. alembic_version row
+            if not (url.startswith(("postgresql", "mysql")) or integrity):
                 raise
-            # Workers started together on a fresh database race to create Optuna's tables;
-            # the loser fails once, and by now the tables exist.
+            # Workers (or a sweep and a report) started together on a fresh database race to
+            # create Optuna's tables; the loser fails once, and by now the tables exist.
             time.sleep(1.0 + random.random())
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            if url.startswith("sqlite"):
+                _use_sqlite_wal(storage)
+            return storage
 
 
 def _use_sqlite_wal(storage: RDBStorage) -> None:
@@ -274,7 +355,7 @@ def load_study(storage: str | BaseStorage, study_name: str) -> optuna.Study:
         StudyNotFoundError: Listing the study names the storage does hold.
     """
     if isinstance(storage, str):
-        storage = open_storage(storage)
+        storage = open_storage(storage, read_only=True)
     names = optuna.study.get_all_study_names(storage)
     if study_name not in names:
         raise StudyNotFoundError(
