@@ -170,10 +170,11 @@ class SweepSettings:
         return dataclasses.replace(self, **changes)
 
 
-_INTS = ("n_trials", "n_workers", "seed", "n_startup_trials", "n_warmup_epochs")
+_INTS = ("n_trials", "seed", "n_startup_trials", "n_warmup_epochs")
 _INTS += ("heartbeat_interval", "grace_period", "max_retry", "worker_id")
+_INTS += ("batch_size", "recycle_after")  # n_workers ("auto" or a count): __post_init__
 _NUMBERS = ("timeout",)
-_TEXTS = ("sampler", "pruner", "storage", "study_name")
+_TEXTS = ("sampler", "pruner", "storage", "study_name", "coordination")
 
 
 def _typed(key: str, value: Any) -> Any:
