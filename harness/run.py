@@ -111,6 +111,7 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         sweep_hint=_sweep_hint(cfg),
     )
     params = {m: model_config(cfg, m)[0] for m in cfg["models"]}
+    open_worker_pool(cfg, split)  # the benchmark's retraining on the worker pool
     setup_worker(None, parse_gpus(cfg["sweep"].get("gpus")))  # quiet TensorFlow, GPU choice
     bench = run_benchmark(
         split=split,
@@ -125,6 +126,20 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
     )
     log_benchmark(tracking, bench)
     return bench
+
+
+def open_worker_pool(cfg: dict[str, Any], split: Any) -> None:
+    """Open (or keep) the shared worker pool of `sweep.n_workers` for this split, so the
+    benchmark's retraining runs in parallel; one worker = fits run in this process."""
+    from harness.pool import current_pool, shared_pool
+    from harness.sweep import SweepSettings
+
+    if current_pool(split.fingerprint) is not None:  # the sweep stage's pool: reuse it
+        return
+    settings = SweepSettings.from_mapping(cfg.get("sweep") or {})
+    layout = settings.worker_layout()
+    if layout.n_workers > 1:
+        shared_pool(layout, split, split.fingerprint, recycle_after=settings.recycle_after)
 
 
 def run_report_stage(
@@ -198,11 +213,16 @@ def run_all(cfg: dict[str, Any]) -> Path:
     split = _split(cfg)
     seconds["data"] = time.perf_counter() - start
     start = time.perf_counter()
-    run_many(cfg, tuned, split=split)
-    seconds["sweep"] = time.perf_counter() - start
-    start = time.perf_counter()
-    bench = run_benchmark_stage(cfg, split)
-    seconds["benchmark"] = time.perf_counter() - start
+    try:  # one worker pool for the sweeps and the benchmark's retraining
+        run_many(cfg, tuned, split=split)
+        seconds["sweep"] = time.perf_counter() - start
+        start = time.perf_counter()
+        bench = run_benchmark_stage(cfg, split)
+        seconds["benchmark"] = time.perf_counter() - start
+    finally:
+        from harness.pool import close_shared_pool
+
+        close_shared_pool()
     report = run_report_stage(cfg, fingerprint=split.fingerprint, stage_seconds=seconds)
     print_summary(bench, report)
     return report

@@ -1,5 +1,6 @@
-"""End-to-end runs of the real `harness-sweep` command: kill -9 and resume, parallel workers
-on a journal file, and two workers on a throwaway PostgreSQL server."""
+"""End-to-end runs of the real `harness-sweep` command: kill -9 and resume (default pool
+coordination, so the killed batch may hold several trials), storage-coordinated workers on a
+journal file, and two commands sharing a throwaway PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ def test_kill_9_mid_trial_then_the_same_command_completes_the_study(tmp_path: Pa
             proc.send_signal(signal.SIGKILL)
             proc.wait()
     study = only_study(open_storage(url))
-    (killed,) = study.get_trials(states=(TrialState.RUNNING,))
+    killed = study.get_trials(states=(TrialState.RUNNING,))
+    assert killed  # the batch that was running (one trial per worker)
 
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
@@ -111,15 +113,22 @@ def test_kill_9_mid_trial_then_the_same_command_completes_the_study(tmp_path: Pa
     trials = study.get_trials()
     for number, record in before.items():
         assert (trials[number].state, trials[number].value, trials[number].params) == record
-    assert trials[killed.number].state == TrialState.FAIL
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
-    assert len(retries) == 1 and retries[0].params == trials[killed.number].params
+    for dead in killed:
+        assert trials[dead.number].state == TrialState.FAIL
+        retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+        assert len(retries) == 1 and retries[0].params == trials[dead.number].params
     assert (tmp_path / "results" / study.study_name / "trials.csv").exists()
 
 
-def test_two_local_workers_on_a_journal_file(tmp_path: Path) -> None:
+def test_two_storage_coordinated_local_workers_on_a_journal_file(tmp_path: Path) -> None:
     journal = tmp_path / "results" / "sweep-journal.log"
-    args = tiny_args(tmp_path, "sweep.n_trials=4", "sweep.n_workers=2", f"sweep.storage={journal}")
+    args = tiny_args(
+        tmp_path,
+        "sweep.n_trials=4",
+        "sweep.n_workers=2",
+        "sweep.coordination=storage",
+        f"sweep.storage={journal}",
+    )
     run = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "[worker 0]" in run.stdout + run.stderr and "[worker 1]" in run.stdout + run.stderr
@@ -128,13 +137,14 @@ def test_two_local_workers_on_a_journal_file(tmp_path: Path) -> None:
     assert not [p for p in journal.parent.rglob("*.heartbeats/*/*") if p.is_file()]
 
 
-def test_parallel_workers_on_sqlite_are_refused_before_any_trial(tmp_path: Path) -> None:
-    run = subprocess.run(
-        tiny_args(tmp_path, "sweep.n_workers=2"), capture_output=True, text=True, timeout=300
-    )
+def test_storage_coordinated_workers_on_sqlite_are_refused_before_any_trial(
+    tmp_path: Path,
+) -> None:
+    args = tiny_args(tmp_path, "sweep.n_workers=2", "sweep.coordination=storage")
+    run = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
-    assert "sweep.n_workers=2 is refused with SQLite" in run.stderr
-    assert "sweep.storage=journal://" in run.stderr
+    assert "sweep.n_workers=2 (2 workers) with sweep.coordination=storage is refused" in run.stderr
+    assert "sweep.storage=journal://" in run.stderr and "postgresql://" in run.stderr
 
 
 def _free_port() -> int:

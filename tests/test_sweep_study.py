@@ -35,6 +35,10 @@ from harness.sweep.study import journal_path, make_pruner, make_sampler, resolve
         ({"pruner": "asha"}, r"sweep.pruner='asha' is unknown; use one of median"),
         ({"n_trials": None, "timeout": None}, "would never end; set sweep.n_trials"),
         ({"n_workers": 0}, r"sweep.n_workers=0 must be >= 1"),
+        ({"n_workers": -2}, r"sweep.n_workers=-2 must be >= 1"),
+        ({"n_workers": "many"}, r"sweep.n_workers='many' must be 'auto'"),
+        ({"batch_size": 0}, r"sweep.batch_size=0 must be >= 1"),
+        ({"coordination": "redis"}, r"sweep.coordination='redis' is unknown; use one of pool"),
         ({"grace_period": 5, "heartbeat_interval": 10}, "must exceed sweep.heartbeat_interval"),
     ],
 )
@@ -58,11 +62,17 @@ def test_every_sampler_and_pruner_builds() -> None:
         assert make_pruner(SweepSettings(pruner=pruner)) is not None
 
 
-def test_sqlite_with_parallel_workers_is_refused_with_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(SweepConfigError, match=r"sweep.n_workers=2 is refused.*journal://"):
-        resolve_storage_url(SweepSettings(n_workers=2), tmp_path)
-    url = resolve_storage_url(SweepSettings(n_workers=2, storage="x.log"), tmp_path)
+def test_sqlite_with_storage_coordinated_workers_is_refused_with_the_fix(tmp_path: Path) -> None:
+    storage_mode = SweepSettings(n_workers=2, coordination="storage")
+    with pytest.raises(
+        SweepConfigError, match=r"sweep.n_workers=2 .*refused with SQLite.*journal://.*postgresql"
+    ):
+        resolve_storage_url(storage_mode, tmp_path)
+    url = resolve_storage_url(storage_mode.replace(storage="x.log"), tmp_path)
     assert url == "x.log"
+    # The default pool coordination has one writer: SQLite is fine with any number of workers.
+    assert resolve_storage_url(SweepSettings(n_workers=2), tmp_path).startswith("sqlite")
+    assert resolve_storage_url(storage_mode.replace(n_workers=1), tmp_path).startswith("sqlite")
     assert default_storage(tmp_path) == f"sqlite:///{tmp_path.resolve()}/optuna.db"
 
 

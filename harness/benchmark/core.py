@@ -39,9 +39,10 @@ from tqdm.auto import tqdm
 
 from harness.benchmark.layout import write_results
 from harness.benchmark.ledger import TestLedger
+from harness.benchmark.parallel import fit_many
 from harness.benchmark.stats import StatsConfigError, StatsSettings, mean_ci
 from harness.benchmark.summary import ModelRun, summary_tables
-from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer, fit_seed
+from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer
 from harness.outputs import output_dir
 from harness.secrets import mask_text
 
@@ -50,12 +51,13 @@ MIN_ANNEAL_CAP = 1e-3  # a best epoch at beta ~ 0 would give cap 0, which the mo
 _BAR: Any = None  # the retraining-runs progress bar of the running benchmark (run_benchmark)
 
 
-def _fit(split, model: str, params: dict, seed: int, *, patience: int | None) -> FitResult:
-    """`fit_seed`, ticking the benchmark's progress bar."""
-    result = fit_seed(split, model, params, seed, patience=patience)
+def _fit_many(split, model: str, jobs: list, *, patience: int | None) -> list[FitResult]:
+    """`fit_seed` for each (params, seed) job (on the worker pool when one is open),
+    ticking the benchmark's progress bar."""
+    results = fit_many(split, model, jobs, patience=patience)
     if _BAR is not None:
-        _BAR.update(1)
-    return result
+        _BAR.update(len(results))
+    return results
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ def _select(split, model: str, cands: list[dict], seeds: list[int], patience: in
     """Retrain every candidate over ``seeds``; keep the fits of the best mean validation NDCG."""
     best: tuple[float, dict, list[FitResult]] | None = None
     for cand in cands:
-        fits = [_fit(split, model, cand["params"], s, patience=patience) for s in seeds]
+        fits = _fit_many(split, model, [(cand["params"], s) for s in seeds], patience=patience)
         vals = [f.facts["val_ndcg"] for f in fits]
         log.info(
             "%s: trial %s over seeds %s: validation NDCG %s (%.0f s)",
@@ -231,23 +233,23 @@ def _liang(
     """Liang et al.'s optimal beta: anneal to 1.0, take beta at the best epoch, retrain."""
     base = {**params, "annealing": True}
     betas, tests, history, steps = [], [], None, None
-    for seed in seeds:
-        probe = _fit(split, model, {**base, "anneal_cap": 1.0}, seed, patience=settings.patience)
+    # all probes, then all retrainings: each batch runs on the worker pool when there is one
+    probes = _fit_many(
+        split, model, [({**base, "anneal_cap": 1.0}, s) for s in seeds], patience=settings.patience
+    )
+    jobs = []
+    for seed, probe in zip(seeds, probes, strict=True):
         beta = max(probe.facts["optimal_beta"], MIN_ANNEAL_CAP)
         # same slope as the probe: the seed formula would rescale the slope by the new cap
         steps = getattr(probe.model, "total_anneal_steps_", base.get("total_anneal_steps"))
         history = history or {"beta": probe.history["beta"], "ndcg": probe.history["ndcg"]}
-        final = _fit(
-            split,
-            model,
-            {**base, "anneal_cap": beta, "total_anneal_steps": steps},
-            seed,
-            patience=settings.patience,
-        )
-        final_params = {**base, "anneal_cap": beta, "total_anneal_steps": steps}
+        jobs.append(({**base, "anneal_cap": beta, "total_anneal_steps": steps}, seed))
+        betas.append(beta)
+    del probes
+    finals = _fit_many(split, model, jobs, patience=settings.patience)
+    for (final_params, seed), beta, final in zip(jobs, betas, finals, strict=True):
         per_user, _ = scorer.score(final.model, model, "liang", seed, final_params)
         log.info("%s: Liang procedure, seed %d: optimal beta %.3f", model, seed, beta)
-        betas.append(beta)
         tests.append(float(np.nanmean(per_user[settings.test_metric])))
     ci = mean_ci(tests, settings.confidence)
     return {
@@ -351,7 +353,7 @@ def replicate_on_split(
         seeded = run.stochastic
         seeds = settings.seeds if seeded else settings.seeds[:1]
         params = run.info["params"]
-        fits = [fit_seed(split, run.model, params, s, patience=settings.patience) for s in seeds]
+        fits = _fit_many(split, run.model, [(params, s) for s in seeds], patience=settings.patience)
         out.append(_scored_run(run.model, fits, params, scorer, seeded))
         del fits
         gc.collect()

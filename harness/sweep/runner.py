@@ -1,5 +1,10 @@
 """Run a sweep: validate, open the study, enqueue the defaults, run worker(s), export.
 
+Default ("pool" coordination): this process owns the study and runs `run_coordinator`: it keeps
+`batch_size` asked trials in flight on a pool of spawned worker processes (`harness.pool`) and
+tells the results back in trial-number order (`batch.py` explains why that is reproducible). `sweep.coordination=storage` runs `run_worker` in one or more processes
+that share only the storage, as workers on other machines do:
+
 A worker repeats "reap dead trials, count finished trials, run one trial" until the study holds
 `n_trials` finished (COMPLETE + PRUNED) trials or its timeout passes. Counting what the study
 holds, not what this process ran, is what makes rerunning the same command a resume, and lets
@@ -26,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from harness import pool as worker_pool
 from harness.errors import (
     interruptible,
     raise_if_terminated,
@@ -34,7 +40,7 @@ from harness.errors import (
 )
 from harness.outputs import check_study_name, output_dir
 from harness.secrets import mask
-from harness.sweep import recovery
+from harness.sweep import batch, recovery
 from harness.sweep.effects import ineffective_params
 from harness.sweep.export import export_study
 from harness.sweep.failures import check_failures, failure_limit_reached
@@ -52,6 +58,7 @@ from harness.sweep.study import (
     resolve_storage_url,
     study_name_for,
 )
+from harness.sweep.workers import run_workers
 
 log = logging.getLogger("harness.sweep")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -145,10 +152,12 @@ def run_sweep(
     log.info("study %s (%s): %s", study_name, _safe_url(storage_url), _budget_text(settings))
     try:
         with sigterm_as_interrupt():  # SIGTERM = Ctrl-C: trial failed with a reason, exports
-            if settings.n_workers > 1:
-                from harness.sweep.workers import run_workers
-
-                run_workers(plan, study)
+            if settings.coordination == "pool":
+                run_coordinator(plan, study, _pool_for(plan))
+            elif settings.worker_layout().n_workers > 1:
+                layout = settings.worker_layout()
+                plans = [with_worker_id(plan, i) for i in range(layout.n_workers)]
+                run_workers(plans, study, run_worker, quiet=settings.quiet, threads=layout.threads)
             else:
                 run_worker(plan, study)
     finally:
@@ -241,6 +250,212 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
     return ran
 
 
+def run_coordinator(plan: WorkerPlan, study: optuna.Study, pool: worker_pool.WorkerPool) -> int:
+    """Run trials on `pool` until the study's budget or the timeout is reached.
+
+    A window of `batch_size` trials is in flight: trial n is asked right after trial
+    n - batch_size is told, and outcomes are told in trial-number order, so what the sampler
+    and the pruner see when a trial starts depends only on trial numbers, not on timing
+    (`batch.py`). Trials other processes are running count against the budget. An expected
+    failure (diverged, no finite NDCG) is recorded and the sweep goes on; any other exception
+    in a trial stops asking, and is raised once the trials in flight are told. On Ctrl-C the
+    trials in flight are failed as interrupted.
+
+    Returns:
+        The number of trials this coordinator ran.
+    """
+    settings = plan.settings
+    study.sampler = make_sampler(settings, plan.space, seed=_worker_seed(plan, study))
+    heartbeat = None
+    if is_journal_url(plan.storage_url):
+        heartbeat = JournalHeartbeat(
+            journal_path(plan.storage_url),
+            plan.study_name,
+            interval=settings.heartbeat_interval,
+            grace_period=settings.effective_grace_period,
+            max_retry=settings.max_retry,
+        )
+    show = not settings.quiet
+    bar = tqdm(total=settings.n_trials, desc=plan.study_name, unit="trial", disable=not show)
+    console = log if log.handlers else logging.getLogger()
+    redirect = logging_redirect_tqdm(loggers=[console]) if show else contextlib.nullcontext()
+    window = _Window(plan, study, pool, heartbeat, bar)
+    with bar, redirect, _quiet_optuna(), window:
+        while True:
+            window.reap()
+            window.fill()
+            if not window.inflight:
+                if window.done():
+                    break
+                time.sleep(settings.heartbeat_interval)  # the rest of the budget runs elsewhere
+                continue
+            window.wait()
+        window.raise_errors()
+    return window.ran
+
+
+class _Window:
+    """The trials in flight of `run_coordinator` (see there)."""
+
+    def __init__(
+        self,
+        plan: WorkerPlan,
+        study: optuna.Study,
+        pool: worker_pool.WorkerPool,
+        heartbeat: JournalHeartbeat | None,
+        bar: Any,
+    ) -> None:
+        self.plan, self.study, self.pool, self.heartbeat, self.bar = (
+            plan,
+            study,
+            pool,
+            heartbeat,
+            bar,
+        )
+        self.size = plan.settings.batch_size or pool.n_workers
+        self.inflight: dict[int, optuna.Trial] = {}  # ticket -> trial, in ask (= number) order
+        self.outcomes: dict[int, batch.TrialOutcome] = {}  # finished, not yet told
+        self.beats: dict[int, contextlib.ExitStack] = {}
+        self.errors: list[str] = []
+        self.start, self.ran, self.last_reap = time.monotonic(), 0, -float("inf")
+        self.rdb_beat = _Heartbeats(study, [])
+
+    def __enter__(self) -> _Window:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, _tb: Any) -> None:
+        if kind is None:
+            return
+        # Interrupted (or an unexpected error): the trials in flight won't be told normally.
+        reason = INTERRUPTED if kind is KeyboardInterrupt else f"{kind.__name__}: {error}"
+        worker_pool.close_shared_pool()  # their workers are abandoned
+        for ticket, trial in list(self.inflight.items()):
+            with contextlib.suppress(Exception):
+                batch.fail_trial(self.study, trial, reason)
+            self._stop_beating(ticket)
+
+    def _counts(self) -> tuple[int, int]:
+        trials = self.study.get_trials(deepcopy=False)
+        finished = sum(t.state in FINISHED for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)  # ours included
+        return finished, running
+
+    def done(self) -> bool:
+        """The budget is spent (or a trial raised): ask nothing more."""
+        finished, _ = self._counts()
+        self.bar.n = finished
+        self.bar.refresh()
+        elapsed = time.monotonic() - self.start
+        return bool(self.errors) or _budget_spent(self.study, self.plan.settings, finished, elapsed)
+
+    def fill(self) -> None:
+        """Ask trials until the window is full or the budget allows no more."""
+        settings = self.plan.settings
+        while len(self.inflight) < self.size and not self.done():
+            finished, running = self._counts()
+            if settings.n_trials is not None and finished + running >= settings.n_trials:
+                return
+            sampler = self.study.sampler
+            if isinstance(sampler, optuna.samplers.GridSampler):  # no repeated grid points
+                if not sampler._get_unvisited_grid_ids(self.study):
+                    return
+            self._ask()
+
+    def _ask(self) -> None:
+        with warnings.catch_warnings():
+            # Optuna warns that storage heartbeats expect Study.optimize: we beat ourselves.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = self.study.ask(dict(self.plan.space.distributions))
+        history = batch.history_before(self.study, trial.number)
+        task = batch.make_task(self.study, trial, history, self.plan)
+        ticket = self.pool.submit(batch.execute_trial, (task,))
+        self.inflight[ticket] = trial
+        self.beats[ticket] = stack = contextlib.ExitStack()
+        if self.heartbeat is not None:
+            stack.enter_context(self.heartbeat.beating(trial._trial_id))
+        self.rdb_beat.trials = list(self.inflight.values())
+        self.rdb_beat(force=True)
+        self.ran += 1
+
+    def wait(self) -> None:
+        """Wait for outcomes; tell them in number order, refilling after each tell."""
+        interval = self.plan.settings.heartbeat_interval
+        for ticket, ok, value in self.pool.poll(interval, self._message):
+            if not ok:  # the worker died, or execute_trial itself raised
+                value = batch.TrialOutcome(TrialState.FAIL, None, {}, {}, error=str(value))
+            self.outcomes[ticket] = value
+        while self.inflight:
+            ticket = next(iter(self.inflight))
+            if ticket not in self.outcomes:
+                break
+            self._tell(ticket, self.inflight.pop(ticket), self.outcomes.pop(ticket))
+            self.fill()
+        self.rdb_beat.trials = list(self.inflight.values())
+        self.rdb_beat()
+
+    def _message(self, ticket: int, message: Any) -> None:
+        batch.report_live(self.study, self.inflight[ticket], message)
+
+    def _tell(self, ticket: int, trial: optuna.Trial, outcome: batch.TrialOutcome) -> None:
+        if outcome.error and not outcome.user_attrs:
+            outcome.user_attrs["failure_reason"] = outcome.error.strip().splitlines()[-1]
+        frozen = batch.tell_outcome(self.study, trial, outcome)
+        self._stop_beating(ticket)
+        if outcome.expected_failure:
+            log.warning("trial %d failed: %s", trial.number, outcome.expected_failure)
+        if outcome.error:
+            self.errors.append(f"trial {trial.number}:\n{outcome.error}")
+        _summarize(self.study, frozen, k=self.plan.k, worker_id=self.plan.settings.worker_id)
+
+    def _stop_beating(self, ticket: int) -> None:
+        stack = self.beats.pop(ticket, None)
+        if stack is not None:
+            stack.close()
+
+    def reap(self) -> None:
+        """Fail the trials of dead processes (RDB heartbeats or journal side files)."""
+        if time.monotonic() - self.last_reap < self.plan.settings.heartbeat_interval / 2:
+            return
+        self.last_reap = time.monotonic()
+        if self.heartbeat is not None:
+            self.heartbeat.fail_stale_trials(self.study)
+        else:
+            optuna.storages.fail_stale_trials(self.study)
+
+    def raise_errors(self) -> None:
+        if self.errors:
+            raise RuntimeError("trial(s) raised in a worker:\n" + "\n".join(self.errors))
+
+
+class _Heartbeats:
+    """Heartbeats of the trials in flight on an RDB storage, at most about once per interval
+    (journal files beat through `JournalHeartbeat`; other storages have none)."""
+
+    def __init__(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+        self.storage, self.trials, self.last = study._storage, trials, -float("inf")
+        self.interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()
+
+    def __call__(self, force: bool = False) -> None:
+        if self.interval is None:
+            return
+        if not force and time.monotonic() - self.last < self.interval / 2:
+            return
+        for trial in self.trials:
+            self.storage.record_heartbeat(trial._trial_id)
+        self.last = time.monotonic()
+
+
+def _pool_for(plan: WorkerPlan) -> worker_pool.WorkerPool:
+    """The shared worker pool for this split (kept open for later studies and the benchmark)."""
+    settings = plan.settings
+    return worker_pool.shared_pool(
+        settings.worker_layout(),
+        plan.split,
+        plan.split.fingerprint,
+        recycle_after=settings.recycle_after,
+    )
+
+
 @contextlib.contextmanager
 def _quiet_optuna() -> Iterator[None]:
     # Our one-line summary per trial replaces Optuna's INFO line; its warnings (a failed
@@ -280,6 +495,7 @@ def _enqueue_defaults(study: optuna.Study, space: SearchSpace, model_name: str) 
     n_interrupted = 0
     for trial in study.get_trials(deepcopy=False):
         tried = trial.params or trial.system_attrs.get("fixed_params", {})
+        tried = {name: tried.get(name) for name in params}  # other searched params don't matter
         interrupted = trial.user_attrs.get("failure_reason") == INTERRUPTED
         if tried == params and not (trial.state == TrialState.FAIL and interrupted):
             return

@@ -12,6 +12,7 @@ from harness.errors import UserError
 # No "gp": Optuna's GPSampler needs PyTorch, a dependency too large for this harness.
 SAMPLERS = ("tpe", "random", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
+COORDINATIONS = ("pool", "storage")
 
 
 class SweepConfigError(UserError, ValueError):
@@ -36,7 +37,19 @@ class SweepSettings:
             in `.log` or a `journal:///abs/path.log` URL selects a journal file.
         study_name: None = derived `<dataset>-<fingerprint[:12]>-<model>`, so a study never mixes
             trials from different data or protocols.
-        n_workers: Local worker processes, all pointing at the same storage.
+        n_workers: Local worker processes: "auto" (default) = one per CPU this process may use
+            (`os.sched_getaffinity`), each with cores / workers TensorFlow threads; or a count
+            (more than the CPUs is allowed, with a warning: 1 thread each).
+        batch_size: Trials asked from the sampler at a time (pool coordination); None = the
+            number of workers. The same seed and batch size give the same trials and values
+            whatever the number of workers.
+        coordination: "pool" (default): this process owns the study and trains on a pool of
+            `n_workers` spawned processes, in reproducible batches; works with every storage
+            (SQLite included). "storage": `n_workers` independent processes share the storage,
+            as workers on other machines do (needs a journal file or PostgreSQL/MySQL when more
+            than one; not reproducible).
+        recycle_after: Trials (or benchmark fits) after which a pool worker process is replaced,
+            keeping memory flat; None = never.
         seed: Sampler seed. Sampler state is not stored in the study, so a resumed sweep draws a
             different (still seeded) sequence than an uninterrupted one would have.
         quiet: No progress bars (per-trial summary lines are still logged).
@@ -65,7 +78,7 @@ class SweepSettings:
     pruner: str = "median"
     storage: str | None = None
     study_name: str | None = None
-    n_workers: int = 1
+    n_workers: int | str = "auto"
     seed: int = 0
     quiet: bool = False
     n_startup_trials: int = 5
@@ -75,6 +88,9 @@ class SweepSettings:
     max_retry: int = 2
     models: tuple[str, ...] | None = None
     max_failed_trials: int | None = None
+    batch_size: int | None = None
+    coordination: str = "pool"
+    recycle_after: int | None = 20
     worker_id: int | None = field(default=None, compare=False)
     gpus: tuple[int, ...] | None = None
 
@@ -98,9 +114,26 @@ class SweepSettings:
                 "sweep.n_trials and sweep.timeout are both null, so the sweep would never end; "
                 "set sweep.n_trials=<int> or sweep.timeout=<seconds>."
             )
-        for key in ("n_trials", "n_workers", "heartbeat_interval", "max_failed_trials"):
+        if self.coordination not in COORDINATIONS:
+            raise SweepConfigError(
+                f"sweep.coordination={self.coordination!r} is unknown; use one of "
+                f"{', '.join(COORDINATIONS)}."
+            )
+        workers = self.n_workers
+        if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)):
+            raise SweepConfigError(
+                f"sweep.n_workers={workers!r} must be 'auto' (one per CPU) or an integer >= 1."
+            )
+        for key in (
+            "n_trials",
+            "n_workers",
+            "heartbeat_interval",
+            "max_failed_trials",
+            "batch_size",
+            "recycle_after",
+        ):
             value = getattr(self, key)
-            if value is not None and value < 1:
+            if value is not None and value != "auto" and value < 1:
                 raise SweepConfigError(f"sweep.{key}={value} must be >= 1.")
         if self.timeout is not None and self.timeout <= 0:
             raise SweepConfigError(f"sweep.timeout={self.timeout} must be > 0 seconds (or null).")
@@ -109,6 +142,15 @@ class SweepSettings:
                 f"sweep.grace_period={self.grace_period} must exceed sweep.heartbeat_interval="
                 f"{self.heartbeat_interval}, or a live worker's trial would be failed."
             )
+
+    def worker_layout(self) -> Any:
+        """Workers and TensorFlow threads per worker (`harness.pool.WorkerLayout`)."""
+        from harness.pool import plan_workers
+
+        try:
+            return plan_workers(self.n_workers)
+        except ValueError as error:
+            raise SweepConfigError(str(error)) from None
 
     @property
     def effective_grace_period(self) -> int:
@@ -146,10 +188,11 @@ class SweepSettings:
         return dataclasses.replace(self, **changes)
 
 
-_INTS = ("n_trials", "n_workers", "seed", "n_startup_trials", "n_warmup_epochs")
+_INTS = ("n_trials", "seed", "n_startup_trials", "n_warmup_epochs")
 _INTS += ("heartbeat_interval", "grace_period", "max_retry", "worker_id")
+_INTS += ("batch_size", "recycle_after")  # n_workers ("auto" or a count): __post_init__
 _NUMBERS = ("timeout",)
-_TEXTS = ("sampler", "pruner", "storage", "study_name")
+_TEXTS = ("sampler", "pruner", "storage", "study_name", "coordination")
 
 
 def _typed(key: str, value: Any) -> Any:

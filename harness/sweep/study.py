@@ -57,22 +57,30 @@ def journal_path(url: str) -> Path:
 
 
 def resolve_storage_url(settings: SweepSettings, results_dir: Path | str) -> str:
-    """The storage URL this sweep uses, refusing parallel workers on SQLite.
+    """The storage URL this sweep uses, refusing storage-coordinated workers on SQLite.
+
+    The default ("pool" coordination) has one process writing the study, so SQLite is safe
+    with any number of workers; only `sweep.coordination=storage` lets several processes write.
 
     Raises:
-        SweepConfigError: `n_workers > 1` with a SQLite storage (Optuna's FAQ advises against
-            concurrent SQLite writers; we refuse rather than silently switch storages, so the
-            report and later runs keep finding the study where they expect it).
+        SweepConfigError: `coordination=storage` with more than one worker on SQLite (Optuna's
+            FAQ advises against concurrent SQLite writers; we refuse rather than silently switch
+            storages, so the report and later runs keep finding the study where they expect it).
     """
     url = settings.storage or default_storage(results_dir)
-    if settings.n_workers > 1 and url.startswith("sqlite"):
-        log_file = Path(results_dir).resolve() / "optuna-journal.log"
-        raise SweepConfigError(
-            f"sweep.n_workers={settings.n_workers} is refused with SQLite storage ({url}): Optuna "
-            "advises against SQLite for parallel workers. Fix: add "
-            f"sweep.storage=journal://{log_file} (one machine) or "
-            "sweep.storage=postgresql://user@host/db (several machines), or use sweep.n_workers=1."
-        )
+    if settings.coordination == "storage" and url.startswith("sqlite"):
+        n_workers = settings.worker_layout().n_workers
+        if n_workers > 1:
+            log_file = Path(results_dir).resolve() / "optuna-journal.log"
+            raise SweepConfigError(
+                f"sweep.n_workers={settings.n_workers} ({n_workers} workers) with "
+                f"sweep.coordination=storage is refused with SQLite storage ({url}): several "
+                "processes would write one SQLite file. Storages that can be shared: a journal "
+                f"file (sweep.storage=journal://{log_file}, one machine or a shared filesystem) "
+                "and PostgreSQL/MySQL (sweep.storage=postgresql://user@host/db, several "
+                "machines). Or drop sweep.coordination=storage: the default pool coordination "
+                "runs parallel workers on SQLite safely."
+            )
     return url
 
 

@@ -1,9 +1,11 @@
-"""`sweep.n_workers` local worker processes sharing one storage.
+"""`sweep.coordination=storage`: `sweep.n_workers` local worker processes sharing one storage.
 
 Workers are started with the "spawn" method: a fresh interpreter each, so no TensorFlow state
 is inherited through fork. Each gets the split pickled once at start. They coordinate only
 through the storage (the same way workers on other machines would), and the parent just shows
-progress and reports exit codes.
+progress and reports exit codes. (The default, pool coordination, is `runner.run_coordinator`.)
+
+This module does not import the runner: the runner passes the worker function in.
 """
 
 from __future__ import annotations
@@ -12,42 +14,57 @@ import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 from tqdm.auto import tqdm
-
-from harness.sweep.runner import FINISHED, WorkerPlan, run_worker, with_worker_id
 
 log = logging.getLogger("harness.sweep")
 POLL_SECONDS = 2.0
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def run_workers(plan: WorkerPlan, study: optuna.Study) -> None:
-    """Run `plan.settings.n_workers` worker processes until all have stopped.
+def run_workers(
+    plans: Sequence[Any],
+    study: optuna.Study,
+    target: Callable[[Any], Any],
+    *,
+    quiet: bool,
+    threads: int = 0,
+) -> None:
+    """Run `target(plan)` in one spawned process per plan until all have stopped.
+
+    Args:
+        plans: One `runner.WorkerPlan` per worker (each with its worker_id).
+        study: The study, to show progress.
+        target: A module-level function (`runner.run_worker`).
+        quiet: No progress bar.
+        threads: TensorFlow intra/inter-op threads per worker (0 = TensorFlow's default).
 
     Raises:
         RuntimeError: A worker exited abnormally (its own traceback is printed above); the
             other workers are still waited for, so their trials finish cleanly.
     """
-    settings = plan.settings
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
             target=_worker_main,
-            args=(with_worker_id(plan, worker_id),),
-            name=f"sweep-worker-{worker_id}",
+            args=(plan, target, threads),
+            name=f"sweep-worker-{plan.settings.worker_id}",
         )
-        for worker_id in range(settings.n_workers)
+        for plan in plans
     ]
-    log.info("starting %d worker processes on %s", len(processes), plan.study_name)
+    log.info("starting %d worker processes on %s", len(processes), study.study_name)
     for process in processes:
         process.start()
     # disable=None: no bar when stderr is not a terminal
     bar = tqdm(
-        total=settings.n_trials,
-        desc=plan.study_name,
+        total=plans[0].settings.n_trials,
+        desc=study.study_name,
         unit="trial",
-        disable=True if settings.quiet else None,
+        disable=True if quiet else None,
     )
     try:
         with bar:
@@ -72,8 +89,13 @@ def run_workers(plan: WorkerPlan, study: optuna.Study) -> None:
         )
 
 
-def _worker_main(plan: WorkerPlan) -> None:
+def _worker_main(plan: Any, target: Callable[[Any], Any], threads: int) -> None:
+    from harness.pool import THREAD_ENV, set_tensorflow_threads
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if threads:
+        os.environ.update({name: str(threads) for name in THREAD_ENV})
+        set_tensorflow_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    run_worker(plan)
+    target(plan)

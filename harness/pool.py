@@ -1,0 +1,456 @@
+"""A pool of spawned worker processes that train models: sweep trials and benchmark fits.
+
+Each worker is a fresh interpreter ("spawn": no TensorFlow state inherited through fork) that
+sets its TensorFlow intra/inter-op threads before TensorFlow initialises, receives the shared
+data (the split) once when it starts, and then runs the tasks it is sent, one at a time.
+Results come back in the order the jobs were given, whatever worker ran them, so callers that
+seed every job get the same results from any number of workers.
+
+Memory stays flat: a worker exits after `recycle_after` tasks (TensorFlow keeps a little memory
+per model it builds, even after `clear_session`) and its successor is started while the last
+task runs, so the replacement's TensorFlow import overlaps with work.
+
+One pool serves a whole `harness-run` (sweep and benchmark): `shared_pool()` keeps it open
+between stages and `close_shared_pool()` (also run at exit) stops it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+log = logging.getLogger("harness.pool")
+
+THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+
+# Set in worker processes only.
+_SHARED: Any = None
+_CONN: Connection | None = None
+
+
+class WorkerError(RuntimeError):
+    """A task raised in a worker, or a worker process died; the message holds its traceback."""
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; containers and `taskset` shrink it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class WorkerLayout:
+    """How many workers, and TensorFlow threads per worker (workers x threads <= cores).
+
+    Attributes:
+        n_workers: Worker processes.
+        threads: TensorFlow intra- and inter-op threads of each worker.
+        cpus: CPUs this process may use.
+        gpus: GPU ids, one worker each (None = CPU only).
+    """
+
+    n_workers: int
+    threads: int
+    cpus: int
+    gpus: tuple[int, ...] | None = None
+
+    def worker_env(self, slot: int) -> dict[str, str]:
+        """Environment of worker `slot`: its thread counts, and its GPU when GPUs are used."""
+        env = {name: str(self.threads) for name in THREAD_ENV}
+        if self.gpus is not None:
+            # Hook for GPU pinning (harness.devices may replace this with its own helper).
+            env["CUDA_VISIBLE_DEVICES"] = str(self.gpus[slot % len(self.gpus)])
+        return env
+
+
+def plan_workers(
+    n_workers: int | str, *, key: str = "sweep.n_workers", gpus: Sequence[int] | None = None
+) -> WorkerLayout:
+    """Resolve `n_workers` ("auto" or a count) into workers and threads per worker.
+
+    "auto" = one worker per CPU this process may use, or one per GPU when `gpus` is given.
+    More workers than CPUs is allowed (with a warning): each then gets one thread.
+
+    Raises:
+        ValueError: `n_workers` is not "auto" or a positive integer (the message names `key`).
+    """
+    cpus = available_cpus()
+    if gpus is not None and len(gpus) == 0:
+        gpus = None
+    if n_workers == "auto":
+        n = len(gpus) if gpus is not None else cpus
+    elif isinstance(n_workers, bool) or not isinstance(n_workers, int):
+        raise ValueError(f"{key}={n_workers!r} must be 'auto' or a positive integer.")
+    elif n_workers < 1:
+        raise ValueError(
+            f"{key}={n_workers} must be >= 1 (or 'auto' = the {cpus} CPUs this process may use)."
+        )
+    else:
+        n = n_workers
+    if n > cpus:
+        warnings.warn(
+            f"{key}={n} exceeds the {cpus} CPUs this process may use: each worker gets 1 "
+            "TensorFlow thread and they share the cores.",
+            stacklevel=2,
+        )
+    return WorkerLayout(n, max(1, cpus // n), cpus, tuple(gpus) if gpus is not None else None)
+
+
+def shared() -> Any:
+    """In a worker: the data the pool was started with (the split). None elsewhere."""
+    return _SHARED
+
+
+def emit(message: Any) -> None:
+    """In a worker: send `message` to the pool's `on_message` callback now (live progress).
+
+    A no-op outside a worker, so task functions can also run in-process.
+    """
+    if _CONN is not None:
+        _CONN.send(("message", message))
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MiB (Linux /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+@dataclass
+class _Slot:
+    process: Any
+    conn: Connection
+    started: float
+    tasks: int = 0
+    job: int | None = None  # ticket of the job it is running
+    successor: _Slot | None = None
+    names: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class MemoryRecord:
+    """One worker's resident memory right after a task: the pool's memory log."""
+
+    slot: int
+    pid: int
+    task: int  # tasks this process has run, this one included
+    rss_mb: float
+
+
+@dataclass
+class WorkerPool:
+    """`layout.n_workers` spawned workers sharing `data`; see the module docstring.
+
+    Args:
+        layout: Workers, threads per worker, GPUs (`plan_workers`).
+        data: Sent to each worker once at start; tasks get it through `shared()`.
+        key: Identity of `data` (e.g. the split fingerprint), for `shared_pool` reuse.
+        recycle_after: Tasks after which a worker process is replaced (None = never).
+        preload_tensorflow: Import TensorFlow and fix its thread pools when a worker starts
+            (False: only the thread environment variables are set; for tasks without TF).
+    """
+
+    layout: WorkerLayout
+    data: Any = None
+    key: str | None = None
+    recycle_after: int | None = 20
+    preload_tensorflow: bool = True
+    memory: list[MemoryRecord] = field(default_factory=list)
+    _slots: list[_Slot] = field(default_factory=list)
+    _queue: deque = field(default_factory=deque)
+    _next_ticket: int = 0
+    _closed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.recycle_after is not None and self.recycle_after < 1:
+            raise ValueError(f"recycle_after={self.recycle_after} must be >= 1 (or None).")
+        self._context = multiprocessing.get_context("spawn")
+        self._slots = [self._start(slot) for slot in range(self.layout.n_workers)]
+
+    @property
+    def n_workers(self) -> int:
+        return self.layout.n_workers
+
+    def submit(self, func: Callable[..., Any], job: tuple) -> int:
+        """Queue `func(*job)` (a module-level function) for the next idle worker, in
+        submission order; returns its ticket for `poll`."""
+        if self._closed:
+            raise RuntimeError("the worker pool is closed")
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._queue.append((ticket, func, job))
+        self._dispatch()
+        return ticket
+
+    def poll(
+        self, timeout: float | None, on_message: Callable[[int, Any], None] | None = None
+    ) -> list[tuple[int, bool, Any]]:
+        """Wait up to `timeout` seconds for finished jobs: [(ticket, ok, result or traceback)].
+
+        `on_message(ticket, message)` is called for each `emit(message)` of a running job.
+        A worker that dies fails its job (ok False, with the exit code) and is replaced.
+        """
+        done: list[tuple[int, bool, Any]] = []
+        busy = [s.conn for s in self._slots if s.job is not None]
+        if not busy:
+            return done
+        for conn in wait(busy, timeout=timeout):
+            index = next(i for i, s in enumerate(self._slots) if s.conn is conn)
+            slot = self._slots[index]
+            ticket = slot.job
+            assert ticket is not None
+            try:
+                kind, *payload = conn.recv()
+            except (EOFError, OSError):
+                slot.process.join(timeout=5)
+                done.append((ticket, False, self._died(slot, ticket)))
+                slot.job = None
+                self._replace(index)
+                continue
+            if kind == "message":
+                if on_message is not None:
+                    on_message(ticket, payload[0])
+                continue
+            slot.job = None
+            slot.names.pop(ticket, None)
+            status, value, rss = payload
+            self.memory.append(MemoryRecord(index, slot.process.pid, slot.tasks, rss))
+            done.append((ticket, status == "ok", value))
+            if self.recycle_after is not None and slot.tasks >= self.recycle_after:
+                self._replace(index)
+        self._dispatch()
+        return done
+
+    def map(
+        self,
+        func: Callable[..., Any],
+        jobs: Iterable[tuple],
+        *,
+        on_message: Callable[[int, Any], None] | None = None,
+        on_wait: Callable[[], None] | None = None,
+        wait_seconds: float = 10.0,
+    ) -> list[Any]:
+        """Run `func(*job)` for each job on the workers; results in job order.
+
+        `func` must be a module-level function (sent by reference). Every job runs even if one
+        fails; then the first failure is raised.
+
+        Args:
+            on_message: Called in this process as `on_message(job_index, message)` for each
+                `emit(message)` a job makes, while it runs.
+            on_wait: Called at least every `wait_seconds` while jobs run (heartbeats).
+
+        Raises:
+            WorkerError: A job raised (with the worker's traceback), or a worker died.
+        """
+        tickets = {self.submit(func, job): i for i, job in enumerate(jobs)}
+        results: list[Any] = [None] * len(tickets)
+        errors: dict[int, str] = {}
+        left = set(tickets)
+
+        def message(ticket: int, payload: Any) -> None:
+            if on_message is not None:
+                on_message(tickets[ticket], payload)
+
+        while left:
+            for ticket, ok, value in self.poll(wait_seconds, message):
+                left.discard(ticket)
+                if ok:
+                    results[tickets[ticket]] = value
+                else:
+                    errors[tickets[ticket]] = value
+            if on_wait is not None:
+                on_wait()
+        if errors:
+            first = min(errors)
+            raise WorkerError(
+                f"job {first} of {func.__name__} failed in a worker:\n{errors[first]}"
+            )
+        return results
+
+    @property
+    def idle(self) -> bool:
+        """No job queued or running."""
+        return not self._queue and all(s.job is None for s in self._slots)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the workers (finishing nothing that still runs); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        slots = list(self._slots)
+        slots += [s.successor for s in slots if s.successor is not None]
+        for slot in slots:
+            try:
+                slot.conn.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for slot in slots:
+            slot.process.join(timeout=max(deadline - time.monotonic(), 0.1))
+            if slot.process.is_alive():
+                slot.process.terminate()
+                slot.process.join()
+            slot.conn.close()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals ------------------------------------------------------------------------
+    def _start(self, slot: int) -> _Slot:
+        parent, child = self._context.Pipe()
+        max_tasks = self.recycle_after
+        process = self._context.Process(
+            target=_worker_main,
+            args=(
+                child,
+                self.layout.worker_env(slot),
+                self.data,
+                max_tasks,
+                self.preload_tensorflow,
+            ),
+            name=f"harness-worker-{slot}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        return _Slot(process, parent, time.monotonic())
+
+    def _dispatch(self) -> None:
+        for index, slot in enumerate(self._slots):
+            if not self._queue:
+                return
+            if slot.job is None:
+                ticket, func, job = self._queue.popleft()
+                slot.job, slot.tasks = ticket, slot.tasks + 1
+                slot.names[ticket] = func.__name__
+                slot.conn.send((func, job))
+                if self.recycle_after is not None and slot.tasks >= self.recycle_after:
+                    slot.successor = self._start(index)  # imports TensorFlow meanwhile
+
+    @staticmethod
+    def _died(slot: _Slot, ticket: int) -> str:
+        return (
+            f"worker process {slot.process.pid} died (exit code {slot.process.exitcode}) while "
+            f"running {slot.names.get(ticket, 'a job')}: out of memory, or killed?"
+        )
+
+    def _replace(self, index: int) -> None:
+        old = self._slots[index]
+        self._slots[index] = old.successor or self._start(index)
+        old.successor = None
+        old.process.join(timeout=30)
+        if old.process.is_alive():
+            old.process.terminate()
+            old.process.join()
+        old.conn.close()
+
+
+def _worker_main(
+    conn: Connection, env: dict[str, str], data: Any, max_tasks: int | None, preload: bool
+) -> None:
+    global _SHARED, _CONN
+    # Ctrl-C reaches the whole process group; the parent decides what happens to the tasks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(env)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
+    if preload:
+        set_tensorflow_threads(int(env.get("TF_NUM_INTRAOP_THREADS", "0")))
+    _SHARED, _CONN = data, conn
+    done = 0
+    while max_tasks is None or done < max_tasks:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if message is None:
+            return
+        func, job = message
+        try:
+            reply = ("result", "ok", func(*job), rss_mb())
+        except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
+            reply = ("result", "error", traceback.format_exc(), rss_mb())
+        done += 1
+        try:
+            conn.send(reply)
+        except (EOFError, OSError):
+            return
+        except Exception:  # an unpicklable result
+            conn.send(("result", "error", traceback.format_exc(), rss_mb()))
+
+
+def set_tensorflow_threads(threads: int) -> None:
+    """Fix TensorFlow's thread pools before its runtime starts (they can't change later)."""
+    if threads < 1:
+        return
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+# --- one pool per process, shared by the stages of a run -----------------------------------
+_POOL: WorkerPool | None = None
+
+
+def shared_pool(
+    layout: WorkerLayout, data: Any, key: str, *, recycle_after: int | None = 20
+) -> WorkerPool:
+    """The process's pool for `data`: reused when layout, key and recycling match, else
+    (re)started. Closed by `close_shared_pool()` or at exit."""
+    global _POOL
+    pool = _POOL
+    if pool is not None and not pool._closed:
+        same = (pool.layout, pool.key, pool.recycle_after) == (layout, key, recycle_after)
+        if same:
+            return pool
+        pool.close()
+    log.info(
+        "starting %d worker process(es), %d TensorFlow thread(s) each",
+        layout.n_workers,
+        layout.threads,
+    )
+    _POOL = WorkerPool(layout, data, key, recycle_after)
+    return _POOL
+
+
+def current_pool(key: str | None = None) -> WorkerPool | None:
+    """The open shared pool (whose data has identity `key`, if given), else None."""
+    pool = _POOL
+    if pool is None or pool._closed or (key is not None and pool.key != key):
+        return None
+    return pool
+
+
+def close_shared_pool() -> None:
+    """Stop the shared pool's workers (if any)."""
+    global _POOL
+    if _POOL is not None:
+        _POOL.close()
+        _POOL = None
+
+
+atexit.register(close_shared_pool)
