@@ -341,12 +341,17 @@ class _Window:
         return finished, running
 
     def done(self) -> bool:
-        """The budget is spent (or a trial raised): ask nothing more."""
+        """The budget is spent, a trial raised or too many failed: ask nothing more."""
         finished, _ = self._counts()
         self.bar.n = finished
         self.bar.refresh()
         elapsed = time.monotonic() - self.start
-        return bool(self.errors) or _budget_spent(self.study, self.plan.settings, finished, elapsed)
+        settings = self.plan.settings
+        return (
+            bool(self.errors)
+            or _budget_spent(self.study, settings, finished, elapsed)
+            or failure_limit_reached(self.study, settings)  # run_sweep raises after the export
+        )
 
     def fill(self) -> None:
         """Ask trials until the window is full or the budget allows no more."""
