@@ -71,7 +71,6 @@ class WorkerLayout:
         """Environment of worker `slot`: its thread counts, and its GPU when GPUs are used."""
         env = {name: str(self.threads) for name in THREAD_ENV}
         if self.gpus is not None:
-            # Hook for GPU pinning (harness.devices may replace this with its own helper).
             env["CUDA_VISIBLE_DEVICES"] = str(self.gpus[slot % len(self.gpus)])
         return env
 
@@ -379,6 +378,10 @@ def _worker_main(
     logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
     if preload:
         set_tensorflow_threads(int(env.get("TF_NUM_INTRAOP_THREADS", "0")))
+        if env.get("CUDA_VISIBLE_DEVICES"):  # pinned to one GPU: let workers share its memory
+            from harness.devices import configure_tensorflow
+
+            configure_tensorflow()
     _SHARED, _CONN = data, conn
     done = 0
     while max_tasks is None or done < max_tasks:

@@ -71,3 +71,14 @@ def test_pool_returns_results_in_job_order_recycles_and_reports_errors() -> None
         with pytest.raises(WorkerError, match="(?s)job 3 of _fail_on_three.*three is bad"):
             pool.map(_fail_on_three, [(x,) for x in range(5)])
         assert pool.map(_fail_on_three, [(1,), (2,)]) == [1, 2]  # the pool still works
+
+
+def test_sweep_gpus_give_one_pinned_worker_per_gpu() -> None:
+    """`sweep.gpus` reaches the pool's layout: auto = one worker per GPU, each pinned to its own
+    (device selection is pure logic: no GPU needed)."""
+    from harness.sweep.settings import SweepSettings
+
+    layout = SweepSettings(n_trials=1, gpus=(0, 1)).worker_layout()
+    assert layout.n_workers == 2
+    assert [layout.worker_env(slot)["CUDA_VISIBLE_DEVICES"] for slot in (0, 1)] == ["0", "1"]
+    assert "CUDA_VISIBLE_DEVICES" not in SweepSettings(n_trials=1).worker_layout().worker_env(0)

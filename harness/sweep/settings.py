@@ -148,7 +148,7 @@ class SweepSettings:
         from harness.pool import plan_workers
 
         try:
-            return plan_workers(self.n_workers)
+            return plan_workers(self.n_workers, gpus=self.gpus)
         except ValueError as error:
             raise SweepConfigError(str(error)) from None
 
