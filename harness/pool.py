@@ -409,8 +409,9 @@ def set_tensorflow_threads(threads: int) -> None:
     """Fix TensorFlow's thread pools before its runtime starts (they can't change later)."""
     if threads < 1:
         return
-    import tensorflow as tf
+    from harness.devices import import_tensorflow  # start-up lines silenced unless asked
 
+    tf = import_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 

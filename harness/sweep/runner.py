@@ -276,7 +276,10 @@ def run_coordinator(plan: WorkerPlan, study: optuna.Study, pool: worker_pool.Wor
             max_retry=settings.max_retry,
         )
     show = not settings.quiet
-    bar = tqdm(total=settings.n_trials, desc=plan.study_name, unit="trial", disable=not show)
+    # disable=None: no bar when stderr is not a terminal (logs keep plain lines)
+    bar = tqdm(
+        total=settings.n_trials, desc=plan.study_name, unit="trial", disable=None if show else True
+    )
     console = log if log.handlers else logging.getLogger()
     redirect = logging_redirect_tqdm(loggers=[console]) if show else contextlib.nullcontext()
     window = _Window(plan, study, pool, heartbeat, bar)
