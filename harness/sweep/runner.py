@@ -414,6 +414,8 @@ class _Window:
         if outcome.error:
             self.errors.append(f"trial {trial.number}:\n{outcome.error}")
         _summarize(self.study, frozen, k=self.plan.k, worker_id=self.plan.settings.worker_id)
+        for callback in self.plan.callbacks:  # as study.optimize would, in trial order
+            callback(self.study, frozen)
 
     def _stop_beating(self, ticket: int) -> None:
         stack = self.beats.pop(ticket, None)
