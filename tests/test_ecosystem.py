@@ -416,13 +416,13 @@ def test_the_benchmark_bar_counts_every_retraining(split, tmp_path, monkeypatch)
         results_dir=tmp_path,
     )
     calls = []
-    real = core.fit_seed
+    real = core.fit_many  # every benchmark fit is dispatched through it (pool or not)
 
-    def counted(*args, **kwargs):
-        calls.append(args[1])
-        return real(*args, **kwargs)
+    def counted(split, model, jobs, **kwargs):
+        calls.extend(model for _ in jobs)
+        return real(split, model, jobs, **kwargs)
 
-    monkeypatch.setattr(core, "fit_seed", counted)
+    monkeypatch.setattr(core, "fit_many", counted)
     studies = {"mult_vae": study, "popularity": None}
     params = {"mult_vae": {**MODEL, "n_epochs": 1}, "popularity": {}}
     settings = BenchmarkSettings(
