@@ -74,7 +74,8 @@ def test_benchmark_on_the_pool_equals_the_serial_benchmark(tmp_path: Path) -> No
         assert len(pool.memory) >= 2 * 2 + 2 * 2  # candidates x seeds, Liang probes + retrains
     finally:
         close_shared_pool()
-    serial = _benchmark(split, studies, tmp_path, "serial")
+    # a results folder of its own: its test ledger must not hand it the pool run's scores
+    serial = _benchmark(split, studies, tmp_path / "serial-results", "serial")
 
     info = [json.loads((out / "benchmark.json").read_text()) for out in (parallel, serial)]
     for key in ("test_scorings", "test_scored_once"):
