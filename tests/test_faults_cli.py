@@ -45,8 +45,6 @@ def sweep_args(tmp: Path, *extra: str) -> list[str]:
         "harness-sweep",
         tmp,
         *TINY,
-        "model.intermediate_dim=16",
-        "model.latent_dim=8",
         "model.n_epochs=2",
         "search_space.intermediate_dim=choice(16,32)",
         "search_space.latent_dim=choice(4,8)",
@@ -193,8 +191,8 @@ def test_sigterm_fails_the_trial_writes_exports_and_the_rerun_completes(tmp_path
     assert "harness-sweep: terminated (SIGTERM); rerun the same command to resume." in stderr
     study = only_study(url)
     assert not study.get_trials(states=(TrialState.RUNNING,))
-    (killed,) = study.get_trials(states=(TrialState.FAIL,))
-    assert killed.user_attrs["failure_reason"].startswith("interrupted")
+    killed = study.get_trials(states=(TrialState.FAIL,))  # every trial in flight (a window)
+    assert killed and all(t.user_attrs["failure_reason"].startswith("interrupted") for t in killed)
     frame = check_exports_have_no_running_rows(tmp_path, study)
     assert "FAIL" in set(frame["state"])
 
@@ -225,7 +223,7 @@ def test_kill_9_of_the_default_trial_is_retried_at_once_with_default_heartbeat(t
     (default,) = default_trials(only_study(url))
     assert default.state == TrialState.RUNNING and default.number == 0
 
-    rerun = run(sweep_args(tmp_path, "sweep.n_trials=2", "model.n_epochs=1"))
+    rerun = run(args)  # the same command: another n_epochs would be another study
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert time.monotonic() - killed_at < 60
     study = only_study(url)

@@ -37,7 +37,7 @@ SHRINK = {
     "harness-sweep": {
         "dataset": "synthetic",
         "sweep.n_trials": "1",
-        "model.n_epochs": "1",
+        "model.n_epochs": "2",  # as harness-run's: the same studies, resumed (one configuration)
         "sweep.quiet": "true",
     },
     "harness-split": {"dataset": "synthetic"},

@@ -330,7 +330,7 @@ class _Window:
         if kind is None:
             return
         # Interrupted (or an unexpected error): the trials in flight won't be told normally.
-        reason = INTERRUPTED if kind is KeyboardInterrupt else f"{kind.__name__}: {error}"
+        reason = INTERRUPTED if issubclass(kind, KeyboardInterrupt) else f"{kind.__name__}: {error}"
         worker_pool.close_shared_pool()  # their workers are abandoned
         for ticket, trial in list(self.inflight.items()):
             with contextlib.suppress(Exception):
