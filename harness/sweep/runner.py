@@ -374,6 +374,7 @@ class _Window:
             # Optuna warns that storage heartbeats expect Study.optimize: we beat ourselves.
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = self.study.ask(dict(self.plan.space.distributions))
+        recovery.record_owner(trial)  # this process: a rerun on this host sees when it died
         history = batch.history_before(self.study, trial.number)
         task = batch.make_task(self.study, trial, history, self.plan)
         ticket = self.pool.submit(batch.execute_trial, (task,))
@@ -423,10 +424,12 @@ class _Window:
             stack.close()
 
     def reap(self) -> None:
-        """Fail the trials of dead processes (RDB heartbeats or journal side files)."""
+        """Fail the trials of dead processes (owner gone, RDB heartbeats, journal side files)."""
         if time.monotonic() - self.last_reap < self.plan.settings.heartbeat_interval / 2:
             return
         self.last_reap = time.monotonic()
+        # certainly dead (this host, process gone): failed and retried at once, any grace period
+        recovery.reap_dead_workers(self.study, self.plan.settings.max_retry)
         if self.heartbeat is not None:
             self.heartbeat.fail_stale_trials(self.study)
         else:
