@@ -188,15 +188,7 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
         study = optuna.load_study(study_name=plan.study_name, storage=storage)
         study.pruner = make_pruner(settings)
     study.sampler = make_sampler(settings, plan.space, seed=_worker_seed(plan, study))
-    heartbeat = None
-    if is_journal_url(plan.storage_url):
-        heartbeat = JournalHeartbeat(
-            journal_path(plan.storage_url),
-            plan.study_name,
-            interval=settings.heartbeat_interval,
-            grace_period=settings.effective_grace_period,
-            max_retry=settings.max_retry,
-        )
+    heartbeat = _journal_heartbeat(plan)
     show = not settings.quiet
     func = functools.partial(
         objective,
@@ -266,15 +258,7 @@ def run_coordinator(plan: WorkerPlan, study: optuna.Study, pool: worker_pool.Wor
     """
     settings = plan.settings
     study.sampler = make_sampler(settings, plan.space, seed=_worker_seed(plan, study))
-    heartbeat = None
-    if is_journal_url(plan.storage_url):
-        heartbeat = JournalHeartbeat(
-            journal_path(plan.storage_url),
-            plan.study_name,
-            interval=settings.heartbeat_interval,
-            grace_period=settings.effective_grace_period,
-            max_retry=settings.max_retry,
-        )
+    heartbeat = _journal_heartbeat(plan)
     show = not settings.quiet
     # disable=None: no bar when stderr is not a terminal (logs keep plain lines)
     bar = tqdm(
@@ -295,6 +279,20 @@ def run_coordinator(plan: WorkerPlan, study: optuna.Study, pool: worker_pool.Wor
             window.wait()
         window.raise_errors()
     return window.ran
+
+
+def _journal_heartbeat(plan: WorkerPlan) -> JournalHeartbeat | None:
+    """The harness's own heartbeat for a journal storage (it has none); None otherwise."""
+    if not is_journal_url(plan.storage_url):
+        return None
+    settings = plan.settings
+    return JournalHeartbeat(
+        journal_path(plan.storage_url),
+        plan.study_name,
+        interval=settings.heartbeat_interval,
+        grace_period=settings.effective_grace_period,
+        max_retry=settings.max_retry,
+    )
 
 
 class _Window:
