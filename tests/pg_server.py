@@ -1,5 +1,5 @@
 """A throwaway PostgreSQL server for tests (Debian's initdb + pg_ctl), optionally with a
-password, as in tests/test_sweep_cli.py's `postgres_url` fixture."""
+password, used by the PostgreSQL tests."""
 
 from __future__ import annotations
 

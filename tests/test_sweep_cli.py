@@ -4,15 +4,9 @@ journal file, and two commands sharing a throwaway PostgreSQL server."""
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from pg_server import postgres_server
 
 from harness.sweep import default_storage, open_storage
 
@@ -147,56 +142,11 @@ def test_storage_coordinated_workers_on_sqlite_are_refused_before_any_trial(
     assert "sweep.storage=journal://" in run.stderr and "postgresql://" in run.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on a free port (initdb + pg_ctl), torn down after."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        pytest.skip(
-            "PostgreSQL binaries not found (/usr/lib/postgresql/*/bin/initdb); install "
-            "Debian's postgresql package (.ci/run does) to run this test"
-        )
-    bindir = Path(found[-1]).parent
-    root = Path(tempfile.mkdtemp(prefix="vae-sweep-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        # initdb refuses to run as root: the cluster belongs to the postgres OS user.
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' OS user to own the cluster")
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
-    pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [*pg_ctl, "-l", str(root / "server.log"), "-w", "-o", options, "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        import psycopg2
-
-        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres")
-        connection.autocommit = True
-        connection.cursor().execute("CREATE DATABASE sweep")
-        connection.close()
-        yield f"postgresql://postgres@127.0.0.1:{port}/sweep"
-    finally:
-        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_server() as server:
+        yield server["url"]
 
 
 @pytest.mark.postgres
