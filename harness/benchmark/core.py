@@ -29,6 +29,7 @@ import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from tqdm.auto import tqdm
 
 from harness.benchmark.layout import write_results
 from harness.benchmark.ledger import TestLedger
-from harness.benchmark.parallel import fit_many
+from harness.benchmark.parallel import PoolScheduler, fit_cost, fit_many, open_pool
 from harness.benchmark.stats import StatsConfigError, StatsSettings, mean_ci
 from harness.benchmark.summary import ModelRun, summary_tables
 from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer
@@ -197,23 +198,34 @@ def _select(split, model: str, cands: list[dict], seeds: list[int], patience: in
     best: tuple[float, dict, list[FitResult]] | None = None
     for cand in cands:
         fits = _fit_many(split, model, [(cand["params"], s) for s in seeds], patience=patience)
-        vals = [f.facts["val_ndcg"] for f in fits]
-        log.info(
-            "%s: trial %s over seeds %s: validation NDCG %s (%.0f s)",
-            model,
-            cand["trial"],
-            seeds,
-            ", ".join(f"{v:.4f}" for v in vals),
-            sum(f.facts["wall_seconds"] for f in fits),
-        )
-        cand.update(
-            val_ndcg=vals,
-            val_ndcg_mean=float(np.nanmean(vals)) if np.isfinite(vals).any() else None,
-        )
-        if cand["val_ndcg_mean"] is not None and (best is None or cand["val_ndcg_mean"] > best[0]):
-            best = (cand["val_ndcg_mean"], cand, fits)
+        best = _rate(model, cand, fits, seeds, best)
         del fits
         gc.collect()  # drop the losing candidate's models before training the next
+    return _chosen(model, best)
+
+
+def _rate(model: str, cand: dict, fits: list[FitResult], seeds: list[int], best):
+    """Record a candidate's validation NDCG over the seeds (in ``cand``); the new best
+    (mean, candidate, fits), ``best`` unless this candidate beats it."""
+    vals = [f.facts["val_ndcg"] for f in fits]
+    log.info(
+        "%s: trial %s over seeds %s: validation NDCG %s (%.0f s)",
+        model,
+        cand["trial"],
+        seeds,
+        ", ".join(f"{v:.4f}" for v in vals),
+        sum(f.facts["wall_seconds"] for f in fits),
+    )
+    cand.update(
+        val_ndcg=vals,
+        val_ndcg_mean=float(np.nanmean(vals)) if np.isfinite(vals).any() else None,
+    )
+    if cand["val_ndcg_mean"] is not None and (best is None or cand["val_ndcg_mean"] > best[0]):
+        return (cand["val_ndcg_mean"], cand, fits)
+    return best
+
+
+def _chosen(model: str, best) -> tuple[dict, list[FitResult]]:
     if best is None:
         raise RuntimeError(
             f"every candidate configuration of {model} diverged (NaN loss) on "
@@ -231,35 +243,74 @@ def _liang(
     settings: BenchmarkSettings,
 ) -> dict[str, Any]:
     """Liang et al.'s optimal beta: anneal to 1.0, take beta at the best epoch, retrain."""
-    base = {**params, "annealing": True}
-    betas, tests, history, steps = [], [], None, None
+    base = _liang_base(params)
     # all probes, then all retrainings: each batch runs on the worker pool when there is one
     probes = _fit_many(
-        split, model, [({**base, "anneal_cap": 1.0}, s) for s in seeds], patience=settings.patience
+        split, model, [(_liang_probe(base), s) for s in seeds], patience=settings.patience
     )
-    jobs = []
-    for seed, probe in zip(seeds, probes, strict=True):
-        beta = max(probe.facts["optimal_beta"], MIN_ANNEAL_CAP)
-        # same slope as the probe: the seed formula would rescale the slope by the new cap
-        steps = getattr(probe.model, "total_anneal_steps_", base.get("total_anneal_steps"))
-        history = history or {"beta": probe.history["beta"], "ndcg": probe.history["ndcg"]}
-        jobs.append(({**base, "anneal_cap": beta, "total_anneal_steps": steps}, seed))
-        betas.append(beta)
+    retrains = [
+        _liang_retrain(base, seed, probe) for seed, probe in zip(seeds, probes, strict=True)
+    ]
     del probes
-    finals = _fit_many(split, model, jobs, patience=settings.patience)
-    for (final_params, seed), beta, final in zip(jobs, betas, finals, strict=True):
-        per_user, _ = scorer.score(final.model, model, "liang", seed, final_params)
-        log.info("%s: Liang procedure, seed %d: optimal beta %.3f", model, seed, beta)
+    finals = _fit_many(split, model, [r["job"] for r in retrains], patience=settings.patience)
+    return _liang_result(model, seeds, retrains, finals, scorer, settings)
+
+
+def _liang_base(params: dict) -> dict:
+    return {**params, "annealing": True}
+
+
+def _liang_probe(base: dict) -> dict:
+    """The probe's parameters: anneal to beta 1.0."""
+    return {**base, "anneal_cap": 1.0}
+
+
+def _liang_retrain(base: dict, seed: int, probe: FitResult) -> dict[str, Any]:
+    """What a probe gives: its optimal beta, slope and history, and the retraining job."""
+    beta = max(probe.facts["optimal_beta"], MIN_ANNEAL_CAP)
+    # same slope as the probe: the seed formula would rescale the slope by the new cap
+    steps = getattr(probe.model, "total_anneal_steps_", base.get("total_anneal_steps"))
+    return {
+        "beta": beta,
+        "steps": steps,
+        "history": {"beta": probe.history["beta"], "ndcg": probe.history["ndcg"]},
+        "job": ({**base, "anneal_cap": beta, "total_anneal_steps": steps}, seed),
+    }
+
+
+def _liang_result(
+    model: str,
+    seeds: list[int],
+    retrains: list[dict[str, Any]],
+    finals: list[FitResult],
+    scorer: HeldOutTestScorer,
+    settings: BenchmarkSettings,
+    evaluated: Mapping[tuple[str, int], Any] | None = None,
+) -> dict[str, Any]:
+    """Score the retrainings on the test users (in seed order) and summarise the procedure."""
+    tests = []
+    for retrain, final in zip(retrains, finals, strict=True):
+        final_params, seed = retrain["job"]
+        per_user, _ = scorer.score(
+            final.model,
+            model,
+            "liang",
+            seed,
+            final_params,
+            evaluated=(evaluated or {}).get(("liang", seed)),
+        )
+        log.info("%s: Liang procedure, seed %d: optimal beta %.3f", model, seed, retrain["beta"])
         tests.append(float(np.nanmean(per_user[settings.test_metric])))
     ci = mean_ci(tests, settings.confidence)
+    betas = [r["beta"] for r in retrains]
     return {
         "optimal_beta": betas,
         "optimal_beta_mean": float(np.mean(betas)),
         "test": {"mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high},
         "metric": settings.test_metric,
-        "total_anneal_steps": steps,
+        "total_anneal_steps": retrains[-1]["steps"] if retrains else None,
         "seed": seeds[0],
-        "history": history,
+        "history": retrains[0]["history"] if retrains else None,
     }
 
 
@@ -293,7 +344,31 @@ def benchmark_model(
     seeds = settings.seeds if seeded else settings.seeds[:1]  # closed form: seeds change nothing
     cands = candidates(study, fixed_params, settings.n_candidates)
     chosen, fits = _select(split, model, cands, seeds, settings.patience)
-    run = _scored_run(model, fits, chosen["params"], scorer, seeded)
+
+    def liang(params: dict, liang_seeds: list[int]) -> dict[str, Any]:
+        return _liang(split, model, params, liang_seeds, scorer, settings)
+
+    return _model_run(model, study, settings, scorer, models_dir, cands, chosen, fits, liang)
+
+
+def _model_run(
+    model: str,
+    study: optuna.Study | None,
+    settings: BenchmarkSettings,
+    scorer: HeldOutTestScorer,
+    models_dir: Path | None,
+    cands: list[dict],
+    chosen: dict,
+    fits: list[FitResult],
+    liang,
+    evaluated: Mapping[tuple[str, int], Any] | None = None,
+) -> ModelRun:
+    """Score the chosen candidate's fits, save them, run ``liang(params, seeds)`` (VAEs, when
+    asked) and gather the model's record; ``evaluated``: (variant, seed) -> test metrics
+    computed on the pool (see `HeldOutTestScorer.score`)."""
+    seeded = model in SEEDED_MODELS
+    seeds = settings.seeds if seeded else settings.seeds[:1]
+    run = _scored_run(model, fits, chosen["params"], scorer, seeded, evaluated)
     per_user, coverage, facts = run.per_user, run.scalars["coverage@100"], run.seeds
     info: dict[str, Any] = {
         "budget": _budget(study),
@@ -321,26 +396,193 @@ def benchmark_model(
             "optimal_beta_final": [f["optimal_beta"] for f in facts],
         }
         liang_seeds = seeds[: settings.liang_seeds or len(seeds)]
-        liang = (
-            _liang(split, model, params, liang_seeds, scorer, settings) if settings.liang else None
-        )
-        info["beta"] = {"search": search, "liang": liang}
+        info["beta"] = {
+            "search": search,
+            "liang": liang(params, liang_seeds) if settings.liang else None,
+        }
     del fits
     gc.collect()
     return ModelRun(model, per_user, {"coverage@100": coverage}, facts, info)
 
 
 def _scored_run(
-    model: str, fits: list[FitResult], params: dict, scorer: HeldOutTestScorer, seeded: bool
+    model: str,
+    fits: list[FitResult],
+    params: dict,
+    scorer: HeldOutTestScorer,
+    seeded: bool,
+    evaluated: Mapping[tuple[str, int], Any] | None = None,
 ) -> ModelRun:
     """Score each fit on the test users; a deterministic model's one run stays one row."""
-    scored = [scorer.score(f.model, model, "final", f.facts["seed"], params) for f in fits]
+    evaluated = evaluated or {}
+    scored = [
+        scorer.score(
+            f.model,
+            model,
+            "final",
+            f.facts["seed"],
+            params,
+            evaluated=evaluated.get(("final", f.facts["seed"])),
+        )
+        for f in fits
+    ]
     per_user = {m: np.stack([s[0][m] for s in scored]) for m in scored[0][0]}
     facts = [f.facts for f in fits]
     if not seeded:
         facts = [{**facts[0], "note": "deterministic: trained once"}]
     info = {"deterministic": not seeded}
     return ModelRun(model, per_user, {"coverage@100": [s[1] for s in scored]}, facts, info)
+
+
+@dataclass
+class _Pooled:
+    """A seeded model's benchmark on the pool: what `_pooled_models` fills in."""
+
+    model: str
+    study: optuna.Study | None
+    cands: list[dict]
+    fits: dict[tuple[int, int], FitResult]  # (candidate, seed index) -> fit
+    cost: float
+    chosen: dict | None = None
+    chosen_fits: list[FitResult] | None = None
+    retrains: dict[int, dict[str, Any]] | None = None  # Liang seed index -> `_liang_retrain`
+    finals: dict[int, FitResult] | None = None  # Liang seed index -> retraining
+    evaluated: dict[tuple[str, int], Any] | None = None  # (variant, seed) -> test metrics
+
+    def run(self, settings, scorer, models_dir) -> ModelRun:
+        """The model's record, scoring in the same order as `benchmark_model`."""
+        assert self.chosen is not None and self.chosen_fits is not None
+
+        def liang(params: dict, liang_seeds: list[int]) -> dict[str, Any]:
+            assert self.retrains is not None and self.finals is not None
+            order = range(len(liang_seeds))
+            retrains = [self.retrains[i] for i in order]
+            finals = [self.finals[i] for i in order]
+            return _liang_result(
+                self.model, liang_seeds, retrains, finals, scorer, settings, self.evaluated
+            )
+
+        fits, self.chosen_fits = self.chosen_fits, None
+        return _model_run(
+            self.model,
+            self.study,
+            settings,
+            scorer,
+            models_dir,
+            self.cands,
+            self.chosen,
+            fits,
+            liang,
+            self.evaluated,
+        )
+
+
+def _pooled_models(
+    pool,
+    split,
+    studies: Mapping[str, optuna.Study | None],
+    model_params: Mapping[str, dict[str, Any]],
+    settings: BenchmarkSettings,
+    scorer: HeldOutTestScorer,
+) -> dict[str, _Pooled]:
+    """Every seeded model's selection fits, Liang probes and retrainings and test scorings,
+    as one graph on the pool (no barrier between models or steps): a model's probes start
+    when its candidates are all fitted, each retraining when its probe is, each scoring when
+    its fit is. Decisions use all of a step's results in a fixed order, and scorings are
+    handed to the scorer later in model order (`_Pooled.run`), so nothing depends on timing.
+    """
+    scheduler = PoolScheduler(pool)
+    seeds = settings.seeds
+    liang_seeds = seeds[: settings.liang_seeds or len(seeds)] if settings.liang else []
+    chain = 3 if liang_seeds else 1  # fits on the path from a candidate fit to the end
+    out: dict[str, _Pooled] = {}
+
+    def tick() -> None:
+        if _BAR is not None:
+            _BAR.update(1)
+
+    def evaluate(st: _Pooled, variant: str, seed: int, fit: FitResult, params: dict) -> None:
+        if scorer.needs_scoring(st.model, variant, seed, params):
+
+            def keep(result: Any) -> None:
+                assert st.evaluated is not None
+                st.evaluated[(variant, seed)] = result
+
+            label = (st.model, f"score {variant}", seed)
+            scheduler.evaluate(fit.model, scorer, keep, label=label)
+
+    def candidate_done(st: _Pooled, key: tuple[int, int], fit: FitResult) -> None:
+        tick()
+        st.fits[key] = fit
+        if len(st.fits) < len(st.cands) * len(seeds):
+            return
+        best = None
+        for i, cand in enumerate(st.cands):
+            best = _rate(st.model, cand, [st.fits[(i, j)] for j in range(len(seeds))], seeds, best)
+        st.fits.clear()  # the losers' files go with their models
+        st.chosen, st.chosen_fits = _chosen(st.model, best)
+        params = st.chosen["params"]
+        for fit in st.chosen_fits:
+            evaluate(st, "final", fit.facts["seed"], fit, params)
+        base = _liang_base(params)
+        for i, seed in enumerate(liang_seeds):
+            scheduler.fit(
+                split,
+                st.model,
+                _liang_probe(base),
+                seed,
+                partial(probe_done, st, base, i, seed),
+                patience=settings.patience,
+                priority=2 * st.cost,
+                label=(st.model, "Liang probe", seed),
+            )
+
+    def probe_done(st: _Pooled, base: dict, i: int, seed: int, probe: FitResult) -> None:
+        tick()
+        assert st.retrains is not None
+        retrain = st.retrains[i] = _liang_retrain(base, seed, probe)
+        params, _ = retrain["job"]
+        scheduler.fit(
+            split,
+            st.model,
+            params,
+            seed,
+            partial(retrain_done, st, i, seed, params),
+            patience=settings.patience,
+            priority=st.cost,
+            label=(st.model, "Liang retraining", seed),
+        )
+
+    def retrain_done(st: _Pooled, i: int, seed: int, params: dict, fit: FitResult) -> None:
+        tick()
+        assert st.finals is not None
+        st.finals[i] = fit
+        evaluate(st, "liang", seed, fit, params)
+
+    n_users, n_items = split.n_train_users, split.n_items
+    for model in settings.models:
+        if model not in SEEDED_MODELS:
+            continue
+        study = studies.get(model)
+        cands = candidates(study, dict(model_params.get(model, {})), settings.n_candidates)
+        cost = max(fit_cost(c["params"], n_users, n_items) for c in cands)
+        st = out[model] = _Pooled(model, study, cands, {}, cost, retrains={}, finals={})
+        st.evaluated = {}
+        for i, cand in enumerate(cands):
+            for j, seed in enumerate(seeds):
+                own = fit_cost(cand["params"], n_users, n_items)
+                scheduler.fit(
+                    split,
+                    model,
+                    cand["params"],
+                    seed,
+                    partial(candidate_done, st, (i, j)),
+                    patience=settings.patience,
+                    priority=own + (chain - 1) * cost,
+                    label=(model, f"trial {cand['trial']}", seed),
+                )
+    scheduler.run()
+    return out
 
 
 def replicate_on_split(
@@ -459,9 +701,17 @@ def run_benchmark(
     _BAR = bar
     try:
         with bar:
+            pool = open_pool(split)
+            pooled: dict[str, _Pooled] = {}
+            if pool is not None:  # the VAEs' trainings and scorings as one graph on the pool
+                bar.set_postfix_str("VAEs on the worker pool")
+                pooled = _pooled_models(pool, split, studies, model_params, settings, scorer)
             runs = []
             for m in settings.models:
                 bar.set_postfix_str(m)
+                if m in pooled:
+                    runs.append(pooled.pop(m).run(settings, scorer, models_dir))
+                    continue
                 params = dict(model_params.get(m, {}))
                 runs.append(
                     benchmark_model(split, m, studies.get(m), params, settings, scorer, models_dir)

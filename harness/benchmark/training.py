@@ -116,8 +116,14 @@ class HeldOutTestScorer:
         variant: str,
         seed: int,
         params: dict[str, Any] | None = None,
+        *,
+        evaluated: tuple[dict[str, np.ndarray], float] | None = None,
     ):
         """Per-user test metrics (dict of arrays, one value per test user) and coverage.
+
+        ``evaluated``: the result of `evaluate(model)` computed elsewhere (a pool worker); it
+        is recorded exactly as a scoring done here, and ignored when the ledger's stored
+        scores are reused.
 
         Raises:
             RuntimeError: this (model_name, variant, seed) was scored before in this run.
@@ -140,7 +146,7 @@ class HeldOutTestScorer:
                     self.reused[key] += 1
                     return self.ledger.load(entry)
         self.scored[key] += 1
-        per_user, coverage = self._score(model)
+        per_user, coverage = evaluated if evaluated is not None else self.evaluate(model)
         if config is not None:
             self.ledger.append(
                 fingerprint=self.split.fingerprint,
@@ -153,7 +159,21 @@ class HeldOutTestScorer:
             )
         return per_user, coverage
 
-    def _score(self, model: Any) -> tuple[dict[str, np.ndarray], float]:
+    def needs_scoring(
+        self, model_name: str, variant: str, seed: int, params: dict[str, Any] | None = None
+    ) -> bool:
+        """False when `score` would reuse the ledger's stored scores for this configuration
+        and seed instead of meeting the test users (records nothing)."""
+        if self.ledger is None or params is None or self.ledger.rescore:
+            return True
+        from harness.benchmark.ledger import configuration_hash
+
+        config = configuration_hash(model_name, params, variant, (*self.ks, self.coverage_k))
+        return self.ledger.find(self.split.fingerprint, config, seed) is None
+
+    def evaluate(self, model: Any) -> tuple[dict[str, np.ndarray], float]:
+        """Per-user metrics and coverage of ``model`` on the test users (recorded nowhere:
+        `score` is the accounted entry point)."""
         foldin, heldout = sp.csr_matrix(self.split.test_tr), sp.csr_matrix(self.split.test_te)
         parts: list[dict[str, np.ndarray]] = []
         recommended: set[int] = set()
