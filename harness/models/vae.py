@@ -72,6 +72,26 @@ def register(cls: type) -> type:
     return cls
 
 
+def _plain_adam(optimizer) -> bool:
+    """True for a float32 Keras Adam without amsgrad, weight decay, clipping, EMA or loss
+    scaling and with a constant (variable) learning rate: the optimizer the recommenders
+    compile, whose update ``VAENetwork._apply_gradients`` writes out directly."""
+    return (
+        type(optimizer) is keras.optimizers.Adam
+        and not optimizer.amsgrad
+        and optimizer.weight_decay is None
+        and optimizer.clipnorm is None
+        and optimizer.clipvalue is None
+        and optimizer.global_clipnorm is None
+        and not optimizer.use_ema
+        and optimizer.loss_scale_factor is None
+        and optimizer.gradient_accumulation_steps is None
+        and not isinstance(
+            optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule
+        )
+    )
+
+
 def _seeded(seed: int | None, offset: int) -> int | None:
     return None if seed is None else seed + offset
 
@@ -306,7 +326,27 @@ class VAENetwork(keras.Model):
         return tf.reduce_sum(loss) + self.penalty() * tf.cast(tf.size(loss), tf.float32)
 
     def _apply_gradients(self, grads) -> None:
-        self.optimizer.apply(grads, self.trainable_weights)
+        optimizer = self.optimizer
+        if not _plain_adam(optimizer):
+            optimizer.apply(grads, self.trainable_weights)
+            return
+        # Keras' Adam.update_step, op for op (so the weights are bit-identical to
+        # ``optimizer.apply``), without the bookkeeping around it: ``apply`` traces about 420
+        # graph ops for a 10-variable network, this about 130, which saves ~0.15 s of tracing
+        # per model built (a fresh model per sweep trial) and a little per step.
+        lr = tf.cast(optimizer.learning_rate, tf.float32)
+        step = tf.cast(optimizer.iterations + 1, tf.float32)
+        beta_1_power = tf.pow(tf.cast(optimizer.beta_1, tf.float32), step)
+        beta_2_power = tf.pow(tf.cast(optimizer.beta_2, tf.float32), step)
+        alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        for grad, variable in zip(grads, self.trainable_weights, strict=True):
+            index = optimizer._get_variable_index(variable)
+            m = optimizer._momentums[index].value
+            v = optimizer._velocities[index].value
+            m.assign_add((grad - m) * (1 - optimizer.beta_1))
+            v.assign_add((tf.square(grad) - v) * (1 - optimizer.beta_2))
+            variable.value.assign_sub((m * alpha) / (tf.sqrt(v) + optimizer.epsilon))
+        optimizer.iterations.assign_add(1)
 
     def test_step(self, data: tf.SparseTensor):
         """Per-user loss sum on a validation batch (sampling on, dropout off)."""
