@@ -211,16 +211,19 @@ class VAENetwork(keras.Model):
         # Per-instance tf.functions (not decorated methods): every model traces its own and
         # releases them with itself. The partial gives each a key of its own in TensorFlow's
         # frequent-retracing detector, which otherwise warns when a sweep builds many models.
-        top_k_spec = [*_COMPONENTS, tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool)]
+        top_k_spec = [*_COMPONENTS, tf.TensorSpec([], tf.int32)]
         compiled = {
-            "train_components": (self._train_components, _COMPONENTS),
-            "test_components": (self._test_components, _COMPONENTS),
-            "score_components": (self._score_components, _COMPONENTS),
-            "top_k_components": (self._top_k_components, top_k_spec),
-            "train_batches": (self.train_batch_group, _BATCH_GROUP),
+            "train_components": (partial(self._train_components), _COMPONENTS),
+            "test_components": (partial(self._test_components), _COMPONENTS),
+            "score_components": (partial(self._score_components), _COMPONENTS),
+            # masked or not is fixed per function: each is traced only if used (validation
+            # ranks masked only), not both branches of a tf.cond on every model
+            "top_k_masked": (partial(self._top_k_components, mask_seen=True), top_k_spec),
+            "top_k_unmasked": (partial(self._top_k_components, mask_seen=False), top_k_spec),
+            "train_batches": (partial(self.train_batch_group), _BATCH_GROUP),
         }
         for name, (fn, spec) in compiled.items():
-            compiled_fn = tf.function(partial(fn), input_signature=spec, reduce_retracing=True)
+            compiled_fn = tf.function(fn, input_signature=spec, reduce_retracing=True)
             setattr(self, name, compiled_fn)
         # XLA fuses Adam's elementwise passes over the items x intermediate kernels (on the
         # ML-20M shape 12 ms instead of 56 ms per step) but compiling costs ~0.4 s per model
@@ -414,18 +417,17 @@ class VAENetwork(keras.Model):
         """Compiled scores (posterior mean, no dropout) for one chunk."""
         return self(to_sparse_tensor(rows, cols, values, n_rows, self.original_dim), training=False)
 
-    def _top_k_components(self, rows, cols, values, n_rows, k, mask_seen):
+    def _top_k_components(self, rows, cols, values, n_rows, k, *, mask_seen: bool):
         """Compiled ``top_k`` for one chunk."""
         x = to_sparse_tensor(rows, cols, values, n_rows, self.original_dim)
-        return tf.cond(
-            mask_seen, lambda: tuple(self.top_k(x, k, True)), lambda: tuple(self.top_k(x, k, False))
-        )
+        return tuple(self.top_k(x, k, mask_seen))
 
     def rank(self, x: sp.csr_matrix, k: int, mask_seen: bool = True):
         """Top-k (values, indices) per row of a CSR matrix, in chunks; numpy arrays, best first."""
         values, indices = [], []
+        top_k = self.top_k_masked if mask_seen else self.top_k_unmasked
         for _, _, parts in chunks(x, EVAL_CHUNK_ROWS):
-            v, i = self.top_k_components(*parts, k, mask_seen)
+            v, i = top_k(*parts, k)
             values.append(v.numpy())
             indices.append(i.numpy())
         if not values:
