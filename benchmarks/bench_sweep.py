@@ -146,24 +146,27 @@ def overhead(trials: int, epochs: int, results: Path) -> None:
     print(f"harness overhead:    {total:7.2f} s = {total / wall:6.2%} of trial wall time")
 
 
-def throughput(trials: int, epochs: int, results: Path) -> None:
+def throughput(trials: int, epochs: int, results: Path, batch_size: int | None = None) -> None:
     """Part 3: the same sweep with 1 worker and with the default parallel setting."""
     split = make_split(load_interactions("ml-100k"), cache_dir=default_cache_dir())
     model = {**MULT_MODEL, "n_epochs": epochs}
-    layout = SweepSettings().worker_layout()
+    default = SweepSettings()
+    layout = default.worker_layout()
+    window = batch_size or default.window(layout.n_workers)
     print(f"ml-100k Mult-VAE, {trials} trials x {epochs} epochs, no pruning, seed 0")
     rows = {}
     # The 1-worker run uses the default's batch size, so both train exactly the same trials.
-    print(f"batch_size={layout.n_workers} for both (the same trials)")
-    for label, n_workers in (("1 worker", 1), (f"auto ({layout.n_workers} workers)", "auto")):
+    print(f"batch_size={window} for both (the same trials)")
+    runs = (("1 worker", 1, "tp-1"), (f"auto ({layout.n_workers} workers)", "auto", "tp-auto"))
+    for label, n_workers, study_name in runs:
         close_shared_pool()  # each setting starts its own workers, inside the timing
         settings = SweepSettings(
             n_trials=trials,
             pruner="none",
             quiet=True,
             n_workers=n_workers,
-            batch_size=layout.n_workers,
-            study_name=label,
+            batch_size=window,
+            study_name=study_name,
         )
         start = time.perf_counter()
         study = _run(split, "ml-100k", model, MULT_SPACE, settings, results, "mult_vae")
@@ -258,6 +261,9 @@ def main() -> None:
     parser.add_argument("--overhead-trials", type=int, default=4)
     parser.add_argument("--tp-trials", type=int, default=16, help="throughput: trials")
     parser.add_argument("--tp-epochs", type=int, default=30, help="throughput: epochs")
+    parser.add_argument(
+        "--tp-batch", type=int, default=None, help="throughput: sweep.batch_size (default's)"
+    )
     parser.add_argument("--mem-trials", type=int, default=500, help="memory: trials")
     parser.add_argument("--mem-epochs", type=int, default=2, help="memory: epochs")
     parser.add_argument("--recycle-after", type=int, default=20, help="memory: 0 = never")
@@ -271,7 +277,7 @@ def main() -> None:
         if args.part in ("overhead", "both", "all"):
             overhead(args.overhead_trials, args.epochs, Path(tmp))
         if args.part in ("throughput", "all"):
-            throughput(args.tp_trials, args.tp_epochs, Path(tmp))
+            throughput(args.tp_trials, args.tp_epochs, Path(tmp), args.tp_batch)
         if args.part == "memory":
             memory(args.mem_trials, args.mem_epochs, Path(tmp), args.recycle_after or None)
 

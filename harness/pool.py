@@ -17,6 +17,7 @@ between stages and `close_shared_pool()` (also run at exit) stops it.
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import multiprocessing
 import os
@@ -382,7 +383,13 @@ def _worker_main(
             from harness.devices import configure_tensorflow
 
             configure_tensorflow()
+        import harness.models  # noqa: F401 - Keras and the models, before the freeze below
     _SHARED, _CONN = data, conn
+    # Everything loaded so far (TensorFlow, Keras, the split: ~400k objects) lives as long as
+    # the process. Frozen, Python's cyclic collector stops rescanning it: a full collection
+    # (Keras' clear_session after every trial runs one) drops from ~0.26 s to ~0.02 s and the
+    # automatic ones during tracing get cheaper too.
+    gc.freeze()
     done = 0
     while max_tasks is None or done < max_tasks:
         try:

@@ -137,3 +137,55 @@ def test_batch_events_do_not_change_results(ml100k) -> None:
     sizes = [100] * (n_batches - 1) + [train.shape[0] - 100 * (n_batches - 1)]
     first_epoch = sum(loss * n for (_, loss, _), n in zip(seen[:n_batches], sizes, strict=True))
     assert first_epoch / train.shape[0] == pytest.approx(listener.history()["loss"][0], rel=1e-12)
+
+
+def _with_keras_apply(model):
+    """``model`` whose network updates through ``optimizer.apply`` (Keras' own Adam code),
+    set before anything is traced."""
+    import tensorflow as tf
+
+    net = model.network
+    net.apply_gradients = tf.function(
+        lambda grads: net.optimizer.apply(grads, net.trainable_weights)
+    )
+    return model
+
+
+@pytest.mark.parametrize("cls", [StandardVAE, MultVAE])
+def test_written_out_adam_equals_keras_adam(ml100k, cls) -> None:
+    """The network's own Adam update (``VAENetwork._apply_gradients``) gives the weights and
+    optimizer state of ``keras.optimizers.Adam.apply``, bit for bit, over a fit whose
+    learning rate changes on the way (halved from epoch 2 by a Keras callback)."""
+    train, val_tr, val_te = ml100k
+
+    def build():
+        return cls(train.shape[0], train.shape[1], n_epochs=4, batch_size=100, k=100, verbose=0,
+                   seed=5, lr_schedule="constant", adam_epsilon=1e-8, annealing=True,
+                   anneal_cap=0.5)  # fmt: skip
+
+    def halve():
+        return keras.callbacks.LearningRateScheduler(lambda e, lr: lr / 2 if e == 2 else lr)
+
+    mine = build().fit(train, None, val_tr, val_te, callbacks=[halve()])
+    keras_adam = _with_keras_apply(build()).fit(train, None, val_tr, val_te, callbacks=[halve()])
+    assert mine.history() == keras_adam.history()
+    assert len(set(mine.history()["lr"])) == 2  # the rate changed
+    for a, b in zip(
+        mine.network.optimizer.variables, keras_adam.network.optimizer.variables, strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(mine.network.get_weights(), keras_adam.network.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_other_optimizers_go_through_keras(ml100k) -> None:
+    """A network compiled with an Adam the written-out update does not cover (amsgrad) trains
+    with Keras' own update: its extra state moves."""
+    train, val_tr, val_te = ml100k
+    model = MultVAE(train.shape[0], train.shape[1], n_epochs=1, k=100, verbose=0, seed=2)
+    optimizer = keras.optimizers.Adam(1e-3, amsgrad=True)
+    model.network.compile(optimizer=optimizer)
+    optimizer.build(model.network.trainable_variables)
+    model.fit(train, None, val_tr, val_te)
+    assert int(optimizer.iterations.numpy()) == model.number_of_batches
+    assert any(np.abs(np.asarray(v)).sum() > 0 for v in optimizer._velocity_hats)

@@ -313,7 +313,7 @@ class _Window:
             heartbeat,
             bar,
         )
-        self.size = plan.settings.batch_size or pool.n_workers
+        self.size = plan.settings.window(pool.n_workers)
         self.inflight: dict[int, optuna.Trial] = {}  # ticket -> trial, in ask (= number) order
         self.outcomes: dict[int, batch.TrialOutcome] = {}  # finished, not yet told
         self.beats: dict[int, contextlib.ExitStack] = {}

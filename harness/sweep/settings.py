@@ -13,6 +13,7 @@ from harness.errors import UserError
 SAMPLERS = ("tpe", "random", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 COORDINATIONS = ("pool", "storage")
+DEFAULT_WINDOW = 4  # smallest default window of trials in flight (SweepSettings.window)
 
 
 class SweepConfigError(UserError, ValueError):
@@ -40,9 +41,13 @@ class SweepSettings:
         n_workers: Local worker processes: "auto" (default) = one per CPU this process may use
             (`os.sched_getaffinity`), each with cores / workers TensorFlow threads; or a count
             (more than the CPUs is allowed, with a warning: 1 thread each).
-        batch_size: Trials asked from the sampler at a time (pool coordination); None = the
-            number of workers. The same seed and batch size give the same trials and values
-            whatever the number of workers.
+        batch_size: Trials in flight at a time (pool coordination): trial n is asked when
+            trial n - batch_size is told. None = max(4, 2 x workers): two per worker, so a
+            worker that finishes early has a queued trial while the oldest trial of the window
+            still runs (head-of-line waits cost ~20% of two workers' throughput with one
+            per worker); the floor of 4 gives a 1-worker run the window of the 2-core
+            default. The same seed and batch size give the same trials and values whatever
+            the number of workers.
         coordination: "pool" (default): this process owns the study and trains on a pool of
             `n_workers` spawned processes, in reproducible batches; works with every storage
             (SQLite included). "storage": `n_workers` independent processes share the storage,
@@ -151,6 +156,12 @@ class SweepSettings:
             return plan_workers(self.n_workers, gpus=self.gpus)
         except ValueError as error:
             raise SweepConfigError(str(error)) from None
+
+    def window(self, n_workers: int) -> int:
+        """Trials in flight on a pool of `n_workers` (see `batch_size`)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return max(DEFAULT_WINDOW, 2 * n_workers)
 
     @property
     def effective_grace_period(self) -> int:
