@@ -12,7 +12,7 @@
    use the default's batch size, so they train the same trials.
 4. Memory: a long Mult-VAE sweep on ml-100k (e.g. 500 trials x 2 epochs) with the default
    workers; each worker's resident memory after every trial, with worker recycling
-   (`sweep.recycle_after`, default 20) and the growth per trial within one process.
+   (`sweep.recycle_after`, default 100) and the growth per trial within one process.
 
     python benchmarks/bench_sweep.py                # parts 1-3
     python benchmarks/bench_sweep.py --part pruning --trials 12 --epochs 15
@@ -266,7 +266,9 @@ def main() -> None:
     )
     parser.add_argument("--mem-trials", type=int, default=500, help="memory: trials")
     parser.add_argument("--mem-epochs", type=int, default=2, help="memory: epochs")
-    parser.add_argument("--recycle-after", type=int, default=20, help="memory: 0 = never")
+    parser.add_argument(
+        "--recycle-after", type=int, default=100, help="memory: sweep.recycle_after, 0 = never"
+    )
     parser.add_argument(
         "--pruners", nargs="+", default=["median", "successive_halving", "hyperband"]
     )

@@ -6,9 +6,11 @@ data (the split) once when it starts, and then runs the tasks it is sent, one at
 Results come back in the order the jobs were given, whatever worker ran them, so callers that
 seed every job get the same results from any number of workers.
 
-Memory stays flat: a worker exits after `recycle_after` tasks (TensorFlow keeps a little memory
-per model it builds, even after `clear_session`) and its successor is started while the last
-task runs, so the replacement's TensorFlow import overlaps with work.
+Memory stays flat: tasks release what they built (the sweep objective and the benchmark's
+fits call Keras' `clear_session` and `harness.models.sparse_ops.forget_traced_gradients`,
+without which each model's graph stayed, ~29 MiB per ml-100k trial). As a safety net a
+worker exits after `recycle_after` tasks and its successor is started while the last task
+runs, so the replacement's TensorFlow import overlaps with work.
 
 One pool serves a whole `harness-run` (sweep and benchmark): `shared_pool()` keeps it open
 between stages and `close_shared_pool()` (also run at exit) stops it.
@@ -172,7 +174,7 @@ class WorkerPool:
     layout: WorkerLayout
     data: Any = None
     key: str | None = None
-    recycle_after: int | None = 20
+    recycle_after: int | None = 100
     preload_tensorflow: bool = True
     memory: list[MemoryRecord] = field(default_factory=list)
     _slots: list[_Slot] = field(default_factory=list)
@@ -428,7 +430,7 @@ _POOL: WorkerPool | None = None
 
 
 def shared_pool(
-    layout: WorkerLayout, data: Any, key: str, *, recycle_after: int | None = 20
+    layout: WorkerLayout, data: Any, key: str, *, recycle_after: int | None = 100
 ) -> WorkerPool:
     """The process's pool for `data`: reused when layout, key and recycling match, else
     (re)started. Closed by `close_shared_pool()` or at exit."""

@@ -54,3 +54,23 @@ def row_sum(values, x: tf.SparseTensor):
     return tf.math.unsorted_segment_sum(
         values, x.indices[:, 0], tf.cast(x.dense_shape[0], tf.int32)
     )
+
+
+def forget_traced_gradients() -> int:
+    """Drop the gradient functions ``tf.custom_gradient`` registered while tracing.
+
+    Each trace of ``sparse_matmul`` (one per model built: a new model per sweep trial)
+    registers its gradient under a new global name ("CustomGradient-<uid>") that TensorFlow
+    never removes, and that entry keeps the traced graph alive: about 29 MiB per Mult-VAE
+    (600 hidden units) on ml-100k, in every long-lived process. A traced function never looks
+    its gradient up again (the gradient was built into the graph when traced; a new trace
+    registers a new one), so the entries can go once the models that traced them are done
+    with: call this after a trial or fit. Returns how many were dropped.
+    """
+    from tensorflow.python.framework import ops
+
+    registry = ops._gradient_registry._registry
+    names = [name for name in registry if name.startswith("CustomGradient-")]
+    for name in names:
+        del registry[name]
+    return len(names)

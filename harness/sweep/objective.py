@@ -139,8 +139,12 @@ def objective(
 
 
 def _free_keras_memory() -> None:
-    # Keras keeps every model built in a process in its global graph state; without clearing
-    # it, a long sweep grows memory (and slows down) with each trial.
+    # Keras keeps every model built in a process in its global graph state, and TensorFlow
+    # the gradient of each traced sparse layer; without clearing both, a long sweep grows
+    # memory (and slows down) with each trial.
     keras = sys.modules.get("keras")
     if keras is not None:
         keras.backend.clear_session()
+        from harness.models.sparse_ops import forget_traced_gradients
+
+        forget_traced_gradients()

@@ -53,8 +53,9 @@ class SweepSettings:
             (SQLite included). "storage": `n_workers` independent processes share the storage,
             as workers on other machines do (needs a journal file or PostgreSQL/MySQL when more
             than one; not reproducible).
-        recycle_after: Trials (or benchmark fits) after which a pool worker process is replaced,
-            keeping memory flat; None = never.
+        recycle_after: Trials (or benchmark fits) after which a pool worker process is replaced;
+            None = never. A safety net: a trial frees what it built, so a worker's memory
+            stays flat without it (`benchmarks/bench_sweep.py --part memory`).
         seed: Sampler seed. Sampler state is not stored in the study, so a resumed sweep draws a
             different (still seeded) sequence than an uninterrupted one would have.
         quiet: No progress bars (per-trial summary lines are still logged).
@@ -95,7 +96,7 @@ class SweepSettings:
     max_failed_trials: int | None = None
     batch_size: int | None = None
     coordination: str = "pool"
-    recycle_after: int | None = 20
+    recycle_after: int | None = 100
     worker_id: int | None = field(default=None, compare=False)
     gpus: tuple[int, ...] | None = None
 
