@@ -26,7 +26,6 @@ import atexit
 import heapq
 import math
 import shutil
-import sys
 import tempfile
 import uuid
 import weakref
@@ -257,6 +256,6 @@ def _score_in_worker(path: str, x) -> np.ndarray:
 
 
 def _clear_keras() -> None:
-    keras = sys.modules.get("keras")
-    if keras is not None:
-        keras.backend.clear_session()
+    from harness.devices import free_model_memory
+
+    free_model_memory()

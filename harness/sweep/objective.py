@@ -6,7 +6,6 @@ only suggest, build, fit and record.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -139,12 +138,8 @@ def objective(
 
 
 def _free_keras_memory() -> None:
-    # Keras keeps every model built in a process in its global graph state, and TensorFlow
-    # the gradient of each traced sparse layer; without clearing both, a long sweep grows
-    # memory (and slows down) with each trial.
-    keras = sys.modules.get("keras")
-    if keras is not None:
-        keras.backend.clear_session()
-        from harness.models.sparse_ops import forget_traced_gradients
+    # Keras' global graph state and the traced gradients of each model: without releasing
+    # them, a long sweep grows memory (and slows down) with each trial.
+    from harness.devices import free_model_memory
 
-        forget_traced_gradients()
+    free_model_memory()
