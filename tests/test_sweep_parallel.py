@@ -1,6 +1,7 @@
 """Reproducible parallel sweeps: the same seed and batch size give the same study with two
 worker processes as with one, trial by trial (values, states, params, per-epoch values),
-pruning included."""
+pruning included; the default batch size (window) is the same for 1 and 2 workers, so the
+defaults give it too."""
 
 from __future__ import annotations
 
@@ -57,12 +58,18 @@ def test_two_workers_give_the_one_worker_study_trial_by_trial(tmp_path: Path) ->
     split = make_split(frame, n_val_users=50, n_test_users=50)
     try:
         # successive halving prunes often, and keeps its rungs in system attrs
-        common = {"n_trials": 6, "pruner": "successive_halving", "batch_size": 2}
+        # no batch_size: the default window, max(4, 2 x workers), is 4 for both
+        common = {"n_trials": 8, "pruner": "successive_halving"}
         parallel = _record(_sweep(split, tmp_path / "parallel", n_workers=2, **common))
         serial = _record(_sweep(split, tmp_path / "serial", n_workers=1, **common))
     finally:
         close_shared_pool()
     assert parallel == serial
     states = [trial[1] for trial in serial]
-    assert len(states) == 6 and optuna.trial.TrialState.PRUNED in states  # pruning took part
+    assert len(states) == 8 and optuna.trial.TrialState.PRUNED in states  # pruning took part
     assert serial[0][3] == {"learning_rate": 1e-3, "beta": 1.0}  # the seed default first
+
+
+def test_default_window_is_two_trials_per_worker_at_least_four() -> None:
+    assert [SweepSettings().window(n) for n in (1, 2, 3, 8)] == [4, 4, 6, 16]
+    assert SweepSettings(batch_size=3).window(8) == 3  # an explicit batch size wins
