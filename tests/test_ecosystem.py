@@ -404,7 +404,10 @@ def test_progress_bars_give_way_to_plain_lines_off_a_terminal(tmp_path):
 
 @pytest.mark.slow  # subprocesses or training: tens of seconds on 2 cores
 def test_the_benchmark_bar_counts_every_retraining(split, tmp_path, monkeypatch):
+    """The bar's total (planned_runs) is the number of retrainings, and every one ticks it:
+    on the worker pool (the VAEs' job graph) and serially (fit_many)."""
     from harness.benchmark import BenchmarkSettings, core, run_benchmark
+    from harness.pool import close_shared_pool, current_pool
 
     study = run_sweep(
         split=split,
@@ -415,14 +418,25 @@ def test_the_benchmark_bar_counts_every_retraining(split, tmp_path, monkeypatch)
         settings=SweepSettings(n_trials=2, pruner="none", quiet=True),
         results_dir=tmp_path,
     )
-    calls = []
-    real = core.fit_many  # every benchmark fit is dispatched through it (pool or not)
+    bars: list[dict] = []
 
-    def counted(split, model, jobs, **kwargs):
-        calls.extend(model for _ in jobs)
-        return real(split, model, jobs, **kwargs)
+    class Bar:  # records what run_benchmark tells its progress bar
+        def __init__(self, total=None, **_):
+            bars.append({"total": total, "ticks": 0})
 
-    monkeypatch.setattr(core, "fit_many", counted)
+        def update(self, n=1):
+            bars[-1]["ticks"] += n
+
+        def set_postfix_str(self, _):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+    monkeypatch.setattr(core, "tqdm", Bar)
     studies = {"mult_vae": study, "popularity": None}
     params = {"mult_vae": {**MODEL, "n_epochs": 1}, "popularity": {}}
     settings = BenchmarkSettings(
@@ -430,12 +444,12 @@ def test_the_benchmark_bar_counts_every_retraining(split, tmp_path, monkeypatch)
     )
     planned = core.planned_runs(studies, params, settings)
     assert planned == 2 * 2 + 2 * 1 + 1  # candidates x seeds + Liang's pair + popularity once
-    run_benchmark(
-        split=split,
-        dataset_name="synthetic",
-        studies=studies,
-        model_params=params,
-        settings=settings,
-        results_dir=tmp_path,
-    )
-    assert len(calls) == planned
+    try:
+        assert current_pool(split.fingerprint) is not None  # the sweep's pool: the job graph
+        for _ in ("pool", "serial"):
+            run_benchmark(split=split, dataset_name="synthetic", studies=studies,
+                          model_params=params, settings=settings, results_dir=tmp_path)  # fmt: skip
+            close_shared_pool()  # the second run fits in this process (fit_many)
+    finally:
+        close_shared_pool()
+    assert bars == [{"total": planned, "ticks": planned}] * 2
