@@ -87,10 +87,11 @@ def test_a_sweep_of_failing_trials_stops_at_the_limit(split, tmp_path):
         "batch_size": 50,
         "learning_rate": 1e6,  # diverges: NaN loss
     }
-    # one worker: exactly the limit fails (with a window of N trials in flight, the trials
-    # already running when the limit is reached still finish, so up to limit + N - 1 fail)
+    # a window of one trial: exactly the limit fails (with a window of N trials in flight, the
+    # default being max(4, 2 x workers), the trials already asked when the limit is reached
+    # still finish, so up to limit + N - 1 fail)
     settings = SweepSettings(
-        n_trials=10, pruner="none", quiet=True, max_failed_trials=2, n_workers=1
+        n_trials=10, pruner="none", quiet=True, max_failed_trials=2, n_workers=1, batch_size=1
     )
     with pytest.raises(TooManyFailedTrialsError, match="2 trials failed.*max_failed_trials=2"):
         run_sweep(

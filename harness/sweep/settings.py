@@ -71,8 +71,9 @@ class SweepSettings:
         max_retry: How often a dead worker's trial is re-run before giving up on it.
         models: For `run_many`: several models swept one after another with this same budget.
         max_failed_trials: The sweep stops with an error once the study holds this many failed
-            trials (diverged, no finite NDCG; Ctrl-C and dead workers excluded). None =
-            max(5, n_trials // 2) (5 without a trial budget).
+            trials (diverged, no finite NDCG; Ctrl-C and dead workers excluded): no trial is
+            asked after that, and the ones already in flight finish (up to batch_size - 1 more
+            failures). None = max(5, n_trials // 2) (5 without a trial budget).
         worker_id: Set for spawned worker processes (logs, heartbeat owner); None in a parent.
         gpus: GPU indices to train on; worker i uses gpus[i % len(gpus)] (harness.devices).
             None = TensorFlow's default device (the first GPU if one is visible, else the CPU).
