@@ -315,6 +315,7 @@ class _Window:
         )
         self.size = plan.settings.window(pool.n_workers)
         self.inflight: dict[int, optuna.Trial] = {}  # ticket -> trial, in ask (= number) order
+        self.asked: optuna.Trial | None = None  # between study.ask and inflight
         self.outcomes: dict[int, batch.TrialOutcome] = {}  # finished, not yet told
         self.beats: dict[int, contextlib.ExitStack] = {}
         self.errors: list[str] = []
@@ -331,9 +332,12 @@ class _Window:
         reason = INTERRUPTED if issubclass(kind, KeyboardInterrupt) else f"{kind.__name__}: {error}"
         worker_pool.close_shared_pool()  # their workers are abandoned
         for ticket, trial in list(self.inflight.items()):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a trial told just before: already finished
                 batch.fail_trial(self.study, trial, reason)
             self._stop_beating(ticket)
+        if self.asked is not None:  # asked, not yet sent to a worker
+            with contextlib.suppress(Exception):
+                batch.fail_trial(self.study, self.asked, reason)
 
     def _counts(self) -> tuple[int, int]:
         trials = self.study.get_trials(deepcopy=False)
@@ -372,11 +376,13 @@ class _Window:
             # Optuna warns that storage heartbeats expect Study.optimize: we beat ourselves.
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = self.study.ask(dict(self.plan.space.distributions))
+        self.asked = trial  # failed on an interrupt until it is in flight
         recovery.record_owner(trial)  # this process: a rerun on this host sees when it died
         history = batch.history_before(self.study, trial.number)
         task = batch.make_task(self.study, trial, history, self.plan)
         ticket = self.pool.submit(batch.execute_trial, (task,))
         self.inflight[ticket] = trial
+        self.asked = None
         self.beats[ticket] = stack = contextlib.ExitStack()
         if self.heartbeat is not None:
             stack.enter_context(self.heartbeat.beating(trial._trial_id))
@@ -395,7 +401,9 @@ class _Window:
             ticket = next(iter(self.inflight))
             if ticket not in self.outcomes:
                 break
-            self._tell(ticket, self.inflight.pop(ticket), self.outcomes.pop(ticket))
+            # in flight until told: a Ctrl-C/SIGTERM during the tell still fails the trial
+            self._tell(ticket, self.inflight[ticket], self.outcomes.pop(ticket))
+            del self.inflight[ticket]
             self.fill()
         self.rdb_beat.trials = list(self.inflight.values())
         self.rdb_beat()
