@@ -178,7 +178,8 @@ def default_trials(study: optuna.Study) -> list:
 
 @pytest.mark.slow
 def test_sigterm_fails_the_trial_writes_exports_and_the_rerun_completes(tmp_path):
-    args = sweep_args(tmp_path, "sweep.n_trials=4", "model.n_epochs=8")
+    # 60 epochs: long enough trials (seconds) to be caught running between two polls
+    args = sweep_args(tmp_path, "sweep.n_trials=4", "model.n_epochs=60")
     url = default_storage(tmp_path / "results")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -211,7 +212,9 @@ def test_sigterm_fails_the_trial_writes_exports_and_the_rerun_completes(tmp_path
 def test_kill_9_of_the_default_trial_is_retried_at_once_with_default_heartbeat(tmp_path):
     # Default heartbeat settings (grace period 15 s) and an immediate rerun shorter than that:
     # main's code left the trial RUNNING and never evaluated the seed default.
-    args = sweep_args(tmp_path, "sweep.n_trials=2", "model.n_epochs=8")
+    # 60 epochs: the default trial runs for seconds, long enough to be caught running (with
+    # 8 epochs the whole sweep sometimes ended between two polls)
+    args = sweep_args(tmp_path, "sweep.n_trials=2", "model.n_epochs=60")
     url = default_storage(tmp_path / "results")
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
