@@ -3,7 +3,7 @@
 ``tf.custom_gradient`` (the sparse first layer) registers each trace's gradient under a new
 global name that TensorFlow never drops, and that entry kept the whole traced graph alive:
 ~29 MiB per ml-100k trial. ``forget_traced_gradients`` drops the entries; what a sweep trial
-does after training (``objective._free_keras_memory``) must leave no graph behind.
+does after training (``harness.devices.free_model_memory``) must leave no graph behind.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from harness.devices import free_model_memory
 from harness.models import MultVAE
 from harness.models.sparse_ops import forget_traced_gradients
-from harness.sweep.objective import _free_keras_memory
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +42,12 @@ def _fit(clicks, seed: int, epochs: int = 1) -> MultVAE:
 
 def test_a_trial_leaves_no_graph_behind(clicks) -> None:
     _fit(clicks, 0)  # warm-up: first-use caches of TensorFlow and Keras
-    _free_keras_memory()
+    free_model_memory()
     before = _graph_ops()
     for seed in range(3):
         model = _fit(clicks, seed)
         del model
-        _free_keras_memory()
+        free_model_memory()
     after = _graph_ops()
     assert after - before < 50, f"{after - before} graph operations outlived 3 trials"
 

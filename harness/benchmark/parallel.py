@@ -37,6 +37,7 @@ import numpy as np
 
 from harness import pool as worker_pool
 from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer, fit_seed
+from harness.devices import free_model_memory
 
 _FIT_DIR: Path | None = None
 
@@ -231,7 +232,7 @@ def _fit_in_worker(model_name: str, params: dict, seed: int, patience: int | Non
     if getattr(fit.model, "total_anneal_steps_", None) is not None:
         attrs["total_anneal_steps_"] = fit.model.total_anneal_steps_
     del fit.model
-    _clear_keras()
+    free_model_memory()
     return fit.facts, fit.history, attrs
 
 
@@ -241,7 +242,7 @@ def _evaluate_in_worker(path: str, ks: tuple[int, ...], coverage_k: int):
     model = load_model(path)
     result = HeldOutTestScorer(worker_pool.shared(), ks, coverage_k).evaluate(model)
     del model
-    _clear_keras()
+    free_model_memory()
     return result
 
 
@@ -251,11 +252,5 @@ def _score_in_worker(path: str, x) -> np.ndarray:
     model = load_model(path)
     scores = model.score(x)
     del model
-    _clear_keras()
-    return scores
-
-
-def _clear_keras() -> None:
-    from harness.devices import free_model_memory
-
     free_model_memory()
+    return scores

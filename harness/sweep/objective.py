@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 from tqdm.auto import tqdm
 
+from harness.devices import free_model_memory
 from harness.sweep.records import EpochLog, jsonable, record_trial
 from harness.sweep.space import SearchSpace, suggest
 
@@ -127,7 +128,7 @@ def objective(
         raise
     finally:
         bar.close()
-        _free_keras_memory()
+        free_model_memory()  # Keras state and traced gradients: flat memory over trials
     best = epochs.best_ndcg
     if best != best:
         reason = f"no finite validation NDCG in {epochs.epochs_run} epoch(s)"
@@ -135,11 +136,3 @@ def objective(
         raise TrialFailedError(reason)
     record_trial(trial, epochs, wall_seconds=time.perf_counter() - start)
     return best
-
-
-def _free_keras_memory() -> None:
-    # Keras' global graph state and the traced gradients of each model: without releasing
-    # them, a long sweep grows memory (and slows down) with each trial.
-    from harness.devices import free_model_memory
-
-    free_model_memory()
