@@ -171,7 +171,10 @@ def user_error_from(error: BaseException) -> UserError | None:
 
 def fail(command: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
     """Print ``<command>: error: <message>`` on one line and exit with ``code``."""
+    from harness.secrets import mask_text
+
     text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    text = mask_text(text)
     print(f"{command}: error: {text}", file=sys.stderr)
     sys.exit(code)
 

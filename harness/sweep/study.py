@@ -23,7 +23,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from harness.errors import UserError
-from harness.secrets import with_env_password
+from harness.secrets import mask_text, with_env_password
 from harness.sweep.identity import identity_mismatch
 from harness.sweep.settings import SweepConfigError, SweepSettings
 from harness.sweep.space import SearchSpace, grid_values
@@ -375,6 +375,6 @@ def _hide_password(url: str) -> str:
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparseable URL has no password to hide that we can find
-        return url
+        return mask_text(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # an unparseable URL: mask what looks like a password
+        return mask_text(url)

