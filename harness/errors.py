@@ -22,6 +22,7 @@ T = TypeVar("T")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, the shell's code for Ctrl-C
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+MAX_MESSAGE = 4000  # characters of a one-line error
 
 
 class UserError(Exception):
@@ -175,6 +176,8 @@ def fail(command: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
 
     text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
     text = mask_text(text)
+    if len(text) > MAX_MESSAGE:  # a message quoting a huge value stays readable
+        text = f"{text[:MAX_MESSAGE]}... ({len(text) - MAX_MESSAGE:,} more characters cut)"
     print(f"{command}: error: {text}", file=sys.stderr)
     sys.exit(code)
 
