@@ -219,3 +219,71 @@ def test_torn_ledger_lines_are_cut_and_damaged_arrays_rescored(tmp_path):
     assert after[2]["config_hash"] == entries[0]["config_hash"]
     report = closed_form_run(tmp_path, "harness-report")
     assert report.returncode == 0, report.stderr[-3000:]
+
+
+# --- study file, data files: one short line, nothing lost -----------------------------------
+
+
+def test_an_empty_optuna_db_is_an_error_naming_the_file_never_a_silent_restart(tmp_path):
+    db = tmp_path / "results" / "optuna.db"
+    db.parent.mkdir()
+    db.write_bytes(b"")
+    os.utime(db, (1, 1))  # written long ago: a cut-off write, not a file being created
+    for script in ("harness-sweep", "harness-benchmark"):
+        done = run(command(script, tmp_path, *TINY))
+        assert_one_line_error(done, script, str(db), "0 bytes", "rm ")
+        assert db.stat().st_size == 0  # left as it was, for the user to restore or delete
+    db.unlink()  # the fix the message names: the next run completes
+    args = command("harness-sweep", tmp_path, *TINY, "model=ease", "sweep.n_trials=1")
+    assert run(args).returncode == 0
+    assert db.stat().st_size > 0
+
+
+def test_a_results_dir_with_a_question_mark_keeps_optuna_db_inside(tmp_path):
+    results = tmp_path / "res?x=1#y"
+    args = [
+        str(BIN / "harness-sweep"),
+        *TINY,
+        "model=ease",
+        "sweep.n_trials=1",
+        f"results_dir='{results}'",
+        f"data_dir={tmp_path / 'cache'}",
+    ]
+    done = run(args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (results / "optuna.db").stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", results.name]
+
+
+def test_binary_and_huge_data_files_are_one_short_line(tmp_path):
+    binary = tmp_path / "clicks.csv"
+    binary.write_bytes(bytes(range(256)) * 800)
+    huge = tmp_path / "huge.csv"
+    huge.write_text("user,item,rating\n1,2," + "x" * 50_000_000 + "\n")
+    implicit = tmp_path / "implicit.csv"
+    clicks = [(u, i) for u in range(60) for i in range(150) if (u * 7 + i * 3) % 5 == 0]
+    implicit.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in clicks))
+    cases = [
+        (binary, [], ["not a text file", "parquet"]),
+        (huge, [], ["not a number", "characters"]),
+        (implicit, ["dataset.options.rating_col=null"], ["protocol.threshold=0.5"]),
+    ]
+    for path, extra, needles in cases:
+        args = command("harness-sweep", tmp_path, "dataset=file", f"dataset.options.path={path}")
+        done = run([*args, *extra])
+        line = assert_one_line_error(done, "harness-sweep", *needles)
+        assert len(done.stdout + done.stderr) < 5000, len(done.stderr)
+        assert len(line) < 1000
+    fixed = command(
+        "harness-sweep",
+        tmp_path,
+        "dataset=file",
+        f"dataset.options.path={implicit}",
+        "dataset.options.rating_col=null",
+        "dataset.n_heldout_users=5",
+        "protocol.threshold=0.5",
+        "model=popularity",
+        "sweep.n_trials=1",
+    )
+    done = run(fixed)
+    assert done.returncode == 0, done.stderr[-3000:]

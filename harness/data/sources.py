@@ -248,6 +248,17 @@ def load_file(
             ) from None
         line_offset = 0
     else:
+        compressed = path.suffix.lower() in {".gz", ".bz2", ".zip", ".xz"}
+        if not compressed:
+            with path.open("rb") as handle:
+                start = handle.read(8192)
+            if b"\x00" in start:
+                raise DataError(
+                    f"{path} is not a text file (it holds NUL bytes): a binary or compressed "
+                    "file? Fix: point dataset.options.path at a UTF-8 CSV/TSV (compressed ones "
+                    'need their suffix, e.g. .csv.gz) or a .parquet file, or set '
+                    'dataset.options.sep="parquet".'
+                )
         try:
             frame = pd.read_csv(path, sep=sep, header=0 if header else None)
         except UnicodeDecodeError as error:
