@@ -162,10 +162,41 @@ def user_error_from(error: BaseException) -> UserError | None:
         return error
     from omegaconf.errors import MissingMandatoryValue
 
+    environment = environment_error(error)
+    if environment is not None:
+        return environment
     if isinstance(error, MissingMandatoryValue):
         key = getattr(error, "full_key", None) or str(error).split(":")[-1].strip()
         return UserError(
             f"{key} is mandatory and has no value: set it on the command line, e.g. {key}=..."
+        )
+    return None
+
+
+_FULL_DISK = ("database or disk is full", "no space left")
+_READ_ONLY = ("attempt to write a readonly database", "readonly database", "read-only file system")
+
+
+def environment_error(error: BaseException) -> UserError | None:
+    """A `UserError` for a full disk or a folder that can't be written (ENOSPC, EDQUOT, EROFS,
+    EACCES, or SQLite's own "database or disk is full" / "readonly database"), else None.
+    Finished trials and test scores are stored as they finish, so the fix is to free space
+    (or permissions) and rerun."""
+    import errno
+
+    text = str(error).lower()
+    number = getattr(error, "errno", None)
+    where = getattr(error, "filename", None)
+    at = f" ({where})" if where else ""
+    if number in (errno.ENOSPC, errno.EDQUOT) or any(t in text for t in _FULL_DISK):
+        return UserError(
+            f"no space left on the device{at}: free some space and rerun the same command "
+            "(finished trials and test scores are kept; unfinished ones are run again)."
+        )
+    if number in (errno.EROFS, errno.EACCES, errno.EPERM) or any(t in text for t in _READ_ONLY):
+        return UserError(
+            f"cannot write{at}: permission denied or a read-only file system ({error}). Give "
+            "writable folders with results_dir=DIR reports_dir=DIR and rerun."
         )
     return None
 
