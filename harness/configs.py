@@ -111,6 +111,9 @@ def _override(argv: Sequence[str], key: str) -> str | None:
     return found
 
 
+MIN_FREE_BYTES = 256 * 1024  # Hydra's run records alone need a few pages
+
+
 def check_results_dir(argv: Sequence[str]) -> None:
     """Refuse a results folder that can't be written, before Hydra tries to create its run
     folder in it (which would end in a long traceback).
@@ -133,6 +136,14 @@ def check_results_dir(argv: Sequence[str]) -> None:
         raise ConfigDirError(
             f"results_dir={value}: {existing} is a file, not a folder. Give a folder with "
             "results_dir=DIR."
+        )
+    import shutil
+
+    if existing.is_dir() and shutil.disk_usage(existing).free < MIN_FREE_BYTES:
+        raise ConfigDirError(
+            f"results_dir={value}: no space left on the device of {existing} "
+            f"({shutil.disk_usage(existing).free:,} bytes free). Free some space and rerun the "
+            "same command (finished trials and test scores are kept)."
         )
     if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigDirError(

@@ -287,3 +287,122 @@ def test_binary_and_huge_data_files_are_one_short_line(tmp_path):
     )
     done = run(fixed)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+# --- full disk, read-only folder, two benchmarks at once, outputs refused before compute ----
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount small tmpfs file systems under tmp_path (root only); unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str, *options: str) -> Path:
+        where = tmp_path / name
+        where.mkdir()
+        opts = ",".join([f"size={size}", *options])
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)])
+        if done.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)])
+
+
+def test_a_read_only_results_folder_is_one_line(tmp_path, tmpfs):
+    read_only = tmpfs("ro", "1m", "ro")
+    for script in ("harness-sweep", "harness-run"):
+        done = run([str(BIN / script), *TINY, f"results_dir={read_only}"], cwd=tmp_path)
+        assert_one_line_error(done, script, "not writable", "results_dir=DIR")
+
+
+def test_outputs_that_would_be_refused_are_refused_before_any_compute(tmp_path):
+    in_the_way = tmp_path / "reports-file"
+    in_the_way.write_text("mine")
+    cases = [
+        ("harness-run", [f"reports_dir={in_the_way}"], "reports_dir"),
+        ("harness-run", ["benchmark.name=hydra"], "reserved"),
+        ("harness-benchmark", ["benchmark.name=test_ledger"], "reserved"),
+        ("harness-report", [f"reports_dir={in_the_way}"], "is a file"),
+    ]
+    for script, extra, needle in cases:
+        done = run(command(script, tmp_path, *TINY, *extra))
+        assert_one_line_error(done, script, needle)
+    assert not (tmp_path / "cache").exists()  # no data was even loaded
+    assert in_the_way.read_text() == "mine"
+
+
+def test_a_full_disk_in_the_benchmark_leaves_no_staging_and_the_rerun_completes(tmp_path, tmpfs):
+    first = closed_form_run(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    disk = tmpfs("disk", "8m")
+    results = disk / "results"
+    subprocess.run(["cp", "-a", str(tmp_path / "results"), str(results)], check=True)
+    before = sorted(p.relative_to(results) for p in results.rglob("*"))
+    stats = os.statvfs(disk)
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (stats.f_bavail * stats.f_frsize - 48 * 1024))
+    bench = [
+        str(BIN / "harness-benchmark"),
+        *TINY,
+        *CLOSED_FORM,
+        "benchmark.name=again",
+        f"results_dir={results}",
+        f"data_dir={tmp_path / 'cache'}",
+    ]
+    before_hydra = run(bench)  # checked before Hydra writes its run records there
+    assert_one_line_error(before_hydra, "harness-benchmark", "no space left", "rerun")
+    bench.append(f"hydra.run.dir={tmp_path / 'runs'}")
+    opened = run(bench)  # the study file can't even be opened: one line, not "disk I/O error"
+    assert_one_line_error(opened, "harness-benchmark", "no space left", "rerun")
+    storage = f"sweep.storage=sqlite:///{tmp_path / 'results' / 'optuna.db'}"
+    bench.append(storage)  # the studies elsewhere: the models' files fill the disk
+    full = run(bench)
+    assert_one_line_error(full, "harness-benchmark", "no space left", "rerun")
+    assert not list(results.glob(".*.models-tmp")), list(results.glob(".*"))
+    assert not (results / "again").exists()
+    kept = sorted(p.relative_to(results) for p in results.rglob("*"))
+    assert set(before) <= set(kept)  # nothing finished was lost
+    # a staging folder left by a kill is removed at the next start of any command
+    (results / ".again.models-tmp" / "models").mkdir(parents=True)
+    filler.unlink()
+    again = run(bench)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (results / "again" / "benchmark.json").exists()
+    assert not list(results.glob(".*.models-tmp"))
+
+
+def test_two_benchmarks_at_once_are_serialised_by_the_lock(tmp_path):
+    import fcntl
+    import time
+
+    first = closed_form_run(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = tmp_path / "results"
+    running = results / ".other.models-tmp" / "models"  # a running benchmark's staging
+    running.mkdir(parents=True)
+    lock = os.open(results / ".benchmark.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # "another benchmark" holds the results folder
+    log = tmp_path / "second.err"
+    args = command("harness-benchmark", tmp_path, *TINY, *CLOSED_FORM, "benchmark.name=b2")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with log.open("w") as err:
+        second = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    try:
+        deadline = time.monotonic() + 600
+        while "another benchmark" not in log.read_text():
+            assert second.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the second benchmark never waited"
+            time.sleep(0.2)
+        assert running.is_dir()  # a running benchmark's staging folder is never touched
+        assert not (results / "b2").exists()
+    finally:
+        os.close(lock)  # the first one finishes
+    assert second.wait(timeout=900) == 0, log.read_text()[-3000:]
+    assert (results / "b2" / "benchmark.json").exists()
+    assert not running.exists()  # stale once the lock is free: removed
+    entries = ledger_lines(results)
+    assert len(entries) == 2  # the second reused the first one's test scores

@@ -180,10 +180,26 @@ def open_storage(
         raise
     except Exception as error:  # sqlalchemy/driver errors have no common base we can rely on
         detail = str(error).splitlines()[0] if str(error) else ""
+        if url.startswith("sqlite:///") and _disk_full(sqlite_path(url).parent):
+            raise SweepConfigError(
+                f"sweep.storage={_hide_password(url)}: cannot open the study file ({detail}): "
+                "no space left on the device. Free some space and rerun the same command "
+                "(finished trials are kept)."
+            ) from None
         raise SweepConfigError(
             f"sweep.storage={_hide_password(url)}: cannot connect ({type(error).__name__}: "
             f"{_hide_password(detail)}). {_connect_hint(url)}"
         ) from None
+
+
+def _disk_full(folder: Path, reserve: int = 1 << 20) -> bool:
+    """True when the file system of ``folder`` has less than ``reserve`` bytes free."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < reserve
+    except OSError:
+        return False
 
 
 def _connect_hint(url: str) -> str:
