@@ -260,15 +260,18 @@ def _build(interactions: pd.DataFrame, p: dict[str, Any], fingerprint: str) -> S
 def split_from_config(
     dataset: Mapping[str, Any], protocol: Mapping[str, Any], cache_dir: str | Path | None
 ) -> Split:
-    """Load ``dataset["name"]`` with its ``options`` and split it with the protocol params.
+    """Load ``dataset["source"]`` (default: its ``name``) with its ``options`` and split it
+    with the protocol params.
 
     Args:
-        dataset: resolved conf/dataset/<name>.yaml: name, options (kwargs of
-            load_interactions), n_heldout_users.
+        dataset: resolved conf/dataset/<name>.yaml: name (results, studies and reports are
+            named after it), source (the reader: ml-100k, file, synthetic, ...; default the
+            name), options (kwargs of load_interactions), n_heldout_users.
         protocol: resolved conf/protocol/<kind>.yaml: keyword arguments of make_split.
         cache_dir: split cache root (None: no caching).
     """
     from harness.data.sources import load_interactions  # lazy: sources pulls in downloads
 
-    df = load_interactions(dataset["name"], **dict(dataset.get("options") or {}))
+    source = dataset.get("source") or dataset["name"]
+    df = load_interactions(source, **dict(dataset.get("options") or {}))
     return make_split(df, **dict(protocol), cache_dir=cache_dir)
