@@ -191,7 +191,22 @@ def run_report_stage(
         )
         if results:
             stages["benchmark"] = results.info.get("wall_seconds", float("nan"))
-    manifest = collect_manifest(config=cfg, split_fingerprint=fingerprint, stage_seconds=stages)
+    from harness.report.manifest import keep_provenance
+    from harness.sweep import model_config
+
+    configs = {}
+    for m in cfg["models"]:
+        try:
+            configs[m] = model_config(cfg, m)[0]
+        except Exception:  # a model without a config file of ours: shown in `config` only
+            continue
+    manifest = collect_manifest(
+        config=cfg, split_fingerprint=fingerprint, stage_seconds=stages, model_configs=configs
+    )
+    if not stage_seconds:  # a standalone report: keep the run's provenance, add this line
+        manifest = keep_provenance(
+            _previous_manifest(reports_dir / cfg["report"]["name"]), manifest
+        )
     k = next((int(s.user_attrs.get("k", 100)) for s in studies.values()), 100)
     return build_report(
         name=cfg["report"]["name"],
@@ -201,6 +216,16 @@ def run_report_stage(
         reports_dir=reports_dir,
         k=k,
     )
+
+
+def _previous_manifest(folder: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        found = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _split(cfg: dict[str, Any]) -> Any:

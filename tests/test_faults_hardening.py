@@ -406,3 +406,39 @@ def test_two_benchmarks_at_once_are_serialised_by_the_lock(tmp_path):
     assert not running.exists()  # stale once the lock is free: removed
     entries = ledger_lines(results)
     assert len(entries) == 2  # the second reused the first one's test scores
+
+
+# --- a newcomer's path -----------------------------------------------------------------------
+
+
+def test_unknown_keys_name_the_closest_valid_key(tmp_path):
+    cases = [
+        ("harness-sweep", "sweep.n_trial=3", "did you mean sweep.n_trials?"),
+        ("harness-sweep", "model.latnet_dim=5", "did you mean model.latent_dim?"),
+        ("harness-run", "benchmark.n_seed=3", "did you mean benchmark.n_seeds?"),
+        ("harness-report", "report.nmae=x", "did you mean report.name?"),
+    ]
+    for script, override, needle in cases:
+        done = run(command(script, tmp_path, override))
+        line = assert_one_line_error(done, script, "unknown key", needle)
+        assert "+" + override.split("=")[0] in line  # adding a key on purpose is still possible
+    assert not (tmp_path / "results").exists()
+
+
+def test_budget_works_on_the_sweep_and_logs_hold_no_carriage_returns(tmp_path):
+    args = command(
+        "harness-sweep", tmp_path, *TINY, "budget=smoke", "model=ease", "+dataset.options.progress=true"
+    )
+    done = run(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from harness.sweep import default_storage
+
+    storage = open_storage(default_storage(tmp_path / "results"))
+    (name,) = optuna.study.get_all_study_names(storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) == 2  # budget=smoke: 2 trials per study
+    logs = [p for p in (tmp_path / "results" / "hydra").rglob("*.log")]
+    assert logs
+    for text in [done.stdout, done.stderr, *(p.read_text() for p in logs)]:
+        assert "\r" not in text
