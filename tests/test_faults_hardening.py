@@ -442,3 +442,83 @@ def test_budget_works_on_the_sweep_and_logs_hold_no_carriage_returns(tmp_path):
     assert logs
     for text in [done.stdout, done.stderr, *(p.read_text() for p in logs)]:
         assert "\r" not in text
+
+
+# --- the report shows what was benchmarked --------------------------------------------------
+
+
+def _figure_study(tmp_path: Path, name: str, curves: list[list[float]]) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=name, storage=f"sqlite:///{tmp_path / 'fig.db'}", direction="maximize"
+    )
+    for curve in curves:
+        trial = study.ask()
+        trial.set_user_attr("ndcg_per_epoch", curve)
+        study.tell(trial, max(curve))
+    return study
+
+
+def test_figures_bold_the_benchmarked_trial_and_draw_closed_form_models_as_lines(tmp_path):
+    from harness.report import figures as F
+
+    vae = _figure_study(tmp_path, "vae", [[0.1, 0.3, 0.35], [0.1, 0.2, 0.5], [0.2, 0.3, 0.4]])
+    ease = _figure_study(tmp_path, "ease", [[0.42], [0.44]])
+    fig = F.ndcg_per_epoch_figure({"vae": vae, "ease": ease}, k=100, chosen={"vae": 2})
+    vae_ax, ease_ax = fig.axes
+    bold = max(vae_ax.get_lines(), key=lambda line: line.get_linewidth())
+    assert list(bold.get_ydata()) == [0.2, 0.3, 0.4]  # the benchmarked trial, not the best
+    assert "benchmarked: trial 2" in vae_ax.get_legend().get_texts()[0].get_text()
+    for line in ease_ax.get_lines():  # a line across the epoch axis, not a dot at epoch 1
+        assert list(line.get_xdata()) == [1, 3] and len(set(line.get_ydata())) == 1
+    searched = F.ndcg_per_epoch_figure({"vae": vae}, k=100)  # no benchmark: the search's best
+    assert max(l.get_linewidth() for l in searched.axes[0].get_lines()) == 2.4
+    assert "best: trial 1" in searched.axes[0].get_legend().get_texts()[0].get_text()
+
+
+def test_the_optimal_beta_figure_bands_over_seeds_and_warns_at_the_ramps_end():
+    import numpy as np
+
+    from harness.report import figures as F
+
+    beta = np.array([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    seeds = np.array([[0.1, 0.2, 0.3, 0.35, 0.4, 0.39], [0.1, 0.25, 0.3, 0.3, 0.42, 0.41]])
+    at_end = F.AnnealRun(beta, seeds.mean(axis=0), "2 seeds", ndcg_seeds=seeds)
+    inside = F.AnnealRun(beta, np.array([0.1, 0.4, 0.3, 0.2, 0.1, 0.1]), "1 seed")
+    assert at_end.at_ramp_end and at_end.optimal_beta == 1.0 and at_end.n_seeds == 2
+    assert not inside.at_ramp_end and inside.optimal_beta == 0.4
+    fig = F.beta_figure({"standard_vae": at_end, "mult_vae": inside}, k=100)
+    band = fig.axes[0].collections
+    assert band and "2 seeds" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert fig.axes[0].get_xlabel().startswith("β")
+    assert "ramp's end" in " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "ramp's end" not in " ".join(t.get_text() for t in fig.axes[1].texts)
+
+
+def test_a_standalone_report_keeps_the_runs_provenance_and_adds_its_line():
+    from harness.report.manifest import keep_provenance
+
+    run_manifest = {
+        "created": "t0",
+        "command": "harness-run dataset=x",
+        "device": "GPU 0",
+        "stage_seconds": {"sweep": 10.0, "benchmark": 5.0},
+        "split_fingerprint": "f",
+        "git": {"commit": "a"},
+    }
+    report = {
+        "created": "t1",
+        "command": "harness-report dataset=x",
+        "device": "CPU",
+        "stage_seconds": {"sweep (sum of trial times)": 9.0},
+        "split_fingerprint": "f",
+        "git": {"commit": "b"},
+    }
+    merged = keep_provenance(run_manifest, report)
+    assert merged["command"] == "harness-run dataset=x" and merged["device"] == "GPU 0"
+    assert merged["stage_seconds"] == {"sweep": 10.0, "benchmark": 5.0}
+    assert merged["reports"] == [
+        {"command": "harness-report dataset=x", "created": "t1", "git": {"commit": "b"}, "device": "CPU"}
+    ]
+    again = keep_provenance(merged, {**report, "created": "t2"})
+    assert len(again["reports"]) == 2 and again["command"] == "harness-run dataset=x"
+    assert keep_provenance({**run_manifest, "split_fingerprint": "other"}, report) == report
