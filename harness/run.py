@@ -164,6 +164,12 @@ def run_report_stage(
     bench_dir = results_dir / cfg["benchmark"]["name"]
     hint = f"harness-benchmark dataset={cfg['dataset']['name']}"
     results = None
+    import contextlib
+
+    from harness.outputs import recover
+
+    with contextlib.suppress(OSError):  # a kill between two renames: put the folder back first
+        recover(results_dir, cfg["benchmark"]["name"])
     if cfg["report"]["require_benchmark"] or (bench_dir / "benchmark.json").exists():
         results = load_results(bench_dir, hint=hint)
     else:

@@ -522,3 +522,95 @@ def test_a_standalone_report_keeps_the_runs_provenance_and_adds_its_line():
     again = keep_provenance(merged, {**report, "created": "t2"})
     assert len(again["reports"]) == 2 and again["command"] == "harness-run dataset=x"
     assert keep_provenance({**run_manifest, "split_fingerprint": "other"}, report) == report
+
+
+def test_a_kill_between_the_two_renames_never_drops_the_test_table_from_the_report(tmp_path):
+    from harness import outputs
+
+    first = closed_form_run(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = tmp_path / "results"
+    bench = results / "synthetic"
+    before = (bench / "metrics.csv").read_text()
+    pid = os.fork()
+    if pid == 0:  # rewrite the benchmark folder on the two-rename path, killed in the gap
+        outputs.EXCHANGE = False
+        outputs.step_hook = lambda name: os._exit(9) if name == "moved-old" else None
+        try:
+            outputs.replace_folder(results, "synthetic", lambda folder: None, key="benchmark.name")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert not bench.exists()  # the gap the kill fell into
+    report = closed_form_run(tmp_path, "harness-report")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "no benchmark" not in report.stdout + report.stderr
+    assert (bench / "metrics.csv").read_text() == before
+    text = (tmp_path / "reports" / "synthetic" / "report.md").read_text()
+    assert "No benchmark results yet" not in text and "ndcg@100" in text.lower()
+
+
+# --- PostgreSQL outages ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_postgresql_outage_shorter_than_db_retry_seconds_is_ridden_out(tmp_path):
+    import time
+
+    from optuna.trial import TrialState
+
+    with postgres_server() as pg:
+        args = command(
+            "harness-sweep",
+            tmp_path,
+            *TINY,
+            "model=mult_vae",
+            "model.n_epochs=30",
+            "search_space.intermediate_dim=choice(16,32)",
+            "search_space.latent_dim=choice(4,8)",
+            "sweep.n_trials=3",
+            "sweep.n_workers=1",
+            "sweep.quiet=true",
+            "sweep.db_retry_seconds=300",
+            f"sweep.storage={pg['url']}",
+        )
+        log = tmp_path / "sweep.log"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        with log.open("w") as out:
+            sweep = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 600
+            storage = None
+            while True:  # event: a trial is running (epochs being recorded)
+                assert sweep.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no trial ever ran"
+                try:
+                    storage = storage or open_storage(pg["url"])
+                    names = optuna.study.get_all_study_names(storage)
+                    trials = optuna.load_study(study_name=names[0], storage=storage).trials
+                    if any(t.state == TrialState.RUNNING for t in trials):
+                        break
+                except (IndexError, Exception):
+                    pass
+                time.sleep(0.2)
+            storage = None
+            pg["stop"]()
+            while "stopped answering" not in log.read_text():  # event: the sweep noticed
+                assert sweep.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline + 600, "the outage was never noticed"
+                time.sleep(0.2)
+            pg["start"]()
+            assert sweep.wait(timeout=900) == 0, log.read_text()[-3000:]
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+        said = log.read_text()
+        assert "Traceback" not in said, said[-3000:]
+        assert "answers again" in said
+        storage = open_storage(pg["url"])
+        (name,) = optuna.study.get_all_study_names(storage)
+        study = optuna.load_study(study_name=name, storage=storage)
+        finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        assert len(finished) >= 3
+        assert not [t for t in study.trials if t.state == TrialState.RUNNING]
