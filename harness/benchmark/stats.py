@@ -356,6 +356,18 @@ def _folds(folds: np.ndarray | None, n_users: int) -> _Folds:
     return _Folds(codes, sizes, onehot)
 
 
+def _kept_folds(folds: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
+    """The fold ids of the users kept (complete ones)."""
+    if folds is None:
+        return None
+    raw = np.asarray(folds).ravel()
+    if raw.size != keep.size:
+        raise ValueError(
+            f"folds needs one fold id per user column: got {raw.size} for {keep.size} users"
+        )
+    return raw[keep]
+
+
 @dataclass(frozen=True)
 class _MeanSquares:
     """Two-way ANOVA of (batch, n_seeds, n_users) values, within folds (batch axis first).
@@ -408,10 +420,11 @@ def _satterthwaite(terms: list[tuple[np.ndarray, float]]) -> tuple[np.ndarray, n
 
 
 def _seed_terms(ms: _MeanSquares, folds: _Folds, n_users: int) -> list[tuple[np.ndarray, float]]:
-    """The variance of a stochastic model's pooled mean from its runs: sum over folds of
-    w_k^2 Var(seed mean on fold k) / n_s, w_k = n_k / n_users, Var estimated by MS_S,k / n_k."""
-    coef = folds.sizes / (n_users**2 * ms.n_seeds)  # (K,)
-    return [(coef[k] * ms.ms_s[:, k], ms.df_s) for k in range(folds.k)]
+    """The seed part of a stochastic model's pooled mean: Var(seed mean) / n_s per fold,
+    weighted by (n_k / n_users)^2, with Var(seed mean on fold k) = E[MS_S,k] / n_k; the
+    folds' seed mean squares are pooled (K (n_s - 1) df; exact for equal folds)."""
+    pooled = ms.ms_s.mean(axis=1)
+    return [(pooled / (n_users * ms.n_seeds), float(folds.k * ms.df_s))]
 
 
 def _t_interval(center, se, df, confidence):
@@ -538,7 +551,7 @@ def difference_variance(
     if sides:  # seed means: one run variance for all stochastic models (pooled mean square)
         df_s = sum(ms.df_s for ms in sides) * f.k
         ms_s = sum(ms.df_s * ms.ms_s.sum(axis=1) for ms in sides) / df_s
-        terms.append((ms_s * sum(1.0 / (n_users * ms.n_seeds) for ms in sides), df_s))
+        terms.append((ms_s * sum(1.0 / (n_users * ms.n_seeds) for ms in sides), float(df_s)))
     var, df = _satterthwaite(terms)
     if df_d < 1:
         var = np.full(diff.shape, np.nan)
@@ -618,7 +631,7 @@ def model_interval(
     check_seeds(x, stochastic=stochastic)
     keep = complete_users(x)
     x = x[:, keep]
-    fold_ids = None if folds is None else np.asarray(folds).ravel()[keep]
+    fold_ids = _kept_folds(folds, keep)
     n = int(x.shape[1])
     if n == 0:
         return MeanCI(float("nan"), float("nan"), float("nan"), 0, level)
@@ -712,7 +725,7 @@ def compare(
         )
     keep = complete_users(a, b)
     a, b = a[:, keep], b[:, keep]
-    fold_ids = None if folds is None else np.asarray(folds).ravel()[keep]
+    fold_ids = _kept_folds(folds, keep)
     n = int(a.shape[1])
     if n == 0:
         nan = float("nan")
@@ -807,7 +820,7 @@ class VarianceComponents:
         a, b = _clean(model), _clean(baseline)
         keep = complete_users(a, b)
         a, b = a[:, keep], b[:, keep]
-        fold_ids = None if folds is None else np.asarray(folds).ravel()[keep]
+        fold_ids = _kept_folds(folds, keep)
         f = _folds(fold_ids, a.shape[1])
         seed, resid, user, e_over_s = [], [], [], 0.0
         for x, noisy in ((a, model_stochastic), (b, baseline_stochastic)):
