@@ -105,15 +105,17 @@ def _reference_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, f
         um = [x[:, u].mean() for u in range(n)]
         sm = [x[i].mean() for i in range(s)]
         ms_s = n * sum((m - g) ** 2 for m in sm) / (s - 1)
-        ss_e = sum(
-            (x[i, u] - um[u] - sm[i] + g) ** 2 for i in range(s) for u in range(n)
-        )
+        ss_e = sum((x[i, u] - um[u] - sm[i] + g) ** 2 for i in range(s) for u in range(n))
         return ms_s, ss_e / ((s - 1) * (n - 1)), s
 
     (sa, ea, na), (sb, eb, nb) = anova(a), anova(b)
     d = [a[:, u].mean() - b[:, u].mean() for u in range(n)]
     s_d2 = float(np.var(d, ddof=1))
-    g_terms = [(s_d2 / n, n - 1), (-ea / (n * na), (na - 1) * (n - 1)), (-eb / (n * nb), (nb - 1) * (n - 1))]
+    g_terms = [
+        (s_d2 / n, n - 1),
+        (-ea / (n * na), (na - 1) * (n - 1)),
+        (-eb / (n * nb), (nb - 1) * (n - 1)),
+    ]
     g = sum(t for t, _ in g_terms)
     df_s = (na - 1) + (nb - 1)
     pooled = ((na - 1) * sa + (nb - 1) * sb) / df_s
@@ -190,7 +192,10 @@ def test_users_with_nan_are_dropped_pairwise():
     y = np.array([[0.2, 0.1, np.nan, 0.5], [0.3, 0.2, 0.4, 0.6]])
     c = compare(x, y, model_stochastic=True, baseline_stochastic=True, settings=StatsSettings())
     ref = compare(
-        x[:, [0, 3]], y[:, [0, 3]], model_stochastic=True, baseline_stochastic=True,
+        x[:, [0, 3]],
+        y[:, [0, 3]],
+        model_stochastic=True,
+        baseline_stochastic=True,
         settings=StatsSettings(),
     )
     assert c.n_users == 2 and c.mean_difference == pytest.approx(ref.mean_difference)
@@ -203,20 +208,47 @@ def test_compare_is_compare_batch_with_batch_one():
     b = rng.normal(0, 1, (6, 1, 40))
     folds = np.repeat([3, 1], 20)
     batch = compare_batch(
-        a, b, model_stochastic=True, baseline_stochastic=False, folds=folds, margin=0.2,
+        a,
+        b,
+        model_stochastic=True,
+        baseline_stochastic=False,
+        folds=folds,
+        margin=0.2,
         n_comparisons=3,
     )
     settings = StatsSettings(margin=0.2)
     for i in range(6):
         c = compare(
-            a[i], b[i], model_stochastic=True, baseline_stochastic=False, settings=settings,
-            n_comparisons=3, folds=folds,
+            a[i],
+            b[i],
+            model_stochastic=True,
+            baseline_stochastic=False,
+            settings=settings,
+            n_comparisons=3,
+            folds=folds,
         )
-        got = (c.mean_difference, c.se, c.df, c.ci_low, c.ci_high, c.p_value, c.p_equivalence, c.mdd)
+        got = (
+            c.mean_difference,
+            c.se,
+            c.df,
+            c.ci_low,
+            c.ci_high,
+            c.p_value,
+            c.p_equivalence,
+            c.mdd,
+        )
         want = tuple(
             float(getattr(batch, k)[i])
-            for k in ("mean_difference", "se", "df", "ci_low", "ci_high", "p_value",
-                      "p_equivalence", "mdd")
+            for k in (
+                "mean_difference",
+                "se",
+                "df",
+                "ci_low",
+                "ci_high",
+                "p_value",
+                "p_equivalence",
+                "mdd",
+            )
         )
         assert got == pytest.approx(want)
 
@@ -226,7 +258,11 @@ def test_clear_effect_is_better_and_mdd_uses_t_quantiles():
     base = rng.random((1, 300))
     better = base + 0.03 + rng.normal(0, 0.002, (3, 1)) + rng.normal(0, 0.02, (3, 300))
     c = compare(
-        better, base, model_stochastic=True, baseline_stochastic=False, settings=StatsSettings(),
+        better,
+        base,
+        model_stochastic=True,
+        baseline_stochastic=False,
+        settings=StatsSettings(),
         n_comparisons=3,
     )
     assert c.mean_difference == pytest.approx(better.mean() - base.mean())
@@ -280,14 +316,20 @@ def test_equivalence_is_a_tost_and_verdicts_read_right():
     text = verdict(c, 0.9, margin=0.01, alpha=0.05, n_users=2000, p_equivalence_holm=0.06)
     assert text.startswith("not distinguishable with 2000 users")
     few = compare(
-        base[:, :20] + rng.normal(0, 0.2, (1, 20)), base[:, :20], model_stochastic=False,
-        baseline_stochastic=False, settings=s,
+        base[:, :20] + rng.normal(0, 0.2, (1, 20)),
+        base[:, :20],
+        model_stochastic=False,
+        baseline_stochastic=False,
+        settings=s,
     )
     text = verdict(few, 0.9, margin=0.01, alpha=0.05, n_users=20)
     assert text.startswith("not distinguishable with 20 users (detectable difference ±")
     assert few.mdd > 0.05  # 20 noisy users cannot resolve 0.01
     zero = compare(
-        same, base, model_stochastic=False, baseline_stochastic=False,
+        same,
+        base,
+        model_stochastic=False,
+        baseline_stochastic=False,
         settings=StatsSettings(margin=0.0),
     )
     assert zero.p_equivalence == 1.0

@@ -75,8 +75,13 @@ REGIMES = {
         Regime("user x model", 100, seed=0.003, noise=0.05, user_model=0.03),
         Regime("5 folds", 500, seed=0.005, noise=0.05, n_folds=5, fold=0.05),
         Regime(
-            "5 folds, deterministic baseline", 500, seed=0.005, noise=0.05, n_folds=5,
-            fold=0.05, deterministic_baseline=True,
+            "5 folds, deterministic baseline",
+            500,
+            seed=0.005,
+            noise=0.05,
+            n_folds=5,
+            fold=0.05,
+            deterministic_baseline=True,
         ),
     )
 }
