@@ -49,12 +49,19 @@ class Regime:
     n_folds: int = 1
     fold: float = 0.0  # sd of a fold effect shared by both models (conditioned on)
     seed_ratio: float = 1.0  # baseline's run-effect sd / the model's
+    fold_sizes: tuple[int, ...] | None = None  # users per fold (None: as equal as possible)
+
+    @property
+    def codes(self) -> np.ndarray:
+        """Fold id per user column."""
+        if self.fold_sizes is not None:
+            assert len(self.fold_sizes) == self.n_folds and sum(self.fold_sizes) == self.n_users
+            return np.repeat(np.arange(self.n_folds), self.fold_sizes)
+        return np.arange(self.n_users) % self.n_folds
 
     @property
     def folds(self) -> np.ndarray | None:
-        if self.n_folds == 1:
-            return None
-        return np.arange(self.n_users) % self.n_folds
+        return None if self.n_folds == 1 else self.codes
 
     def components(self) -> VarianceComponents:
         """The true variance components (for the planned detectable difference)."""
@@ -74,6 +81,15 @@ REGIMES = {
         Regime("10 seeds", 100, n_seeds=10, seed=0.005, noise=0.05),
         Regime("user x model", 100, seed=0.003, noise=0.05, user_model=0.03),
         Regime("5 folds", 500, seed=0.005, noise=0.05, n_folds=5, fold=0.05),
+        Regime(
+            "5 unequal folds",
+            1000,
+            seed=0.01,
+            noise=0.05,
+            n_folds=5,
+            fold=0.05,
+            fold_sizes=(50, 100, 150, 200, 500),
+        ),
         Regime(
             "5 folds, deterministic baseline",
             500,
@@ -96,7 +112,7 @@ def simulate(
     expected value is ``shift`` above the baseline's. The true mean of the model is the one
     the intervals condition on (its fold effects; 0 otherwise)."""
     n, s, k = regime.n_users, regime.n_seeds, regime.n_folds
-    codes = np.arange(n) % k
+    codes = regime.codes
     shared = rng.normal(0.0, regime.user, (n_sim, 1, n))
     fold = rng.normal(0.0, regime.fold, (n_sim, 1, k))[:, :, codes] if regime.fold else 0.0
     shared = shared + fold

@@ -423,12 +423,26 @@ def _satterthwaite(terms: list[tuple[np.ndarray, float]]) -> tuple[np.ndarray, n
     return np.maximum(total, 0.0), df
 
 
-def _seed_terms(ms: _MeanSquares, folds: _Folds, n_users: int) -> list[tuple[np.ndarray, float]]:
-    """The seed part of a stochastic model's pooled mean: Var(seed mean) / n_s per fold,
-    weighted by (n_k / n_users)^2, with Var(seed mean on fold k) = E[MS_S,k] / n_k; the
-    folds' seed mean squares are pooled (K (n_s - 1) df; exact for equal folds)."""
-    pooled = ms.ms_s.mean(axis=1)
-    return [(pooled / (n_users * ms.n_seeds), float(folds.k * ms.df_s))]
+def _seed_terms(
+    sides: list[_MeanSquares], folds: _Folds, n_users: int
+) -> list[tuple[np.ndarray, float]]:
+    """The seed part of the variance of each stochastic model's pooled mean, summed.
+
+    Per model: sum over folds of w_k^2 (sigma_b^2 + sigma_e^2 / n_k) / n_s, w_k = n_k / n_u,
+    = (r sigma_b^2 / K + sigma_e^2 / n_u) / n_s with r = K sum w_k^2 (1 for equal folds).
+    sigma_b^2 comes from the seed mean squares pooled over folds and models (one run variance;
+    E[MS_S] = sigma_e^2 + (n_u / K) sigma_b^2), so the part is
+    (r MS_S + (1 - r) MS_E) / (n_u n_s): MS_S alone without folds or with equal folds.
+    """
+    if not sides:
+        return []
+    r = folds.k * float(((folds.sizes / n_users) ** 2).sum())
+    df_s = folds.k * sum(ms.df_s for ms in sides)
+    ms_s = sum(ms.df_s * ms.ms_s.sum(axis=1) for ms in sides) / df_s
+    terms = [(r * ms_s * sum(1.0 / (n_users * ms.n_seeds) for ms in sides), float(df_s))]
+    if r > 1.0 + 1e-12:  # unequal folds
+        terms += [((1.0 - r) * ms.ms_e / (n_users * ms.n_seeds), float(ms.df_e)) for ms in sides]
+    return terms
 
 
 def _t_interval(center, se, df, confidence):
@@ -484,7 +498,7 @@ def interval_batch(
             (np.where(keep, ms.ms_u / (n_users * n_s), 0.0), ms.df_u),
             (np.where(keep, -ms.ms_e / (n_users * n_s), 0.0), ms.df_e),
         ]
-        var, df = _satterthwaite(user_terms + _seed_terms(ms, f, n_users))
+        var, df = _satterthwaite(user_terms + _seed_terms([ms], f, n_users))
     else:
         var, df = _satterthwaite([(ms.ms_u / (n_users * n_s), ms.df_u)])
     se = np.sqrt(var)
@@ -552,10 +566,7 @@ def difference_variance(
     g_terms += [(-ms.ms_e / (n_users * ms.n_seeds), ms.df_e) for ms in sides]
     keep = sum(t for t, _ in g_terms) > 0  # sigma_g^2 (user x model) truncated at 0
     terms = [(np.where(keep, t, 0.0), df) for t, df in g_terms]
-    if sides:  # seed means: one run variance for all stochastic models (pooled mean square)
-        df_s = sum(ms.df_s for ms in sides) * f.k
-        ms_s = sum(ms.df_s * ms.ms_s.sum(axis=1) for ms in sides) / df_s
-        terms.append((ms_s * sum(1.0 / (n_users * ms.n_seeds) for ms in sides), float(df_s)))
+    terms += _seed_terms(sides, f, n_users)  # one run variance: pooled over the models
     var, df = _satterthwaite(terms)
     if df_d < 1:
         var = np.full(diff.shape, np.nan)
