@@ -396,3 +396,21 @@ def test_variance_components_recover_a_simulation_and_plan_users():
 def test_bad_stats_settings_name_the_key(kwargs, message):
     with pytest.raises(StatsConfigError, match=message):
         StatsSettings(**kwargs)
+
+
+def test_summary_holm_adjusts_the_tost_in_the_same_family():
+    from harness.benchmark.summary import ModelRun, tests_frame
+
+    rng = np.random.default_rng(12)
+    user = rng.random(400)
+    runs = [ModelRun("base", {"ndcg@100": user + rng.normal(0, 0.02, (5, 400))})]
+    for i, shift in enumerate([0.0, 0.003, 0.006]):
+        values = user + shift + rng.normal(0, 0.02, (5, 400))
+        runs.append(ModelRun(f"m{i}", {"ndcg@100": values}))
+    frame = tests_frame(runs, baseline="base", stats=StatsSettings(margin=0.01))
+    np.testing.assert_allclose(frame["p_equivalence_holm"], holm(frame["p_equivalence"]))
+    np.testing.assert_allclose(frame["p_holm"], holm(frame["p_value"]))
+    for _, row in frame.iterrows():
+        equivalent = row["p_holm"] >= 0.05 and row["p_equivalence_holm"] < 0.05
+        assert (row["verdict"] == "equivalent within ±0.01") == equivalent
+    assert set(frame["test"]) == {"components"} and (frame["df"] > 0).all()
