@@ -334,6 +334,12 @@ def test_equivalence_is_a_tost_and_verdicts_read_right():
     )
     assert zero.p_equivalence == 1.0
     assert verdict(zero, 0.9, margin=0.0, alpha=0.05, n_users=2000).startswith("not distinguish")
+    one_seed = compare(
+        same[:, :50], base[:, :50], model_stochastic=True, baseline_stochastic=False, settings=s
+    )
+    assert np.isfinite(one_seed.mean_difference) and math.isnan(one_seed.p_value)
+    text = verdict(one_seed, one_seed.p_value, margin=0.01, alpha=0.05, n_users=50)
+    assert text.startswith("not testable: a stochastic model has one seed")
     nan = Comparison(*[float("nan")] * 6, 0)
     assert verdict(nan, float("nan"), margin=0.01, alpha=0.05, n_users=0) == "no users to compare"
 
