@@ -59,10 +59,12 @@ def interval_text(results: BenchmarkResults) -> str:
             f"mean [{conf:.0%} bootstrap interval over the {users} test users and the {seeds} "
             f"training seeds, {settings.get('n_resamples', 2000)} resamples]"
         )
+    folds = results.info.get("folds")
+    within = f" within each of the {folds} folds (each fold its own runs)" if folds else ""
     return (
         f"mean [{conf:.0%} t-interval: the {users} test users crossed with the {seeds} "
-        "training seeds for stochastic models (variance components, Satterthwaite df); "
-        "users alone for deterministic ones]"
+        f"training seeds{within} for stochastic models (variance components, Satterthwaite "
+        "df); users alone for deterministic ones]"
     )
 
 
