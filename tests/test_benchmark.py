@@ -131,7 +131,7 @@ def test_benchmark_writes_every_file_with_cis_tests_budget_and_betas(split, swep
     assert res.per_user("ease")["ndcg@100"].shape == (1, 50)
     ease = metrics[(metrics["model"] == "ease") & (metrics["metric"] == "ndcg@100")].iloc[0]
     assert ease["ci_high"] - ease["ci_low"] > 0.01
-    assert ease["interval"] == "bootstrap" and ease["n_users"] == 50
+    assert ease["interval"] == "components" and ease["n_users"] == 50
     assert set(res.tests["verdict"]) <= {"better", "worse", "equivalent within ±0.01"} | {
         v for v in res.tests["verdict"] if v.startswith("not distinguishable with 50 users")
     }

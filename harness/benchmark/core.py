@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from harness.benchmark.layout import write_results
 from harness.benchmark.ledger import TestLedger
 from harness.benchmark.parallel import PoolScheduler, fit_cost, fit_many, open_pool
-from harness.benchmark.stats import StatsConfigError, StatsSettings, mean_ci
+from harness.benchmark.stats import MeanCI, StatsConfigError, StatsSettings, model_interval
 from harness.benchmark.summary import ModelRun, summary_tables
 from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer
 from harness.outputs import output_dir
@@ -110,8 +110,8 @@ class BenchmarkSettings:
     test_metric: str = "ndcg@100"
     ks: tuple[int, ...] = (10, 20, 50, 100)
     confidence: float = 0.95
-    interval: str = "bootstrap"
-    test: str = "bootstrap"
+    interval: str = "components"
+    test: str = "components"
     n_resamples: int = 2000
     stats_seed: int = 0
     margin: float = 0.01
@@ -306,8 +306,13 @@ def _liang_result(
             evaluated=(evaluated or {}).get(("liang", seed)),
         )
         log.info("%s: Liang procedure, seed %d: optimal beta %.3f", model, seed, retrain["beta"])
-        tests.append(float(np.nanmean(per_user[settings.test_metric])))
-    ci = mean_ci(tests, settings.confidence)
+        tests.append(np.asarray(per_user[settings.test_metric], dtype=float))
+    # the same users x seeds interval as the main table (a single seed: no interval)
+    if len(tests) >= 2:
+        ci = model_interval(np.vstack(tests), stochastic=True, confidence=settings.confidence)
+    else:
+        mean = float(np.nanmean(tests[0])) if tests else float("nan")
+        ci = MeanCI(mean, float("nan"), float("nan"), len(tests), settings.confidence)
     betas = [r["beta"] for r in retrains]
     return {
         "optimal_beta": betas,
