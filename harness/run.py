@@ -106,6 +106,49 @@ def fold_config(cfg: dict[str, Any], fold: int) -> dict[str, Any]:
     return {**cfg, "protocol": {**cfg["protocol"], "fold": fold}, "sweep": sweep, "benchmark": bench}
 
 
+def power_preflight(cfg: dict[str, Any], n_users: int, n_folds: int = 1) -> list[str]:
+    """Print (and save for the report) each planned comparison's detectable difference,
+    before any sweep; above the margin it is a warning naming the users needed."""
+    from harness.benchmark import power
+    from harness.benchmark.training import SEEDED_MODELS
+
+    settings = benchmark_settings(cfg)
+    options = dict(settings.power or {})
+    results_dir = _paths(cfg)[0]
+    pilot = options.get("pilot", "auto")
+    if pilot == "auto":
+        folder: Path | None = results_dir / settings.name
+    else:
+        folder = Path(pilot).expanduser() if pilot else None
+    if folder is not None and not (folder / "per_user").is_dir():
+        if pilot not in ("auto", None):
+            print(
+                f"power preflight: no benchmark in {folder} (benchmark.power.pilot); using "
+                "the stated variances",
+                file=sys.stderr,
+            )
+        folder = None
+    planned = power.plan(
+        models=list(settings.models),
+        baseline=settings.baseline,
+        metric=settings.test_metric,
+        n_users=n_users,
+        n_folds=n_folds,
+        n_seeds=settings.n_seeds,
+        stats=settings.stats,
+        power=options,
+        stochastic=lambda m: m in SEEDED_MODELS,
+        pilot=folder,
+    )
+    lines = power.messages(planned, settings.margin, settings.test_metric)
+    for line in lines:
+        print(line, file=sys.stderr)
+    power.save(
+        results_dir / f"{settings.name}.power.json", planned, settings.margin, settings.test_metric
+    )
+    return lines
+
+
 def pool_fold_benchmarks(
     cfg: dict[str, Any], folds: int, sweep_seconds: list[float] | None = None
 ) -> Path:
@@ -256,6 +299,7 @@ def run_all(cfg: dict[str, Any]) -> Path:
     start = time.perf_counter()
     split = _split(cfg)
     seconds["data"] = time.perf_counter() - start
+    power_preflight(cfg, int(split.test_te.shape[0]))
     start = time.perf_counter()
     try:  # one worker pool for the sweeps and the benchmark's retraining
         run_many(cfg, tuned, split=split)
@@ -281,11 +325,14 @@ def _run_folds(cfg: dict[str, Any], tuned: list[str], folds: int) -> Path:
 
     seconds: dict[str, float] = {}
     sweep_seconds: list[float] = []
+    start = time.perf_counter()
+    splits = [_split(fold_config(cfg, fold)) for fold in range(folds)]
+    seconds["data"] = time.perf_counter() - start
+    power_preflight(cfg, sum(int(s.test_te.shape[0]) for s in splits), folds)
     try:
-        for fold in range(folds):
+        for fold, split in enumerate(splits):
             fold_cfg = fold_config(cfg, fold)
             start = time.perf_counter()
-            split = _split(fold_cfg)
             print(
                 f"fold {fold + 1}/{folds}: {split.test_te.shape[0]} test users, "
                 f"{split.val_te.shape[0]} validation users, {split.n_train_users} training users",

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from harness.benchmark.layout import write_results
 from harness.benchmark.ledger import TestLedger
+from harness.benchmark.power import POWER_KEYS, stated_components
 from harness.benchmark.parallel import PoolScheduler, fit_cost, fit_many, open_pool
 from harness.benchmark.stats import MeanCI, StatsConfigError, StatsSettings, model_interval
 from harness.benchmark.summary import ModelRun, summary_tables
@@ -89,6 +90,8 @@ class BenchmarkSettings:
             validation users on splits where those users could be test users); must be None:
             use ``protocol.folds``.
         rescore: score the test users again even where the test ledger holds scores.
+        power: the power preflight's pilot and stated variance assumption (see
+            ``harness.benchmark.power``); None = no preflight values.
         save_models: keep each model's final trained model per seed under
             ``models/`` of the results folder (VAEs ``.keras``, others ``.npz``; read them
             with ``harness.models.load_model``).
@@ -118,9 +121,18 @@ class BenchmarkSettings:
     protocol_seeds: tuple[int, ...] | None = None
     rescore: bool = False
     save_models: bool = True
+    power: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.stats  # validates the statistics options  # noqa: B018
+        if self.power is not None:
+            unknown = sorted(set(self.power) - set(POWER_KEYS))
+            if unknown:
+                raise StatsConfigError(
+                    f"unknown benchmark.power key(s) {', '.join(unknown)}; valid keys are "
+                    f"{', '.join(POWER_KEYS)}"
+                )
+            stated_components(self.power)  # the stated assumption is valid
         if self.baseline not in self.models:
             raise StatsConfigError(
                 f"benchmark.baseline={self.baseline!r} is not among the compared models "

@@ -117,14 +117,37 @@ def summary_lines(results: BenchmarkResults) -> list[str]:
         lines.append(
             f"- What this run cannot tell: whether {', '.join(map(str, unknown['model']))} "
             f"differ from {baseline} by less than ±{worst:.4f}"
-            + (f"; about {needed:,} test users would resolve ±{margin:g}" if needed else "")
+            + (
+                f"; about {needed:,} test users would resolve ±{margin:g} if the test users "
+                "dominate the variance"
+                if needed
+                else ""
+            )
             + "."
         )
     lines.append(
         f"- The other metrics in the tables are descriptive: only {metric} is tested, so "
         "they carry no verdict."
     )
+    planned = _planned(results)
+    if planned:
+        lines.append(
+            "- Planned before the sweep (power preflight): "
+            + "; ".join(
+                f"{c['model']} vs {c['baseline']} ±{c['mdd']:.4f}" for c in planned["comparisons"]
+            )
+            + f" detectable with {planned['comparisons'][0]['n_users']} test users "
+            f"({planned['comparisons'][0]['source']})."
+        )
     return lines
+
+
+def _planned(results: BenchmarkResults) -> dict | None:
+    """The power preflight's plan saved beside the benchmark folder, if any."""
+    from harness.benchmark.power import load
+
+    plan = load(results.path.parent / f"{results.path.name}.power.json")
+    return plan if plan and plan.get("comparisons") else None
 
 
 def _users_needed(n_users: int, mdd: float, margin: float) -> int | None:
