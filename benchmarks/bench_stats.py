@@ -103,7 +103,7 @@ def old_row(regime, n_sim: int, n_resamples: int = 500, seed: int = 0) -> tuple[
 
 
 def calibration_table(n_sim: int, old_sims: int) -> None:
-    regimes = [*cal.REGIMES.values(), cal.HETEROGENEOUS]
+    regimes = [*cal.REGIMES.values(), cal.HETEROGENEOUS, cal.TWO_SEEDS_SEED_DOMINATED]
     print(
         f"Null calibration, level {cal.ALPHA}: new = variance components ({n_sim} simulations), "
         f"old = two-way bootstrap / sign-flip permutation ({old_sims} simulations, 500 "
