@@ -229,6 +229,24 @@ def test_report_has_every_figure_embedded_html_and_benchmark_numbers(tmp_path, s
     assert set(manifest["stage_seconds"]) == {"sweep", "benchmark", "report"}
     assert manifest["machine"]["cores"] >= 1 and manifest["packages"]["optuna"]
     assert not [p for p in out.parent.iterdir() if p.name != "synthetic"]  # no temp left
+    # the findings come first, generated from the verdicts; comparisons.csv holds them flat
+    assert markdown.index("## Findings") < markdown.index("## Test results")
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    assert list(comparisons.columns) == [
+        "model", "baseline", "metric", "n_users", "mean_diff", "ci_low", "ci_high", "p",
+        "p_holm", "mdd", "verdict",
+    ]  # fmt: skip
+    tests = results.tests.set_index("model")
+    summary = (out / "summary.md").read_text()
+    assert summary in markdown
+    for _, row in comparisons.iterrows():
+        assert row["mean_diff"] == pytest.approx(tests.loc[row["model"], "mean_difference"])
+        assert row["verdict"] == tests.loc[row["model"], "verdict"]
+        line = next(x for x in summary.splitlines() if x.startswith(f"- {row['model']} − "))
+        assert f"{row['mean_diff']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" in line
+        if str(row["verdict"]).startswith("not distinguishable"):
+            assert "not distinguishable" in line
+    assert "descriptive: only ndcg@100 is tested" in summary
 
 
 def test_report_without_benchmark_and_with_a_single_trial_study(tmp_path, studies):
@@ -332,3 +350,30 @@ def test_folds_and_ledger_tables_show_each_fold_and_the_meetings(tmp_path):
         ["mult_vae", "final", "1", "2", "3", "abcdef012345", "seed 5: model code or package versions changed"]
     ]
     assert "4 distinct configurations in 9 scorings" in ledger_rows.caption
+
+
+def test_verdict_sentences_follow_the_decisions_and_replace_the_readme_block(tmp_path):
+    """Each verdict reads as its decision; the README block is replaced, nothing else."""
+    import dataclasses
+
+    from harness.report.verdicts import BEGIN, END, replace_block, summary_lines
+
+    results = load_results(_fake_results(tmp_path, ["mult_vae", "ease", "popularity"]))
+    tests = results.tests.copy()
+    tests["verdict"] = ["better", "equivalent within ±0.01"]
+    lines = summary_lines(dataclasses.replace(results, tests=tests))
+    assert any(x.startswith("- ease − mult_vae") and "ease is better than mult_vae" in x for x in lines)
+    assert any("equivalent within ±0.01" in x and x.startswith("- popularity") for x in lines)
+    assert not any(x.startswith("- What this run cannot tell") for x in lines)
+    tests["verdict"] = ["worse", "not distinguishable with 50 users (detectable difference ±0.05)"]
+    tests["mdd"] = [0.03, 0.05]
+    lines = summary_lines(dataclasses.replace(results, tests=tests))
+    assert any("ease is worse than mult_vae" in x for x in lines)
+    cannot = next(x for x in lines if x.startswith("- What this run cannot tell"))
+    assert "popularity" in cannot and "±0.0500" in cannot
+    # what would resolve the margin, from this run's variance components: users or seeds
+    assert "popularity about" in cannot or "popularity more seeds" in cannot
+    readme = f"intro\n{BEGIN}\nold text\n{END}\noutro\n"
+    assert replace_block(readme, "- new\n") == f"intro\n{BEGIN}\n- new\n{END}\noutro\n"
+    with pytest.raises(ValueError, match="markers"):
+        replace_block("no markers here", "- new\n")
