@@ -22,6 +22,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from harness.compat.optuna import storage_of, trial_id_of
 from harness.sweep.study import retry_callback
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class JournalHeartbeat:
         now = time.time()
         failed = []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            path = self.directory / str(trial._trial_id)
+            path = self.directory / str(trial_id_of(trial))
             try:
                 last = path.stat().st_mtime
             except FileNotFoundError:
@@ -100,17 +101,17 @@ class JournalHeartbeat:
                 f"worker died: no heartbeat for {silent:.0f} s (grace period "
                 f"{self.grace_period:.0f} s); the trial is re-run"
             )
-            storage = study._storage
+            storage, trial_id = storage_of(study), trial_id_of(trial)
             try:
-                storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
-                if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                storage.set_trial_user_attr(trial_id, "failure_reason", reason)
+                if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                     continue
             except UpdateFinishedTrialError:
                 continue
             path.unlink(missing_ok=True)
             failed.append(trial.number)
             log.warning("trial %d: %s", trial.number, reason)
-            dead = copy.deepcopy(storage.get_trial(trial._trial_id))
+            dead = copy.deepcopy(storage.get_trial(trial_id))
             # The retry inherits the user attrs; the reason belongs to the dead trial only.
             dead.user_attrs = {k: v for k, v in dead.user_attrs.items() if k != "failure_reason"}
             self.retry(study, dead)
