@@ -290,7 +290,7 @@ def test_trials_of_dead_local_workers_are_failed_and_retried_at_once(tmp_path):
 
 
 def test_a_worker_waits_for_a_silent_remote_trial_to_be_declared_dead(tmp_path):
-    from harness.sweep.study import retry_callback
+    from harness.sweep.retry import retry_callback
 
     storage = optuna.storages.RDBStorage(
         f"sqlite:///{tmp_path / 'hb.db'}",

@@ -23,7 +23,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from harness.compat.optuna import storage_of, trial_id_of
-from harness.sweep.study import retry_callback
+from harness.sweep.retry import retry_callback
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,9 @@ from harness.compat.optuna import (
     study_id_of,
     trial_id_of,
 )
+from harness.outputs import write_bytes
+from harness.sweep.objective import INTERRUPTED
+from harness.sweep.retry import retry_callback
 
 log = logging.getLogger("harness.sweep")
 OWNER = "harness:worker"
@@ -107,8 +110,6 @@ def owned(func: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], flo
             return func(trial)
         except KeyboardInterrupt:
             # Ctrl-C/SIGTERM before the objective could record why (e.g. while suggesting)
-            from harness.sweep.objective import INTERRUPTED
-
             with contextlib.suppress(Exception):
                 if "failure_reason" not in trial.user_attrs:
                     trial.set_user_attr("failure_reason", INTERRUPTED)
@@ -126,8 +127,6 @@ def reap_dead_workers(study: optuna.Study, max_retry: int | None) -> list[int]:
     Returns:
         Numbers of the trials this call failed.
     """
-    from harness.sweep.study import retry_callback
-
     failed = []
     storage = storage_of(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -315,8 +314,6 @@ def repair_journal(path: Path) -> bool:
             return False
         with open(path.with_name(path.name + ".torn"), "ab") as side:
             side.write(b"\n".join(cut) + b"\n")
-        from harness.outputs import write_bytes
-
         write_bytes(path, b"".join(line + b"\n" for line in kept))
     log.warning(
         "journal %s had %d torn line(s) from a killed writer; repaired (cut bytes kept in %s)",
