@@ -254,3 +254,26 @@ def test_tensorflow_csr_matrix_ops_multiply() -> None:
         csr = ops.sparse_tensor_to_csr_sparse_matrix(x.indices, x.values, x.dense_shape)
         product = ops.sparse_matrix_mat_mul(csr, kernel)
         np.testing.assert_array_equal(product.numpy(), tf.sparse.to_dense(x).numpy() @ kernel)
+
+
+@pytest.mark.parametrize(
+    ("library", "distribution"),
+    [("optuna", "optuna"), ("keras", "keras"), ("tensorflow", "tensorflow-cpu")],
+)
+def test_pyproject_pins_the_range_the_compat_layer_is_tested_with(library, distribution) -> None:
+    """pyproject.toml's range for each library whose internals harness/compat/ wraps is the
+    range that module names, with an upper bound."""
+    import importlib
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    (pin,) = [
+        Requirement(r) for r in pyproject["project"]["dependencies"]
+        if Requirement(r).name == distribution
+    ]  # fmt: skip
+    tested = SpecifierSet(importlib.import_module(f"harness.compat.{library}").TESTED)
+    assert any(s.operator == "<" for s in pin.specifier), f"{pin}: no upper bound"
+    upper = {s.version for s in pin.specifier if s.operator == "<"}
+    assert upper == {s.version for s in tested if s.operator == "<"}, (pin, tested)
