@@ -222,16 +222,16 @@ def test_kill_9_of_the_default_trial_is_retried_at_once_with_default_heartbeat(t
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    killed_at = time.monotonic()
     (default,) = default_trials(only_study(url))
     assert default.state == TrialState.RUNNING and default.number == 0
 
     rerun = run(args)  # the same command: another n_epochs would be another study
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert time.monotonic() - killed_at < 60
     study = only_study(url)
     trials = study.get_trials()
     assert trials[0].state == TrialState.FAIL
+    # failed by the reaper of dead local workers ("process ... is gone"), which acts at once,
+    # not by the heartbeat's grace period (15 s): no clock needed to tell them apart
     assert "worker died: process" in trials[0].user_attrs["failure_reason"]
     (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
     assert retry.state in FINISHED and retry.params == trials[0].params  # the default, evaluated

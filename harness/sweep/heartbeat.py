@@ -15,7 +15,7 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -37,6 +37,8 @@ class JournalHeartbeat:
         interval: Seconds between heartbeats.
         grace_period: Seconds of silence after which a RUNNING trial is declared dead.
         max_retry: How often one configuration is re-run after dying (None = unlimited).
+        clock: The current time in seconds since the epoch, as file mtimes count it (tests
+            pass a clock they control).
     """
 
     def __init__(
@@ -47,12 +49,14 @@ class JournalHeartbeat:
         interval: float,
         grace_period: float,
         max_retry: int | None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = journal_file.with_name(journal_file.name + ".heartbeats") / study_name
         self.directory.mkdir(parents=True, exist_ok=True)
         self.interval = interval
         self.grace_period = grace_period
         self.retry = retry_callback(max_retry)
+        self.clock = clock
 
     @contextlib.contextmanager
     def beating(self, trial_id: int) -> Iterator[None]:
@@ -84,7 +88,7 @@ class JournalHeartbeat:
         Returns:
             Numbers of the trials this call failed.
         """
-        now = time.time()
+        now = self.clock()
         failed = []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             path = self.directory / str(trial_id_of(trial))
