@@ -277,3 +277,90 @@ def test_pyproject_pins_the_range_the_compat_layer_is_tested_with(library, distr
     assert any(s.operator == "<" for s in pin.specifier), f"{pin}: no upper bound"
     upper = {s.version for s in pin.specifier if s.operator == "<"}
     assert upper == {s.version for s in tested if s.operator == "<"}, (pin, tested)
+
+
+# --- nothing private outside harness/compat/ ---------------------------------------------------
+
+
+def _private_uses(root: Path) -> list[str]:
+    """`obj._name` reads, `getattr(obj, "_name")` and imports of private modules in the
+    harness outside harness/compat/ whose name no harness code defines (the harness's own
+    private names are fine: `self._x`, `module._helper`, `pool._closed`)."""
+    import ast
+
+    files = [p for p in root.rglob("*.py") if "compat" not in p.relative_to(root).parts]
+    trees = {p: ast.parse(p.read_text(), str(p)) for p in root.rglob("*.py")}
+    own: set[str] = set()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                own.add(node.name)
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                own.add(node.attr)
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    targets = (
+                        item.targets
+                        if isinstance(item, ast.Assign)
+                        else [getattr(item, "target", None)]
+                    )
+                    own.update(t.id for t in targets if isinstance(t, ast.Name))
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not name.startswith("__") and name not in own
+
+    found = []
+    for path in files:
+        for node in ast.walk(trees[path]):
+            where = f"{path.relative_to(root.parent)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Attribute) and private(node.attr):
+                if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                    found.append(f"{where}: .{node.attr}")
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr", "setattr")
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)
+                and private(node.args[1].value)
+            ):
+                found.append(f"{where}: {node.func.id}(..., {node.args[1].value!r})")
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                modules = (
+                    [a.name for a in node.names] if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                )  # fmt: skip
+                for module in modules:
+                    parts = module.split(".")
+                    if parts[0] != "harness" and (
+                        any(p.startswith("_") and p != "__future__" for p in parts)
+                        or module.startswith("tensorflow.python")
+                    ):
+                        found.append(f"{where}: import {module}")
+    return found
+
+
+def test_no_private_third_party_attributes_outside_compat() -> None:
+    root = Path(__file__).parents[1] / "harness"
+    uses = _private_uses(root)
+    assert not uses, (
+        "private attributes of third-party libraries outside harness/compat/ (wrap each in a "
+        "function of harness/compat/<library>.py with a test here):\n" + "\n".join(uses)
+    )
+
+
+def test_the_private_use_scan_sees_them(tmp_path: Path) -> None:
+    package = tmp_path / "harness"
+    package.mkdir()
+    (package / "mine.py").write_text(
+        "import optuna\nfrom optuna.storages._rdb import models\n"
+        "class Pool:\n    _closed = False\n"
+        "def f(study, pool):\n"
+        "    return study._storage, pool._closed, getattr(study, '_study_id', None)\n"
+    )
+    assert [u.split(": ", 1)[1] for u in _private_uses(package)] == [
+        "import optuna.storages._rdb",
+        "._storage",
+        "getattr(..., '_study_id')",
+    ]
