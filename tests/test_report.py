@@ -277,38 +277,58 @@ def test_missing_benchmark_names_the_command(tmp_path):
         load_results(tmp_path / "results" / "nothing")
 
 
-def test_splits_and_ledger_tables_show_the_spread_and_the_meetings(tmp_path):
+def test_folds_and_ledger_tables_show_each_fold_and_the_meetings(tmp_path):
     import dataclasses
 
-    from harness.report.tables import ledger_table, splits_table
+    from harness.report.tables import folds_table, ledger_table
 
     results = load_results(_fake_results(tmp_path, ["mult_vae", "ease"]))
-    assert splits_table(results) is None and ledger_table(results) is None
-    splits = pd.DataFrame(
+    assert folds_table(results) is None and ledger_table(results) is None
+    folds = pd.DataFrame(
         {
+            "fold": [0, 0, 1, 1],
             "model": ["mult_vae", "ease", "mult_vae", "ease"],
-            "protocol_seed": [98765, 98765, 1, 1],
             "split_fingerprint": ["a", "a", "b", "b"],
+            "n_users": [50, 50, 49, 49],
             "metric": "ndcg@100",
             "mean": [0.40, 0.42, 0.44, 0.43],
-            "ci_low": 0.0,
-            "ci_high": 1.0,
-            "n_users": 50,
+            "ci_low": 0.3,
+            "ci_high": 0.5,
+            "chosen_trial": [3, None, 7, None],
+            "benchmark_seconds": [10.0, 10.0, 12.0, 12.0],
+            "sweep_seconds": [100.0, 100.0, 90.0, 90.0],
         }
     )
-    ledger = {"mult_vae": {"final": {"scored": 0, "reused": 3, "met_test_users": 3}}}
+    ledger = {
+        "mult_vae": {
+            "final": {
+                "scored": 1,
+                "reused": 2,
+                "met_test_users": 3,
+                "configs": {"5": "abcdef0123456789"},
+                "config_hash": "abcdef0123456789",
+                "rescored": {"5": "model code or package versions changed"},
+            }
+        }
+    }
     results = dataclasses.replace(
-        results, splits=splits, info={**results.info, "test_ledger": ledger}
+        results,
+        folds=folds,
+        info={**results.info, "test_ledger": ledger, "test_exposure": {"configurations": 4, "scorings": 9}},
     )
-    table = splits_table(results)
-    assert table.header == ["model", "seed 98765", "seed 1", "mean", "sd", "range"]
-    sd = float(np.std([0.40, 0.44], ddof=1))
+    table = folds_table(results)
+    assert table.header == ["fold", "test users", "mult_vae", "ease", "sweep s", "benchmark s"]
     assert table.rows[0] == [
-        "mult_vae",
-        "0.4000",
-        "0.4400",
-        "0.4200",
-        f"{sd:.4f}",
-        "0.4000 – 0.4400",
+        "0",
+        "50",
+        "0.4000 [0.3000, 0.5000] (trial 3)",
+        "0.4200 [0.3000, 0.5000]",
+        "100",
+        "10",
     ]
-    assert ledger_table(results).rows == [["mult_vae", "final", "0", "3", "3", ""]]
+    assert table.rows[-1][:2] == ["pooled", "99"] and table.rows[-1][-2:] == ["190", "22"]
+    ledger_rows = ledger_table(results)
+    assert ledger_rows.rows == [
+        ["mult_vae", "final", "1", "2", "3", "abcdef012345", "seed 5: model code or package versions changed"]
+    ]
+    assert "4 distinct configurations in 9 scorings" in ledger_rows.caption
