@@ -330,7 +330,7 @@ def budget_table(results: BenchmarkResults) -> Table:
             str(r.get("epochs_trained", "")),
             str(r["note"]),
         ]
-        for _, r in b.fillna("").iterrows()
+        for _, r in b.astype(object).where(b.notna(), "").iterrows()  # "" for missing cells
     ]
     tuned = b[b["n_trials_budget"] > 0]
     equal = tuned["n_trials_budget"].nunique() <= 1 and tuned["finished"].nunique() <= 1
