@@ -32,7 +32,7 @@ from harness.models.callbacks import (
     seed_total_anneal_steps,
     wants_batch_events,
 )
-from harness.models.persistence import FORMAT, load_model, save_network
+from harness.models.persistence import FORMAT, load_as, save_network
 from harness.models.vae import VAENetwork
 from harness.models.validation import (
     as_click_matrix,
@@ -40,6 +40,7 @@ from harness.models.validation import (
     check_k,
     check_save_path,
     check_schedule,
+    check_vae_param,
     check_vae_params,
 )
 
@@ -165,6 +166,12 @@ class VAERecommender:
         self._history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
         self.best_epoch = 0
         self.best_ndcg = math.nan
+
+    @classmethod
+    def check_param(cls, name: str, value: Any, context: dict[str, Any]) -> None:
+        """Check one hyperparameter before any data loads (``validation.check_vae_param``;
+        ``context``: the other configured parameters)."""
+        check_vae_param(name, value, context)
 
     @property
     def model(self) -> VAENetwork:
@@ -466,7 +473,7 @@ class VAERecommender:
     @classmethod
     def load(cls, path: str | os.PathLike) -> VAERecommender:
         """Load a file written by ``save``; ValueError if it holds another model class."""
-        return load_model(path, expected=cls)
+        return load_as(path, cls, expected=cls)
 
     @classmethod
     def _from_record(cls, path: Path, record: dict[str, Any]) -> VAERecommender:
