@@ -37,11 +37,11 @@ from harness.models.persistence import FORMAT, load_as, save_network
 from harness.models.vae import VAENetwork
 from harness.models.validation import (
     as_click_matrix,
-    check_stopping,
     check_fit_inputs,
     check_k,
     check_save_path,
     check_schedule,
+    check_stopping,
     check_vae_param,
     check_vae_params,
 )

@@ -22,8 +22,7 @@ from typing import Any
 from harness.errors import UserError
 from harness.models.baselines import EASE, Popularity
 from harness.models.ials import IALS
-
-# NEW from harness.models.mult_dae import MultDAE
+from harness.models.mult_dae import MultDAE
 from harness.models.mult_vae import MultVAE
 from harness.models.persistence import load_as, read_record
 
@@ -70,7 +69,7 @@ SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("mult_vae", MultVAE, True, True, True, KERAS_FORMATS),
     ModelSpec("ease", EASE, False, False, False, NPZ_FORMATS),
     ModelSpec("popularity", Popularity, False, False, False, NPZ_FORMATS),
-    # NEW     ModelSpec("mult_dae", MultDAE, True, True, False, KERAS_FORMATS),
+    ModelSpec("mult_dae", MultDAE, True, True, False, KERAS_FORMATS),
     # NEW     ModelSpec("recvae", RecVAE, True, True, False, KERAS_FORMATS),
     ModelSpec("ials", IALS, False, True, False, NPZ_FORMATS, module="implicit"),
     ModelSpec("rp3beta", RP3beta, False, False, False, NPZ_FORMATS),

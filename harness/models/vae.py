@@ -123,6 +123,10 @@ class VAENetwork(keras.Model):
 
     BIAS_STDDEV: float | None = None
     JOINT_LATENT_FAN = False
+    # False: a denoising autoencoder (Mult-DAE): no log_var layer, no sampling, no KL; the
+    # code layer gets LATENT_ACTIVATION (Liang et al.'s MultiDAE: tanh on every hidden layer)
+    VARIATIONAL = True
+    LATENT_ACTIVATION: str | None = None
 
     def __init__(
         self,
@@ -171,8 +175,10 @@ class VAENetwork(keras.Model):
         fan_scale = 1.0
         if self.JOINT_LATENT_FAN:
             fan_scale = (intermediate_dim + latent_dim) / (intermediate_dim + 2 * latent_dim)
-        self.mu_layer = dense(latent_dim, 100, fan_scale=fan_scale)
-        self.log_var_layer = dense(latent_dim, 101, fan_scale=fan_scale)
+        self.mu_layer = dense(latent_dim, 100, self.LATENT_ACTIVATION, fan_scale=fan_scale)
+        self.log_var_layer = (
+            dense(latent_dim, 101, fan_scale=fan_scale) if self.VARIATIONAL else None
+        )
         self.sampling = Sampling(seed=_seeded(seed, 200))
         self.decoder_layers = [
             dense(intermediate_dim, 300 + i, "tanh") for i in range(n_hidden_layers)
@@ -238,7 +244,8 @@ class VAENetwork(keras.Model):
             layer.build((None, width))
             width = layer.units
         self.mu_layer.build((None, width))
-        self.log_var_layer.build((None, width))
+        if self.log_var_layer is not None:
+            self.log_var_layer.build((None, width))
         width = self.mu_layer.units
         for layer in self.decoder_layers:
             layer.build((None, width))
@@ -261,7 +268,7 @@ class VAENetwork(keras.Model):
 
     # --- forward ------------------------------------------------------------------------
     def encode(self, x: tf.SparseTensor, training: bool = False):
-        """Return (mu, log_var) for a sparse click batch."""
+        """Return (mu, log_var) for a sparse click batch (log_var None when not VARIATIONAL)."""
         x = self.transform_input(x)
         if training and self.drop_encoder > 0:
             # dropout of a zero is a zero, so dropping the stored clicks is the dense dropout
@@ -271,6 +278,8 @@ class VAENetwork(keras.Model):
         h = first.activation(sparse_matmul(x, first.kernel) + first.bias)
         for layer in self.encoder_layers[1:]:
             h = layer(h)
+        if self.log_var_layer is None:
+            return self.mu_layer(h), None
         return self.mu_layer(h), self.log_var_layer(h)
 
     def decode(self, z, training: bool = False):
