@@ -25,8 +25,7 @@ from harness.models.ials import IALS
 from harness.models.mult_dae import MultDAE
 from harness.models.mult_vae import MultVAE
 from harness.models.persistence import load_as, read_record
-
-# NEW from harness.models.recvae import RecVAE
+from harness.models.recvae import RecVAE
 from harness.models.rp3beta import RP3beta
 from harness.models.standard_vae import StandardVAE
 from harness.models.validation import MissingDependencyError
@@ -70,7 +69,7 @@ SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("ease", EASE, False, False, False, NPZ_FORMATS),
     ModelSpec("popularity", Popularity, False, False, False, NPZ_FORMATS),
     ModelSpec("mult_dae", MultDAE, True, True, False, KERAS_FORMATS),
-    # NEW     ModelSpec("recvae", RecVAE, True, True, False, KERAS_FORMATS),
+    ModelSpec("recvae", RecVAE, True, True, False, KERAS_FORMATS),
     ModelSpec("ials", IALS, False, True, False, NPZ_FORMATS, module="implicit"),
     ModelSpec("rp3beta", RP3beta, False, False, False, NPZ_FORMATS),
 )

@@ -169,25 +169,34 @@ class VAENetwork(keras.Model):
                 units, activation=activation, kernel_initializer=kernel, bias_initializer=bias
             )
 
-        self.encoder_layers = [dense(intermediate_dim, i, "tanh") for i in range(n_hidden_layers)]
-        # Liang et al.'s last encoder layer is one (hidden x 2*latent) matrix split into mu and
-        # log_var: its Glorot range uses fan_out = 2 * latent_dim
-        fan_scale = 1.0
-        if self.JOINT_LATENT_FAN:
-            fan_scale = (intermediate_dim + latent_dim) / (intermediate_dim + 2 * latent_dim)
-        self.mu_layer = dense(latent_dim, 100, self.LATENT_ACTIVATION, fan_scale=fan_scale)
-        self.log_var_layer = (
-            dense(latent_dim, 101, fan_scale=fan_scale) if self.VARIATIONAL else None
-        )
-        self.sampling = Sampling(seed=_seeded(seed, 200))
-        self.decoder_layers = [
-            dense(intermediate_dim, 300 + i, "tanh") for i in range(n_hidden_layers)
-        ]
-        self.decoder_dropout = keras.layers.Dropout(drop_decoder, seed=_seeded(seed, 400))
-        self.output_layer = dense(original_dim, 500)
-        self.input_seed = keras.random.SeedGenerator(_seeded(seed, 600))
+        self._make_layers(dense)
         self._compile_steps(xla_optimizer)
         self.build()
+
+    def _make_layers(self, dense) -> None:
+        """Create the layers; ``dense(units, seed_offset, activation=None, fan_scale=1.0)``
+        makes a Dense layer with this network's initialisers (subclasses may build others)."""
+        self.encoder_layers = [
+            dense(self.intermediate_dim, i, "tanh") for i in range(self.n_hidden_layers)
+        ]
+        # Liang et al.'s last encoder layer is one (hidden x 2*latent) matrix split into mu and
+        # log_var: its Glorot range uses fan_out = 2 * self.latent_dim
+        fan_scale = 1.0
+        if self.JOINT_LATENT_FAN:
+            fan_scale = (self.intermediate_dim + self.latent_dim) / (
+                self.intermediate_dim + 2 * self.latent_dim
+            )
+        self.mu_layer = dense(self.latent_dim, 100, self.LATENT_ACTIVATION, fan_scale=fan_scale)
+        self.log_var_layer = (
+            dense(self.latent_dim, 101, fan_scale=fan_scale) if self.VARIATIONAL else None
+        )
+        self.sampling = Sampling(seed=_seeded(self.seed, 200))
+        self.decoder_layers = [
+            dense(self.intermediate_dim, 300 + i, "tanh") for i in range(self.n_hidden_layers)
+        ]
+        self.decoder_dropout = keras.layers.Dropout(self.drop_decoder, seed=_seeded(self.seed, 400))
+        self.output_layer = dense(self.original_dim, 500)
+        self.input_seed = keras.random.SeedGenerator(_seeded(self.seed, 600))
 
     def get_config(self) -> dict:
         """Constructor arguments (beta as its current value), for ``.keras`` files."""
@@ -378,8 +387,9 @@ class VAENetwork(keras.Model):
         return tf.math.top_k(scores, k=k)
 
     def train_batch_group(
-        self, rows, cols, values, row_bounds, entry_bounds, first_step, anneal, cap, steps
-    ):
+        self, rows, cols, values, row_bounds, entry_bounds, first_step, anneal, cap, steps,
+        step_fn=None,
+    ):  # fmt: skip
         """Adam steps on consecutive batches in one call (a ``batching.BatchGroup``).
 
         After each batch, as ``AnnealingCallback`` would, beta becomes
@@ -387,6 +397,8 @@ class VAENetwork(keras.Model):
         the batches done in this call, computed in float64 and rounded to float32 as Python
         floats are. Stops after the first batch whose loss is not finite (its update is
         applied, as with one call per batch).
+
+        ``step_fn(x)`` replaces ``train_step`` (RecVAE's encoder and decoder steps).
 
         Returns:
             float32 per-user loss sum of every batch run (fewer than the group's batches
@@ -399,7 +411,7 @@ class VAENetwork(keras.Model):
             lo, hi = entry_bounds[i], entry_bounds[i + 1]
             n_rows = row_bounds[i + 1] - row_bounds[i]
             x = to_sparse_tensor(rows[lo:hi], cols[lo:hi], values[lo:hi], n_rows, self.original_dim)
-            batch_sum = self.train_step(x)
+            batch_sum = (step_fn or self.train_step)(x)
             step = tf.cast(first_step + tf.cast(i, tf.int64) + 1, tf.float64)
             annealed = tf.cast(tf.minimum(step / steps, cap), tf.float32)
             self.beta.assign(tf.where(anneal, annealed, self.beta))
