@@ -83,12 +83,11 @@ def check_model_config(
         if name in space.distributions:
             continue  # sampled: its bounds are checked below
         try:
-            # A VAE's check covers every parameter at once (rules may depend on another
-            # one, e.g. anneal_cap on annealing): the message starts with the bad one's name.
+            # A check covers every parameter at once (rules may depend on another one, e.g.
+            # anneal_cap on annealing; a constructor checks them all).
             check(name, value)
         except (ValueError, TypeError) as error:
-            whole = hasattr(_model_class(model_name), "check_param")
-            bad = str(error).split("=", 1)[0] if whole else name
+            bad = str(error).split("=", 1)[0]  # messages start with the bad one's name
             bad = bad if bad in fixed else name
             key = f"search_space.{bad}" if bad in space.fixed else f"model.{bad}"
             raise SweepConfigError(f"{key} is invalid for {model_name}: {error}") from None
