@@ -225,7 +225,7 @@ class RecVAENetwork(MultinomialNetwork):
             loss, _, _ = self.per_user_loss(x, training=True, dropout=dropout)
             objective = tf.reduce_mean(loss)
         grads = tape.gradient(objective, variables)
-        optimizer.apply([tf.convert_to_tensor(g) for g in grads], variables)
+        self._apply_gradients([tf.convert_to_tensor(g) for g in grads], variables, optimizer)
         return tf.reduce_sum(loss)
 
     def encoder_step(self, x: tf.SparseTensor, epsilon=None):

@@ -346,10 +346,13 @@ class VAENetwork(keras.Model):
         self.apply_gradients([tf.convert_to_tensor(g) for g in grads])
         return tf.reduce_sum(loss) + self.penalty() * tf.cast(tf.size(loss), tf.float32)
 
-    def _apply_gradients(self, grads) -> None:
-        optimizer = self.optimizer
+    def _apply_gradients(self, grads, variables=None, optimizer=None) -> None:
+        """Adam step of ``variables`` (default: every trainable weight) with ``optimizer``
+        (default: the compiled one), which must have been built with them."""
+        optimizer = self.optimizer if optimizer is None else optimizer
+        variables = self.trainable_weights if variables is None else variables
         if not _plain_adam(optimizer):
-            optimizer.apply(grads, self.trainable_weights)
+            optimizer.apply(grads, variables)
             return
         # Keras' Adam.update_step, op for op (so the weights are bit-identical to
         # ``optimizer.apply``), without the bookkeeping around it: ``apply`` traces 418 graph
@@ -360,7 +363,7 @@ class VAENetwork(keras.Model):
         beta_1_power = tf.pow(tf.cast(optimizer.beta_1, tf.float32), step)
         beta_2_power = tf.pow(tf.cast(optimizer.beta_2, tf.float32), step)
         alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-        for grad, variable in zip(grads, self.trainable_weights, strict=True):
+        for grad, variable in zip(grads, variables, strict=True):
             index = optimizer._get_variable_index(variable)
             m = optimizer._momentums[index].value
             v = optimizer._velocities[index].value
