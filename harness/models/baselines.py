@@ -21,6 +21,7 @@ from harness.evaluation import ndcg_at_k, top_k_items
 from harness.models.batching import top_to_csr, top_to_dense
 from harness.models.callbacks import HISTORY_KEYS, EpochCallback
 from harness.models.persistence import FORMAT, load_as, write_atomically
+from harness.models.spec import NPZ_FORMATS, ModelSpec
 from harness.models.validation import (
     FitData,
     as_click_matrix,
@@ -275,3 +276,10 @@ def _weights_from_inverse(inverse: np.ndarray) -> np.ndarray:
     weights = inverse / (-np.diag(inverse))
     np.fill_diagonal(weights, 0.0)
     return weights.astype(np.float32)
+
+
+MODEL_SPECS = (
+    ModelSpec("ease", EASE, iterative=False, seeded=False, has_beta=False, formats=NPZ_FORMATS),
+    ModelSpec("popularity", Popularity, iterative=False, seeded=False, has_beta=False,
+              formats=NPZ_FORMATS),
+)  # fmt: skip

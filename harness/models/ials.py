@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from harness.models.baselines import OneShotRecommender
+from harness.models.spec import NPZ_FORMATS, ModelSpec
 from harness.models.validation import FitData, MissingDependencyError, as_click_matrix
 
 SCORE_ROWS = 4096  # users folded in at once
@@ -138,3 +139,10 @@ class IALS(OneShotRecommender):
         return {"factors": self.factors, "regularization": self.regularization,
                 "alpha": self.alpha, "iterations": self.iterations, "seed": self.seed,
                 "k": self.k, "num_threads": self.num_threads}  # fmt: skip
+
+
+# one fit of all iterations (no per-epoch NDCG); the random initial factors make it seeded
+MODEL_SPECS = (
+    ModelSpec("ials", IALS, iterative=False, seeded=True, has_beta=False, formats=NPZ_FORMATS,
+              module="implicit"),
+)  # fmt: skip

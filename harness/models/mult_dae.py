@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from harness.models.base import VAERecommender
 from harness.models.mult_vae import MultinomialNetwork
+from harness.models.spec import KERAS_FORMATS, ModelSpec
 from harness.models.vae import VAENetwork, register
 from harness.models.validation import check_vae_param
 
@@ -124,3 +125,9 @@ class MultDAE(VAERecommender):
 
     def _build_network(self) -> VAENetwork:
         return DenoisingNetwork(**self._network_kwargs())
+
+
+MODEL_SPECS = (
+    ModelSpec("mult_dae", MultDAE, iterative=True, seeded=True, has_beta=False,
+              formats=KERAS_FORMATS),
+)  # fmt: skip

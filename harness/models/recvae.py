@@ -37,6 +37,7 @@ import tensorflow as tf
 from harness.models.base import VAERecommender
 from harness.models.mult_vae import MultinomialNetwork
 from harness.models.sparse_ops import row_sum, sparse_matmul
+from harness.models.spec import KERAS_FORMATS, ModelSpec
 from harness.models.vae import _BATCH_GROUP, Sampling, VAENetwork, _seeded, register
 from harness.models.validation import check_positive_int, check_vae_param
 
@@ -335,3 +336,10 @@ class RecVAE(VAERecommender):
         self.network.update_prior()
         for _ in range(self.n_dec_epochs):
             yield self.network.train_decoder_batches
+
+
+# beta is per user (gamma times clicks), not one KL weight: no optimal-beta figures
+MODEL_SPECS = (
+    ModelSpec("recvae", RecVAE, iterative=True, seeded=True, has_beta=False,
+              formats=KERAS_FORMATS),
+)  # fmt: skip

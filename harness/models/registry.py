@@ -5,74 +5,69 @@ Stages ask the spec what a model can do (``model_spec(name).iterative``, ``.seed
 harness's ``conf/model/<name>.yaml`` (``model_defaults(name)``); its class keeps its own
 constructor defaults for direct use of the class (the seed's, for the drop-in API).
 
-Adding a model = one module in ``harness/models/`` (its class), one ``ModelSpec`` line in
-``SPECS`` below, ``conf/model/<name>.yaml`` and ``conf/search_space/<name>.yaml``.
+Each module of ``harness/models/`` that declares ``MODEL_SPECS = (ModelSpec(...), ...)`` is
+registered when this module is imported. Adding a model = one module in ``harness/models/``
+(its class and its ``MODEL_SPECS``), ``conf/model/<name>.yaml`` and
+``conf/search_space/<name>.yaml``.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import inspect
 import os
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.models.baselines import EASE, Popularity
-from harness.models.ials import IALS
-from harness.models.mult_dae import MultDAE
-from harness.models.mult_vae import MultVAE
 from harness.models.persistence import load_as, read_record
-from harness.models.recvae import RecVAE
-from harness.models.rp3beta import RP3beta
-from harness.models.standard_vae import StandardVAE
+from harness.models.spec import KERAS_FORMATS, NPZ_FORMATS, ModelSpec
 from harness.models.validation import MissingDependencyError
 
-KERAS_FORMATS = (".keras",)
-NPZ_FORMATS = (".npz",)
+__all__ = [
+    "KERAS_FORMATS",
+    "NPZ_FORMATS",
+    "MissingDependencyError",
+    "ModelSpec",
+    "UnknownModelError",
+    "build_model",
+    "check_available",
+    "load_model",
+    "model_defaults",
+    "model_param_names",
+    "model_spec",
+    "registered_models",
+]
+
+# Report and listing order of the shipped models; models added later follow by name.
+ORDER = ("standard_vae", "mult_vae", "ease", "popularity", "mult_dae", "recvae", "ials", "rp3beta")
+_MODELS_DIR = Path(__file__).resolve().parent
 
 
 class UnknownModelError(UserError, ValueError):
     """A model name that is not registered (the message lists the registered ones)."""
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the stages need to know about a model.
-
-    Attributes:
-        name: the registry name (``conf/model/<name>.yaml``, ``models=[...]``).
-        cls: the model class.
-        iterative: trains in epochs (per-epoch NDCG, pruning, early stopping).
-        seeded: results depend on the training seed (the benchmark runs n_seeds fits).
-        has_beta: has a KL weight (optimal-beta figures and Liang et al.'s procedure).
-        formats: file suffixes ``save()`` writes.
-        extra: the pip extra that provides an optional dependency (None: none needed).
-        module: the importable module the model needs (checked by ``check_available``).
-    """
-
-    name: str
-    cls: type
-    iterative: bool
-    seeded: bool
-    has_beta: bool
-    formats: tuple[str, ...]
-    extra: str | None = None
-    module: str | None = None
+def _discover() -> tuple[ModelSpec, ...]:
+    """The ``MODEL_SPECS`` of every module in ``harness/models/`` that declares them (found
+    by a look at the source first, so modules without models, such as the plotting one,
+    are not imported)."""
+    specs: dict[str, ModelSpec] = {}
+    for path in sorted(_MODELS_DIR.glob("*.py")):
+        if path.stem in ("__init__", "registry") or "MODEL_SPECS =" not in path.read_text():
+            continue
+        module = importlib.import_module(f"{__package__}.{path.stem}")
+        for spec in getattr(module, "MODEL_SPECS", ()):
+            if spec.name in specs:
+                raise RuntimeError(f"model {spec.name!r} is declared twice ({path.name})")
+            specs[spec.name] = spec
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return tuple(sorted(specs.values(), key=lambda s: (rank.get(s.name, len(ORDER)), s.name)))
 
 
-SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec("standard_vae", StandardVAE, True, True, True, KERAS_FORMATS),
-    ModelSpec("mult_vae", MultVAE, True, True, True, KERAS_FORMATS),
-    ModelSpec("ease", EASE, False, False, False, NPZ_FORMATS),
-    ModelSpec("popularity", Popularity, False, False, False, NPZ_FORMATS),
-    ModelSpec("mult_dae", MultDAE, True, True, False, KERAS_FORMATS),
-    ModelSpec("recvae", RecVAE, True, True, False, KERAS_FORMATS),
-    ModelSpec("ials", IALS, False, True, False, NPZ_FORMATS, module="implicit"),
-    ModelSpec("rp3beta", RP3beta, False, False, False, NPZ_FORMATS),
-)
+SPECS: tuple[ModelSpec, ...] = _discover()
 _BY_NAME = {spec.name: spec for spec in SPECS}
 _BY_CLASS = {spec.cls.__name__: spec for spec in SPECS}
 

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from harness.models.baselines import OneShotRecommender
+from harness.models.spec import NPZ_FORMATS, ModelSpec
 from harness.models.validation import FitData
 
 BLOCK_ROWS = 1024  # items per block: 1024 x 20k items x 4 B = 80 MB dense at ML-20M
@@ -152,3 +153,9 @@ def rp3beta_similarity(
         w = _row_normalised(w).astype(np.float32)
     w.sort_indices()
     return w
+
+
+MODEL_SPECS = (
+    ModelSpec("rp3beta", RP3beta, iterative=False, seeded=False, has_beta=False,
+              formats=NPZ_FORMATS),
+)  # fmt: skip
