@@ -110,7 +110,7 @@ def power_preflight(cfg: dict[str, Any], n_users: int, n_folds: int = 1) -> list
     """Print (and save for the report) each planned comparison's detectable difference,
     before any sweep; above the margin it is a warning naming the users needed."""
     from harness.benchmark import power
-    from harness.benchmark.training import SEEDED_MODELS
+    from harness.benchmark.training import is_seeded
 
     settings = benchmark_settings(cfg)
     options = dict(settings.power or {})
@@ -137,7 +137,7 @@ def power_preflight(cfg: dict[str, Any], n_users: int, n_folds: int = 1) -> list
         n_seeds=settings.n_seeds,
         stats=settings.stats,
         power=options,
-        stochastic=lambda m: m in SEEDED_MODELS,
+        stochastic=is_seeded,
         pilot=folder,
     )
     lines = power.messages(planned, settings.margin, settings.test_metric)

@@ -44,7 +44,7 @@ from harness.benchmark.power import POWER_KEYS, stated_components
 from harness.benchmark.parallel import PoolScheduler, fit_cost, fit_many, open_pool
 from harness.benchmark.stats import MeanCI, StatsConfigError, StatsSettings, model_interval
 from harness.benchmark.summary import ModelRun, summary_tables
-from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer
+from harness.benchmark.training import FitResult, HeldOutTestScorer, has_beta, is_seeded
 from harness.outputs import output_dir
 from harness.secrets import mask_text
 
@@ -78,7 +78,8 @@ class BenchmarkSettings:
         n_candidates: top trials per study re-run over the seeds in selection.
         patience: stop a run after this many epochs without a better validation NDCG
             (None = train all epochs; the best epoch's weights are restored either way).
-        liang: run Liang et al.'s optimal-beta procedure for the VAEs.
+        liang: run Liang et al.'s optimal-beta procedure for the models with a KL weight
+            (``ModelSpec.has_beta``).
         liang_seeds: seeds of that procedure (the first ones; None = all ``n_seeds``); each
             costs two trainings.
         test_metric: per-user metric of the paired tests.
@@ -147,7 +148,7 @@ class BenchmarkSettings:
             )
         if self.n_seeds < 1:
             raise StatsConfigError(f"benchmark.n_seeds={self.n_seeds} must be >= 1")
-        seeded = [m for m in self.models if m in SEEDED_MODELS]
+        seeded = [m for m in self.models if is_seeded(m)]
         if self.n_seeds < 2 and seeded and self.interval != "none":
             raise StatsConfigError(
                 f"benchmark.n_seeds={self.n_seeds}: {', '.join(seeded)} train with random "
@@ -368,7 +369,7 @@ def benchmark_model(
 ) -> ModelRun:
     """Select, retrain over seeds and test one model (steps 1-4 of the module docstring);
     with ``models_dir``, each final run's model is saved there (``info["saved_models"]``)."""
-    seeded = model in SEEDED_MODELS
+    seeded = is_seeded(model)
     seeds = settings.seeds if seeded else settings.seeds[:1]  # closed form: seeds change nothing
     cands = candidates(study, fixed_params, settings.n_candidates)
     chosen, fits = _select(split, model, cands, seeds, settings.patience)
@@ -399,7 +400,7 @@ def _model_run(
     """Score the chosen candidate's fits, save them, run ``liang(params, seeds)`` (VAEs, when
     asked) and gather the model's record; ``evaluated``: (variant, seed) -> test metrics
     computed on the pool (see `HeldOutTestScorer.score`)."""
-    seeded = model in SEEDED_MODELS
+    seeded = is_seeded(model)
     seeds = settings.test_seeds if seeded else settings.seeds[:1]
     run = _scored_run(model, fits, chosen["params"], scorer, seeded, evaluated)
     per_user, coverage, facts = run.per_user, run.scalars["coverage@100"], run.seeds
@@ -420,7 +421,7 @@ def _model_run(
     }
     if models_dir is not None:
         info["saved_models"] = save_final_models(models_dir, model, fits, seeded)
-    if seeded:
+    if has_beta(model):
         params = chosen["params"]
         param = "anneal_cap" if params.get("annealing") else "beta"
         search = {
@@ -570,7 +571,7 @@ def _pooled_models(
                 label=(st.model, "test run", seed),
             )
         base = _liang_base(params)
-        for i, seed in enumerate(liang_seeds):
+        for i, seed in enumerate(liang_seeds if has_beta(st.model) else []):
             scheduler.fit(
                 split,
                 st.model,
@@ -615,7 +616,7 @@ def _pooled_models(
 
     n_users, n_items = split.n_train_users, split.n_items
     for model in settings.models:
-        if model not in SEEDED_MODELS:
+        if not is_seeded(model):
             continue
         study = studies.get(model)
         cands = candidates(study, dict(model_params.get(model, {})), settings.n_candidates)
@@ -649,22 +650,24 @@ def planned_runs(
     """How many trainings `run_benchmark` will do (selection over seeds + Liang's pairs)."""
     total = 0
     for model in settings.models:
-        seeded = model in SEEDED_MODELS
+        seeded = is_seeded(model)
         seeds = settings.seeds if seeded else settings.seeds[:1]
         cands = candidates(
             studies.get(model), dict(model_params.get(model, {})), settings.n_candidates
         )
         total += len(cands) * len(seeds) + (len(settings.test_seeds) if seeded else 0)
-        if seeded and settings.liang:
+        if has_beta(model) and settings.liang:
             total += 2 * len(seeds[: settings.liang_seeds or len(seeds)])
     return total
 
 
 def save_final_models(models_dir: Path, model: str, fits: list[FitResult], seeded: bool):
-    """Save each fit's model as ``models_dir/<model>-seed<seed>.keras`` (a closed-form model,
-    trained once, as ``<model>.npz``); returns the paths relative to the results folder."""
+    """Save each fit's model as ``models_dir/<model>-seed<seed><suffix>`` (a model without
+    seeds, trained once, as ``<model><suffix>``; the suffix is the spec's first format); returns the paths relative to the results folder."""
     models_dir.mkdir(parents=True, exist_ok=True)
-    suffix = ".keras" if seeded else ".npz"
+    from harness.models.registry import model_spec
+
+    suffix = model_spec(model).formats[0]
     saved = []
     for fit in fits:
         name = f"{model}-seed{fit.facts['seed']}{suffix}" if seeded else f"{model}{suffix}"

@@ -97,7 +97,7 @@ def run_sweep(
     Args:
         split: A `harness.data.Split` (loaded once by the caller).
         dataset_name: Dataset name, used in the derived study name.
-        model_name: "standard_vae", "mult_vae", "ease" or "popularity".
+        model_name: A registered model (`harness.models.registered_models()`).
         model_params: The model's configuration (`cfg.model`; a "name" key is ignored).
         search_space: Param -> Hydra Optuna Sweeper expression (or plain fixed value).
         settings: A `SweepSettings`.
@@ -507,9 +507,9 @@ def _enqueue_defaults(study: optuna.Study, space: SearchSpace, model_name: str) 
     """
     if not space.distributions:
         return
-    from harness.models import MODEL_DEFAULTS
+    from harness.models.registry import model_defaults
 
-    params = default_trial_params(space, MODEL_DEFAULTS.get(model_name, {}))
+    params = default_trial_params(space, model_defaults(model_name))
     if not params:  # no default lies inside the space: nothing to enqueue
         return
     n_interrupted = 0
