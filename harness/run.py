@@ -7,9 +7,10 @@ wall time of each in the report's manifest.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,10 @@ def extra_splits(cfg: dict[str, Any], settings: BenchmarkSettings) -> dict[int, 
     return {s: load_split({**cfg, "protocol": {**cfg["protocol"], "seed": s}}) for s in seeds}
 
 
-def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
-    """Benchmark every model of `cfg.models` on the split the sweeps used."""
+def run_benchmark_stage(cfg: dict[str, Any], split: Any = None, executor: Any = None) -> Path:
+    """Benchmark every model of `cfg.models` on the split the sweeps used, its trainings on
+    `executor` (None = the one `cfg.executor` names, for this stage; serial with one local
+    worker)."""
     from harness.devices import parse_gpus, setup_worker
     from harness.sweep import model_config
     from harness.sweep.config import load_split
@@ -111,9 +114,17 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         sweep_hint=_sweep_hint(cfg),
     )
     params = {m: model_config(cfg, m)[0] for m in cfg["models"]}
-    open_worker_pool(cfg, split)  # the benchmark's retraining on the worker pool
-    setup_worker(None, parse_gpus(cfg["sweep"].get("gpus")))  # quiet TensorFlow, GPU choice
-    bench = run_benchmark(
+    with contextlib.ExitStack() as stack:
+        if executor is None:  # the benchmark's retraining on the configured executor
+            executor = stack.enter_context(benchmark_executor(cfg, split))
+        setup_worker(None, parse_gpus(cfg["sweep"].get("gpus")))  # quiet TensorFlow, GPU choice
+        bench = _run_benchmark(cfg, split, studies, params, settings, storage, executor)
+    log_benchmark(tracking, bench)
+    return bench
+
+
+def _run_benchmark(cfg, split, studies, params, settings, storage, executor) -> Path:
+    return run_benchmark(
         split=split,
         dataset_name=cfg["dataset"]["name"],
         studies=studies,
@@ -123,23 +134,28 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         storage=storage,
         extra_splits=extra_splits(cfg, settings),
         protocol_seed=int(cfg["protocol"]["seed"]),
+        executor=executor,
     )
-    log_benchmark(tracking, bench)
-    return bench
 
 
-def open_worker_pool(cfg: dict[str, Any], split: Any) -> None:
-    """Open (or keep) the shared worker pool of `sweep.n_workers` for this split, so the
-    benchmark's retraining runs in parallel; one worker = fits run in this process."""
-    from harness.pool import current_pool, shared_pool
-    from harness.sweep import SweepSettings
+@contextlib.contextmanager
+def benchmark_executor(cfg: dict[str, Any], split: Any) -> Iterator[Any]:
+    """The executor `cfg.executor` names for a standalone benchmark; None (fits in this
+    process) for a local pool of one worker."""
+    from harness.execution import ExecutorSettings, make_executor
 
-    if current_pool(split.fingerprint) is not None:  # the sweep stage's pool: reuse it
+    settings = ExecutorSettings.from_config(cfg)
+    if settings.backend == "local" and settings.n_workers != "auto":
+        if int(settings.n_workers) <= 1:
+            yield None
+            return
+    executor = make_executor(settings, split)
+    if executor.n_workers <= 1 and settings.backend == "local":
+        executor.close()
+        yield None
         return
-    settings = SweepSettings.from_mapping(cfg.get("sweep") or {})
-    layout = settings.worker_layout()
-    if layout.n_workers > 1:
-        shared_pool(layout, split, split.fingerprint, recycle_after=settings.recycle_after)
+    with executor:
+        yield executor
 
 
 def run_report_stage(
@@ -209,20 +225,20 @@ def run_all(cfg: dict[str, Any]) -> Path:
     tuned = [m for m in cfg["models"] if m not in cfg["benchmark"]["fixed_models"]]
     preflight(cfg, tuned, test_users=True)  # every search space, protocol and option, no data yet
     benchmark_settings(cfg)
+    from harness.execution import ExecutorSettings, make_executor
+
+    executor_settings = ExecutorSettings.from_config(cfg)  # bad executor keys: before the data
     start = time.perf_counter()
     split = _split(cfg)
     seconds["data"] = time.perf_counter() - start
     start = time.perf_counter()
-    try:  # one worker pool for the sweeps and the benchmark's retraining
-        run_many(cfg, tuned, split=split)
+    # one executor (worker pool, or Slurm jobs) for the sweeps and the benchmark's retraining
+    with make_executor(executor_settings, split) as executor:
+        run_many(cfg, tuned, split=split, executor=executor)
         seconds["sweep"] = time.perf_counter() - start
         start = time.perf_counter()
-        bench = run_benchmark_stage(cfg, split)
+        bench = run_benchmark_stage(cfg, split, executor)
         seconds["benchmark"] = time.perf_counter() - start
-    finally:
-        from harness.pool import close_shared_pool
-
-        close_shared_pool()
     report = run_report_stage(cfg, fingerprint=split.fingerprint, stage_seconds=seconds)
     print_summary(bench, report)
     return report
