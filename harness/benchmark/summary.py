@@ -58,16 +58,6 @@ TEST_COLUMNS = [
     "margin",
     "test",
 ]
-SPLIT_COLUMNS = [
-    "model",
-    "protocol_seed",
-    "split_fingerprint",
-    "metric",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "n_users",
-]
 BUDGET_COLUMNS = [
     "model",
     "study",
@@ -76,6 +66,7 @@ BUDGET_COLUMNS = [
     "complete",
     "pruned",
     "failed",
+    "epochs_trained",
     "note",
 ]
 
@@ -119,7 +110,9 @@ def _rng(stats: StatsSettings, *names: str) -> np.random.Generator:
     return np.random.default_rng([stats.seed, *(zlib.crc32(n.encode()) for n in names)])
 
 
-def metrics_frame(runs: list[ModelRun], stats: StatsSettings | None = None) -> pd.DataFrame:
+def metrics_frame(
+    runs: list[ModelRun], stats: StatsSettings | None = None, *, folds: np.ndarray | None = None
+) -> pd.DataFrame:
     """One row per (model, metric): the mean over seeds and users, with its interval.
 
     Per-user metrics get the interval of ``stats.interval`` (default: the two-way bootstrap
@@ -173,6 +166,7 @@ def tests_frame(
     baseline: str,
     metric: str = "ndcg@100",
     stats: StatsSettings | None = None,
+    folds: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Every model against ``baseline`` on per-user ``metric`` (see ``stats.compare``).
 
@@ -223,59 +217,6 @@ def tests_frame(
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
 
 
-def splits_frame(
-    by_split: Mapping[int, tuple[str, list[ModelRun]]],
-    *,
-    metric: str,
-    stats: StatsSettings | None = None,
-) -> pd.DataFrame:
-    """One row per (model, protocol seed): the model's ``metric`` on that split's test users.
-
-    Args:
-        by_split: protocol seed -> (split fingerprint, the runs on that split).
-    """
-    stats = stats or StatsSettings()
-    rows = []
-    for seed, (fingerprint, runs) in by_split.items():
-        for run in runs:
-            ci = bootstrap_ci(
-                run.per_user[metric],
-                stochastic=run.stochastic,
-                settings=stats,
-                rng=_rng(stats, run.model, metric, str(seed)),
-            )
-            rows.append(
-                {
-                    "model": run.model,
-                    "protocol_seed": seed,
-                    "split_fingerprint": fingerprint,
-                    "metric": metric,
-                    "mean": ci.mean,
-                    "ci_low": ci.low,
-                    "ci_high": ci.high,
-                    "n_users": ci.n,
-                }
-            )
-    return pd.DataFrame(rows, columns=SPLIT_COLUMNS)
-
-
-def split_spread(splits: pd.DataFrame) -> pd.DataFrame:
-    """Per model: mean, standard deviation, min and max of its per-split means."""
-    if splits is None or splits.empty:
-        return pd.DataFrame(columns=["model", "n_splits", "mean", "sd", "min", "max"])
-    grouped = splits.groupby("model", sort=False)["mean"]
-    out = pd.DataFrame(
-        {
-            "n_splits": grouped.count(),
-            "mean": grouped.mean(),
-            "sd": grouped.std(ddof=1),
-            "min": grouped.min(),
-            "max": grouped.max(),
-        }
-    )
-    return out.reset_index()
-
-
 def seeds_frame(runs: list[ModelRun]) -> pd.DataFrame:
     """One row per (model, seed): the seed's facts and its mean test metrics."""
     rows = []
@@ -301,14 +242,15 @@ def summary_tables(
     test_metric: str = "ndcg@100",
     confidence: float = 0.95,
     stats: StatsSettings | None = None,
-    splits: Mapping[int, tuple[str, list[ModelRun]]] | None = None,
+    folds: np.ndarray | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The benchmark tables, keyed as ``harness.benchmark.layout.TABLES`` (+ "splits").
+    """The benchmark tables, keyed as ``harness.benchmark.layout.TABLES``.
 
     Args:
         stats: how intervals and tests are computed; None = defaults at ``confidence``.
-        splits: runs repeated on other protocol seeds (``benchmark.protocol_seeds``);
-            None = one split, no "splits" table.
+        folds: pooled cross-validation folds: each user's (column's) fold; a seed row's
+            runs in different folds are different training runs (``harness.benchmark.folds``).
+            None = one split.
 
     Raises:
         StatsConfigError: a stochastic model with fewer than 2 seeds while intervals are on.
@@ -320,11 +262,9 @@ def summary_tables(
                 check_seeds(values, stochastic=run.stochastic, name=run.model)
                 break
     tables = {
-        "metrics": metrics_frame(runs, stats),
-        "tests": tests_frame(runs, baseline=baseline, metric=test_metric, stats=stats),
+        "metrics": metrics_frame(runs, stats, folds=folds),
+        "tests": tests_frame(runs, baseline=baseline, metric=test_metric, stats=stats, folds=folds),
         "seeds": seeds_frame(runs),
         "budget": budget_frame(runs),
     }
-    if splits:
-        tables["splits"] = splits_frame(splits, metric=test_metric, stats=stats)
     return tables

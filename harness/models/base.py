@@ -25,6 +25,7 @@ from harness.models.batching import SparseBatches, top_to_csr, top_to_dense
 from harness.models.callbacks import (
     HISTORY_KEYS,
     DivergenceGuard,
+    EarlyStopping,
     EpochCallback,
     EpochHook,
     LossHistory,
@@ -36,6 +37,7 @@ from harness.models.persistence import FORMAT, load_model, save_network
 from harness.models.vae import VAENetwork
 from harness.models.validation import (
     as_click_matrix,
+    check_stopping,
     check_fit_inputs,
     check_k,
     check_save_path,
@@ -96,6 +98,14 @@ class VAERecommender:
         plateau_factor, plateau_patience, plateau_min_lr: ``ReduceLROnPlateau``'s factor,
             patience (epochs) and min_lr (seed: 0.2, 1, 1e-4); unused with "constant".
         adam_epsilon: Adam's epsilon (Keras default 1e-7; Liang's TF1 AdamOptimizer 1e-8).
+        patience: early stopping: stop after this many epochs without a better validation
+            NDCG (the best epoch's weights are restored either way); None = train all
+            ``n_epochs``, which are then the maximum. Needs validation users.
+        anneal_epochs: the epoch (possibly fractional) at which annealed beta reaches
+            ``anneal_cap``: total_anneal_steps = floor(batches_per_epoch * anneal_epochs /
+            anneal_cap), independent of ``n_epochs``, so stopping early or raising the
+            maximum leaves beta's path unchanged. None = the seed formula below;
+            ``total_anneal_steps`` wins over both.
 
     Attributes (the seed's, same meaning): ``model`` (the Keras network), ``train_loss``,
     ``val_loss``, ``val_ndcg``, ``ls_beta`` (per epoch of the last fit),
@@ -130,6 +140,8 @@ class VAERecommender:
         plateau_patience: int = 1,
         plateau_min_lr: float = 1e-4,
         adam_epsilon: float = 1e-7,
+        patience: int | None = None,
+        anneal_epochs: float | None = None,
     ) -> None:
         check_vae_params(
             n_users=n_users, original_dim=original_dim, intermediate_dim=intermediate_dim,
@@ -139,6 +151,7 @@ class VAERecommender:
             learning_rate=learning_rate, n_hidden_layers=n_hidden_layers, l2_penalty=l2_penalty,
         )  # fmt: skip
         check_schedule(lr_schedule, plateau_factor, plateau_patience, plateau_min_lr, adam_epsilon)
+        check_stopping(patience, anneal_epochs)
         self.n_users, self.original_dim = n_users, original_dim
         self.intermediate_dim, self.latent_dim = intermediate_dim, latent_dim
         self.n_epochs, self.batch_size, self.k, self.verbose = n_epochs, batch_size, k, verbose
@@ -150,6 +163,7 @@ class VAERecommender:
         self.lr_schedule, self.plateau_factor = lr_schedule, plateau_factor
         self.plateau_patience, self.plateau_min_lr = plateau_patience, plateau_min_lr
         self.adam_epsilon = adam_epsilon
+        self.patience, self.anneal_epochs = patience, anneal_epochs
         self._total_anneal_steps_arg = total_anneal_steps
         self.number_of_batches = -(-n_users // batch_size)
         self.total_anneal_steps = self._anneal_steps()
@@ -199,6 +213,9 @@ class VAERecommender:
     def _anneal_steps(self) -> float:
         if self._total_anneal_steps_arg is not None:
             return float(self._total_anneal_steps_arg)
+        if self.anneal_epochs is not None:  # independent of n_epochs: early stopping and a
+            # larger maximum leave beta's path unchanged
+            return max(1.0, (self.number_of_batches * self.anneal_epochs) // self.anneal_cap)
         return seed_total_anneal_steps(self.number_of_batches, self.n_epochs, self.anneal_cap)
 
     def get_params(self) -> dict[str, Any]:
@@ -300,6 +317,8 @@ class VAERecommender:
             self.beta_variable.assign(0.0)
         if metrics is not None:
             callbacks.append(metrics)
+            if self.patience is not None:
+                callbacks.append(EarlyStopping(metrics, self.patience))
         callbacks.append(history)
         # without a validation loss the plateau schedule would misfire on NaN
         if self.lr_schedule == "plateau" and has_valid:

@@ -87,6 +87,8 @@ class StandardVAE(VAERecommender):
         plateau_patience: int = 1,
         plateau_min_lr: float = 1e-4,
         adam_epsilon: float = 1e-7,
+        patience: int | None = None,
+        anneal_epochs: float | None = None,
     ) -> None:
         if output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(
@@ -101,6 +103,7 @@ class StandardVAE(VAERecommender):
             n_hidden_layers=n_hidden_layers, l2_penalty=l2_penalty, lr_schedule=lr_schedule,
             plateau_factor=plateau_factor, plateau_patience=plateau_patience,
             plateau_min_lr=plateau_min_lr, adam_epsilon=adam_epsilon,
+            patience=patience, anneal_epochs=anneal_epochs,
         )  # fmt: skip
 
     def _build_network(self) -> VAENetwork:

@@ -16,6 +16,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from harness.configs import conf_dir
+from harness.data.protocol import protocol_params
 from harness.sweep.runner import run_sweep
 from harness.sweep.settings import SweepConfigError, SweepSettings
 from harness.sweep.space import parse_search_space
@@ -214,7 +215,10 @@ def preflight(
 
     cfg_dict = _plain(cfg_dict)
     if protocol:
-        check_protocol(cfg_dict.get("protocol") or {}, test_users=test_users)
+        check_protocol(
+            protocol_params(cfg_dict.get("dataset") or {}, cfg_dict.get("protocol") or {}),
+            test_users=test_users,
+        )
     overridden = _overridden_model_keys(cfg_dict.get("model") or {})
     for name in model_names:
         model_cfg, expressions = model_config(cfg_dict, name)

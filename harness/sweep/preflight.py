@@ -119,7 +119,7 @@ def check_protocol(protocol: Mapping[str, Any], *, test_users: bool = False) -> 
         raise SweepConfigError(f"protocol.{error.args[0]} is missing; set it") from None
     needed = ("n_val_users", "n_test_users") if test_users else ("n_val_users",)
     for key in needed:
-        if params[key] == 0:
+        if params.get(key, 1) == 0:  # with protocol.folds the folds are the test users
             use = "choose configurations by" if key == "n_val_users" else "score models on"
             raise SweepConfigError(
                 f"protocol.{key}=0: the harness needs these users to {use}; use a count >= 1 "
