@@ -224,7 +224,7 @@ class WorkerPool:
     Args:
         layout: Workers, threads per worker, GPUs (`plan_workers`).
         data: Sent to each worker once at start; tasks get it through `shared()`.
-        key: Identity of `data` (e.g. the split fingerprint), for `shared_pool` reuse.
+        key: Identity of `data` (e.g. the split fingerprint).
         recycle_after: Tasks after which a worker process is replaced (None = never).
         preload_tensorflow: Import TensorFlow and fix its thread pools when a worker starts
             (False: only the thread environment variables are set; for tasks without TF).

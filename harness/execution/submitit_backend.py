@@ -30,7 +30,10 @@ from harness.pool import THREAD_ENV, WorkerError, WorkerLost, available_cpus
 
 log = logging.getLogger("harness.execution")
 POLL_SECONDS = 0.2  # result files are checked this often (a stat each)
-STATE_SECONDS = 5.0  # Slurm's job states (sacct) at most this often
+STATE_SECONDS = 2.0  # Slurm's job states (one squeue call) at most this often
+# squeue states after which a job writes nothing more (Slurm's job state codes)
+ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+         "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT", "REVOKED", "SPECIAL_EXIT"}  # fmt: skip
 
 
 def split_cache_path(folder: Path, fingerprint: str) -> Path:
@@ -116,11 +119,15 @@ class SubmititExecutor:
             self.threads = settings.cpus_per_task or 1
         else:
             self.threads = max(1, cpus // self.n_workers)
-        self._executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
+        self._executor = submitit.AutoExecutor(
+            folder=self.folder / "jobs" / "%j", cluster=self.cluster
+        )
         self._executor.update_parameters(**self._parameters())
         self._queue: deque[tuple[JobFuture, Callable[..., Any], tuple, dict]] = deque()
         self._jobs: dict[JobFuture, Any] = {}
         self._last_states = 0.0
+        self._states: dict[str, str] = {}  # Slurm job id -> state (squeue), ended ones kept
+        self._ended_at: dict[str, float] = {}  # job id -> when it was first seen ended
         self._closed = False
         log.info("submitting jobs to %s (%d at a time)", self.describe(), self.n_workers)
 
@@ -227,11 +234,7 @@ class SubmititExecutor:
             return
         if self.cluster == "slurm" and time.monotonic() - self._last_states > STATE_SECONDS:
             self._last_states = time.monotonic()
-            watcher = next(iter(self._jobs.values())).watcher
-            try:
-                watcher.update()  # one sacct call for every job
-            except Exception as error:  # noqa: BLE001 - retried at the next poll
-                log.debug("sacct failed: %s", error)
+            self._poll_slurm()
         for future, job in list(self._jobs.items()):
             if not self._finished(job):
                 continue
@@ -240,39 +243,77 @@ class SubmititExecutor:
                 continue
             self._complete(future, job)
 
+    def _poll_slurm(self) -> None:
+        """Job states from one `squeue` call (sacct needs accounting, which many clusters and
+        a localhost Slurm lack); a job squeue no longer knows has ended too."""
+        import subprocess
+
+        ids = [str(job.job_id) for job in self._jobs.values()]
+        try:
+            out = subprocess.run(
+                ["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(ids)],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as error:
+            log.debug("squeue failed: %s", error)
+            return
+        if out.returncode != 0 and "Invalid job id" not in out.stderr:
+            log.debug("squeue failed: %s", out.stderr.strip())
+            return
+        seen = {}
+        for line in out.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                seen[parts[0]] = parts[1]
+        now = time.monotonic()
+        for job_id in ids:
+            state = seen.get(job_id, "ENDED (purged from squeue)")
+            self._states[job_id] = state
+            if state.split()[0] in ENDED or state.startswith("ENDED"):
+                self._ended_at.setdefault(job_id, now)
+
     def _finished(self, job: Any) -> bool:
         if job.paths.result_pickle.exists():
             return True
         if self.cluster == "slurm":
-            return job.watcher.is_done(job.job_id, mode="cache")
+            # ended without a result file: give a shared filesystem a moment to show it
+            ended = self._ended_at.get(str(job.job_id))
+            return ended is not None and time.monotonic() - ended > 2 * STATE_SECONDS
         return job.done()
 
     def _complete(self, future: JobFuture, job: Any) -> None:
-        from submitit.core.utils import FailedJobError, UncompletedJobError
+        from submitit.core.utils import FailedJobError
 
-        job._results_timeout_s = 2  # a finished job without result file: lost, don't wait 15 s
+        if not job.paths.result_pickle.exists():  # killed, cancelled, timed out, node lost
+            state = self._states.get(str(job.job_id)) or _local_state(job)
+            future.set_exception(
+                WorkerLost(f"job {job.job_id} ended without a result (state {state})")
+            )
+            return
         try:
             future.set_result(job.result())
         except FailedJobError as error:
             text = str(error)
-            if "KeyboardInterrupt" in text or "Job got killed" in text:
+            if "KeyboardInterrupt" in text:  # cancelled (local jobs get SIGINT)
                 future.set_exception(WorkerLost(f"job {job.job_id} was interrupted"))
             else:
                 future.set_exception(
                     WorkerError(f"{future.label} failed in job {job.job_id}:\n{text}")
                 )
-        except UncompletedJobError:
-            state = job.state
-            future.set_exception(
-                WorkerLost(f"job {job.job_id} ended without a result (state {state})")
-            )
         except Exception as error:  # noqa: BLE001 - an unreadable result file
             future.set_exception(WorkerLost(f"job {job.job_id}: {type(error).__name__}: {error}"))
 
 
+def _local_state(job: Any) -> str:
+    try:
+        return str(job.state)
+    except Exception:  # noqa: BLE001 - a state is only for the message
+        return "unknown"
+
+
 def check_slurm() -> None:
     """Slurm's commands must be on PATH for executor=slurm (one line otherwise)."""
-    for command in ("sbatch", "squeue", "sacct"):
+    for command in ("sbatch", "squeue", "scancel"):
         if shutil.which(command) is None:
             raise ExecutorConfigError(
                 f"executor=slurm needs Slurm's `{command}` command, which is not on PATH; run "

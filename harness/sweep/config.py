@@ -72,13 +72,16 @@ def sweep_from_config(
 def _executor(
     cfg_dict: Mapping[str, Any], settings: SweepSettings, split: Any, given: Any
 ) -> Iterator[Any]:
-    """`given`, or (pool coordination) the executor `cfg.executor` names, for this call only."""
-    if given is not None or settings.coordination != "pool":
-        yield given
-        return
+    """`given`, or the executor `cfg.executor` names, for this call only (storage coordination
+    on the local machine: None, its workers are started by the runner)."""
     from harness.execution import ExecutorSettings, make_executor
 
-    executor = make_executor(ExecutorSettings.from_config(cfg_dict), split)
+    executor_settings = ExecutorSettings.from_config(cfg_dict)
+    local = executor_settings.backend == "local"
+    if given is not None or (settings.coordination != "pool" and local):
+        yield given
+        return
+    executor = make_executor(executor_settings, split)
     try:
         yield executor
     except BaseException:

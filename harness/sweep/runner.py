@@ -164,6 +164,8 @@ def run_sweep(
             elif settings.coordination == "pool":
                 with _executor_for(plan) as own:
                     run_coordinator(plan, study, own)
+            elif executor is not None and getattr(executor, "cluster", None) is not None:
+                run_storage_jobs(plan, study, executor)
             elif settings.worker_layout().n_workers > 1:
                 layout = settings.worker_layout()
                 plans = [with_worker_id(plan, i) for i in range(layout.n_workers)]
@@ -176,6 +178,48 @@ def run_sweep(
         log.info("exported %s", ", ".join(str(p) for p in paths.values()))
     check_failures(study, settings)
     return study
+
+
+def run_storage_jobs(plan: WorkerPlan, study: optuna.Study, executor: Any) -> None:
+    """`sweep.coordination=storage` on submitit/Slurm: `n_workers` jobs, each a storage worker
+    (`run_worker`) against the shared storage (PostgreSQL or a journal file; not SQLite).
+    The throughput mode: trials are not reproducible, and dead jobs' trials are failed and
+    retried by the others' heartbeat checks.
+
+    Raises:
+        SweepConfigError: SQLite storage (several jobs would write one SQLite file).
+        RuntimeError: A worker job failed (others are waited for first).
+    """
+    from harness.sweep.settings import SweepConfigError
+
+    if plan.storage_url.startswith("sqlite"):
+        raise SweepConfigError(
+            f"sweep.coordination=storage on executor={executor.settings.backend} is refused with "
+            f"SQLite storage ({_safe_url(plan.storage_url)}): several jobs would write one "
+            "SQLite file. Use PostgreSQL (sweep.storage=postgresql://user@host/db) or a journal "
+            "file on the shared filesystem (sweep.storage=journal:///shared/path/optuna.log), or "
+            "drop sweep.coordination=storage (the default pool coordination is reproducible)."
+        )
+    n = executor.n_workers
+    plans = [dataclasses.replace(with_worker_id(plan, i), split=None) for i in range(n)]
+    log.info("submitting %d storage-coordinated worker job(s) on %s", n, executor.describe())
+    futures = [executor.submit(storage_worker_job, p) for p in plans]
+    errors = []
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            errors.append(str(error).strip().splitlines()[-1])
+    if errors:
+        raise RuntimeError(
+            f"{len(errors)} worker job(s) failed: {errors[0]}; rerun the same command to resume"
+        )
+
+
+def storage_worker_job(plan: WorkerPlan) -> int:
+    """A submitit job: `run_worker` on the split read from the cache by fingerprint."""
+    from harness.execution import job_split
+
+    return run_worker(dataclasses.replace(plan, split=job_split()))
 
 
 def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
