@@ -426,7 +426,7 @@ class WorkerPool:
         for slot in slots:
             slot.process.join(timeout=max(deadline - time.monotonic(), 0.1))
             if slot.process.is_alive():
-                slot.process.terminate()
+                slot.process.kill()  # SIGKILL: also ends a stopped (SIGSTOP) worker
                 slot.process.join()
             slot.conn.close()
 
@@ -498,7 +498,7 @@ class WorkerPool:
         old.successor = None
         old.process.join(timeout=30)
         if old.process.is_alive():
-            old.process.terminate()
+            old.process.kill()
             old.process.join()
         old.conn.close()
 

@@ -33,7 +33,7 @@ def _split():
     return make_split(frame, n_val_users=40, n_test_users=40)
 
 
-def _watch_and_signal(db: Path, executor, sig: int, done: dict) -> None:
+def _watch_and_signal(db: Path, executor, sig: int, done: dict, ticket: int | None = None) -> None:
     """When trial 0 has a recorded epoch, send `sig` to the worker running it (the database is
     read-only here: the sweep creates it)."""
     end = time.monotonic() + DEADLINE
@@ -52,7 +52,8 @@ def _watch_and_signal(db: Path, executor, sig: int, done: dict) -> None:
             if state != "RUNNING":
                 done["pid"] = None  # finished before it was caught: the test fails
                 return
-            pids = list(executor.pool.running().values())
+            running = executor.pool.running()
+            pids = [running[ticket]] if ticket in running else list(running.values())
             if epochs and len(pids) == 1:
                 os.kill(pids[0], sig)
                 done["pid"] = pids[0]
@@ -95,3 +96,41 @@ def test_a_lost_worker_costs_a_retry_never_the_trial_or_the_run(tmp_path, sig) -
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert retried[0].params == lost.params == {"learning_rate": 1e-3}  # the seed default
     assert sum(t.params == lost.params for t in trials) == 2  # retried once, not more
+
+
+def test_an_interrupt_keeps_trials_that_finished_behind_a_stuck_one(tmp_path) -> None:
+    """Trial 0's worker is stopped; trial 1 finishes (its outcome waits for trial 0 in tell
+    order); Ctrl-C then records trial 1 COMPLETE with every epoch and fails only trial 0."""
+    split = _split()
+    settings = SweepSettings(n_trials=4, quiet=True, pruner="none", n_workers=2, batch_size=2,
+                             worker_timeout=3600)  # fmt: skip
+    executor = make_executor(ExecutorSettings(n_workers=2, worker_timeout=3600), split)
+    done: dict = {}
+
+    def stop_then_interrupt() -> None:
+        _watch_and_signal(tmp_path / "optuna.db", executor, signal.SIGSTOP, done, ticket=0)
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end:  # trial 1's outcome has reached the coordinator
+            if done.get("pid") and len(executor._futures) == 1 and executor.pool.memory:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=stop_then_interrupt)
+    watcher.start()
+    try:
+        with executor, pytest.raises(KeyboardInterrupt):
+            run_sweep(split=split, dataset_name="synthetic", model_name="mult_vae",
+                      model_params={**MODEL, "n_epochs": 40}, search_space=SPACE,
+                      settings=settings, results_dir=tmp_path, executor=executor)  # fmt: skip
+    finally:
+        done.setdefault("pid", None)
+        watcher.join()
+    import optuna
+
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    trials = study.get_trials(deepcopy=False)
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs["failure_reason"].startswith("interrupted")
+    assert trials[1].state == TrialState.COMPLETE
+    assert len(trials[1].intermediate_values) == trials[1].user_attrs["epochs_run"] == 40

@@ -75,16 +75,18 @@ class LocalExecutor:
     ) -> set[concurrent.futures.Future]:
         futures = list(futures)
         deadline = None if timeout is None else time.monotonic() + timeout
+        pumped = False
         while True:
             done = {f for f in futures if f.done()}
             if done or not futures:
                 return done
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if left == 0.0 and pumped:
                 return done
             if not self._futures:
                 raise RuntimeError("waiting on futures that are not running on this executor")
-            self.pump(left)
+            self.pump(left)  # at least once, so timeout=0 collects what already arrived
+            pumped = True
 
     def pump(self, timeout: float | None) -> None:
         """Receive what the workers sent within `timeout`; complete the finished futures."""
