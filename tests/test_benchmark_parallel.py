@@ -162,7 +162,8 @@ def test_pool_benchmark_runs_every_model_and_step_as_one_job_graph(runs) -> None
     submitted = runs["submitted"]
     fits = [model for func, model in submitted if func == "_fit_in_worker"]
     scorings = [model for func, model in submitted if func == "_evaluate_in_worker"]
-    per_model = N_CANDIDATES * N_SEEDS + 2 * N_SEEDS  # selection fits + Liang probes, retrains
+    # selection fits, test runs on fresh seeds, Liang probes and retrainings
+    per_model = N_CANDIDATES * N_SEEDS + N_SEEDS + 2 * N_SEEDS
     assert sorted(fits) == sorted([*SEEDED] * per_model)
     # mult_vae's selection fits all went out before standard_vae's last (Liang) fit: the
     # second model did not wait for the first one's selection, probes and retrainings

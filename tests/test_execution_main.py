@@ -17,8 +17,8 @@ SCRIPT = """
 from harness.data import load_interactions, make_split
 from harness.sweep import SweepSettings, run_sweep
 
-split = make_split(load_interactions("synthetic", n_users=200, n_items=80, density=0.06,
-                                     seed=0), n_val_users=30, n_test_users=30)
+split = make_split(load_interactions("synthetic", n_users=300, n_items=150, density=0.05,
+                                     seed=0), n_val_users=40, n_test_users=40)
 study = run_sweep(split=split, dataset_name="synthetic", model_name="mult_vae",
                   model_params={"n_epochs": 2, "intermediate_dim": 16, "latent_dim": 4},
                   search_space={"learning_rate": "tag(log, interval(1e-4, 1e-2))"},
