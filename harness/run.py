@@ -7,9 +7,10 @@ wall time of each in the report's manifest.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,12 @@ def fold_config(cfg: dict[str, Any], fold: int) -> dict[str, Any]:
     if sweep.get("study_name"):
         sweep["study_name"] = f"{sweep['study_name']}-fold{fold}"
     bench = {**cfg["benchmark"], "name": fold_name(cfg["benchmark"]["name"], fold)}
-    return {**cfg, "protocol": {**cfg["protocol"], "fold": fold}, "sweep": sweep, "benchmark": bench}
+    return {
+        **cfg,
+        "protocol": {**cfg["protocol"], "fold": fold},
+        "sweep": sweep,
+        "benchmark": bench,
+    }
 
 
 def power_preflight(cfg: dict[str, Any], n_users: int, n_folds: int = 1) -> list[str]:
@@ -167,9 +173,11 @@ def pool_fold_benchmarks(
     )
 
 
-def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
+def run_benchmark_stage(cfg: dict[str, Any], split: Any = None, executor: Any = None) -> Path:
     """Benchmark every model of `cfg.models` on the split the sweeps used (with
-    `protocol.folds`: every fold on its own split, then the folds pooled)."""
+    `protocol.folds`: every fold on its own split, then the folds pooled), its trainings on
+    `executor` (made with that split; None = the one `cfg.executor` names, for this stage;
+    in this process with one local worker)."""
     folds = fold_count(cfg)
     if folds is not None and split is None:
         for fold in range(folds):
@@ -191,9 +199,17 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         sweep_hint=_sweep_hint(cfg),
     )
     params = {m: model_config(cfg, m)[0] for m in cfg["models"]}
-    open_worker_pool(cfg, split)  # the benchmark's retraining on the worker pool
-    setup_worker(None, parse_gpus(cfg["sweep"].get("gpus")))  # quiet TensorFlow, GPU choice
-    bench = run_benchmark(
+    with contextlib.ExitStack() as stack:
+        if executor is None:  # the benchmark's retraining on the configured executor
+            executor = stack.enter_context(benchmark_executor(cfg, split))
+        setup_worker(None, parse_gpus(cfg["sweep"].get("gpus")))  # quiet TensorFlow, GPU choice
+        bench = _run_benchmark(cfg, split, studies, params, settings, storage, executor)
+    log_benchmark(tracking, bench)
+    return bench
+
+
+def _run_benchmark(cfg, split, studies, params, settings, storage, executor) -> Path:
+    return run_benchmark(
         split=split,
         dataset_name=cfg["dataset"]["name"],
         studies=studies,
@@ -202,23 +218,28 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         results_dir=_paths(cfg)[0],
         storage=storage,
         fold=cfg["protocol"].get("fold"),
+        executor=executor,
     )
-    log_benchmark(tracking, bench)
-    return bench
 
 
-def open_worker_pool(cfg: dict[str, Any], split: Any) -> None:
-    """Open (or keep) the shared worker pool of `sweep.n_workers` for this split, so the
-    benchmark's retraining runs in parallel; one worker = fits run in this process."""
-    from harness.pool import current_pool, shared_pool
-    from harness.sweep import SweepSettings
+@contextlib.contextmanager
+def benchmark_executor(cfg: dict[str, Any], split: Any) -> Iterator[Any]:
+    """The executor `cfg.executor` names for a standalone benchmark; None (fits in this
+    process) for a local pool of one worker."""
+    from harness.execution import ExecutorSettings, make_executor
 
-    if current_pool(split.fingerprint) is not None:  # the sweep stage's pool: reuse it
+    settings = ExecutorSettings.from_config(cfg)
+    if settings.backend == "local" and settings.n_workers != "auto":
+        if int(settings.n_workers) <= 1:
+            yield None
+            return
+    executor = make_executor(settings, split)
+    if executor.n_workers <= 1 and settings.backend == "local":
+        executor.close()
+        yield None
         return
-    settings = SweepSettings.from_mapping(cfg.get("sweep") or {})
-    layout = settings.worker_layout()
-    if layout.n_workers > 1:
-        shared_pool(layout, split, split.fingerprint, recycle_after=settings.recycle_after)
+    with executor:
+        yield executor
 
 
 def run_report_stage(
@@ -296,21 +317,21 @@ def run_all(cfg: dict[str, Any]) -> Path:
     folds = fold_count(cfg)
     if folds is not None:
         return _run_folds(cfg, tuned, folds)
+    from harness.execution import ExecutorSettings, make_executor
+
+    executor_settings = ExecutorSettings.from_config(cfg)  # bad executor keys: before the data
     start = time.perf_counter()
     split = _split(cfg)
     seconds["data"] = time.perf_counter() - start
     power_preflight(cfg, int(split.test_te.shape[0]))
     start = time.perf_counter()
-    try:  # one worker pool for the sweeps and the benchmark's retraining
-        run_many(cfg, tuned, split=split)
+    # one executor (worker pool, or Slurm jobs) for the sweeps and the benchmark's retraining
+    with make_executor(executor_settings, split) as executor:
+        run_many(cfg, tuned, split=split, executor=executor)
         seconds["sweep"] = time.perf_counter() - start
         start = time.perf_counter()
-        bench = run_benchmark_stage(cfg, split)
+        bench = run_benchmark_stage(cfg, split, executor)
         seconds["benchmark"] = time.perf_counter() - start
-    finally:
-        from harness.pool import close_shared_pool
-
-        close_shared_pool()
     report = run_report_stage(cfg, fingerprint=split.fingerprint, stage_seconds=seconds)
     print_summary(bench, report)
     return report
@@ -320,32 +341,31 @@ def _run_folds(cfg: dict[str, Any], tuned: list[str], folds: int) -> Path:
     """`harness-run` with `protocol.folds=K`: per fold, sweep and benchmark on that fold's
     split; then pool the folds and report. Each fold's sweep starts from its own (empty or
     resumed) studies only, never from another fold's trials."""
-    from harness.pool import close_shared_pool
+    from harness.execution import ExecutorSettings, make_executor
     from harness.sweep import run_many
 
     seconds: dict[str, float] = {}
     sweep_seconds: list[float] = []
+    executor_settings = ExecutorSettings.from_config(cfg)
     start = time.perf_counter()
     splits = [_split(fold_config(cfg, fold)) for fold in range(folds)]
     seconds["data"] = time.perf_counter() - start
     power_preflight(cfg, sum(int(s.test_te.shape[0]) for s in splits), folds)
-    try:
-        for fold, split in enumerate(splits):
-            fold_cfg = fold_config(cfg, fold)
-            start = time.perf_counter()
-            print(
-                f"fold {fold + 1}/{folds}: {split.test_te.shape[0]} test users, "
-                f"{split.val_te.shape[0]} validation users, {split.n_train_users} training users",
-                file=sys.stderr,
-            )
-            run_many(fold_cfg, tuned, split=split)
+    for fold, split in enumerate(splits):
+        fold_cfg = fold_config(cfg, fold)
+        start = time.perf_counter()
+        print(
+            f"fold {fold + 1}/{folds}: {split.test_te.shape[0]} test users, "
+            f"{split.val_te.shape[0]} validation users, {split.n_train_users} training users",
+            file=sys.stderr,
+        )
+        with make_executor(executor_settings, split) as executor:  # its jobs see the fold's split
+            run_many(fold_cfg, tuned, split=split, executor=executor)
             sweep_seconds.append(time.perf_counter() - start)
             seconds[f"fold {fold} sweep"] = sweep_seconds[-1]
             start = time.perf_counter()
-            run_benchmark_stage(fold_cfg, split)
+            run_benchmark_stage(fold_cfg, split, executor)
             seconds[f"fold {fold} benchmark"] = time.perf_counter() - start
-    finally:
-        close_shared_pool()
     bench = pool_fold_benchmarks(cfg, folds, sweep_seconds)
     report = run_report_stage(cfg, stage_seconds=seconds)
     print_summary(bench, report)
