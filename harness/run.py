@@ -183,13 +183,24 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None, executor: Any = 
         for fold in range(folds):
             run_benchmark_stage(fold_config(cfg, fold))
         return pool_fold_benchmarks(cfg, folds)
-    from harness.devices import parse_gpus, setup_worker
-    from harness.sweep import model_config
-    from harness.sweep.config import load_split
-    from harness.tracking import TrackingSettings, check_tracking, log_benchmark
+    from harness.benchmark.locking import remove_stale_staging, results_lock
+    from harness.tracking import TrackingSettings, check_tracking
 
     settings = benchmark_settings(cfg)  # before any data is loaded: bad options fail first
     tracking = check_tracking(TrackingSettings.from_mapping(cfg.get("tracking")))
+    with results_lock(_paths(cfg)[0]):  # one benchmark at a time per results folder
+        remove_stale_staging(_paths(cfg)[0])  # before the study file: a full disk is freed
+        return _benchmark_locked(cfg, settings, tracking, split, executor)
+
+
+def _benchmark_locked(
+    cfg: dict[str, Any], settings: Any, tracking: Any, split: Any, executor: Any
+) -> Path:
+    from harness.devices import parse_gpus, setup_worker
+    from harness.sweep import model_config
+    from harness.sweep.config import load_split
+    from harness.tracking import log_benchmark
+
     split = split if split is not None else load_split(cfg)
     storage = storage_url(cfg)
     studies = load_studies(
@@ -397,21 +408,48 @@ def _guarded(name: str, stage: Callable[[dict[str, Any]], Any], cfg: DictConfig)
     matplotlib.use("Agg")  # figures are files: never open a window, work without a display
 
     def work() -> None:
+        from harness.benchmark.locking import remove_stale_staging
+
         config = plain_config(cfg)
         check_output_names(config)
+        remove_stale_staging(_paths(config)[0])  # left by a crashed benchmark (a full disk)
         stage(config)
 
     guarded(name, work, resume_hint="rerun the same command to resume (finished trials are kept)")
 
 
+# Names under results/ the harness itself uses: a benchmark of that name would collide.
+RESERVED_NAMES = frozenset({"hydra", "test_ledger", "test_ledger.jsonl", "optuna.db"})
+
+
 def check_output_names(cfg: dict[str, Any]) -> None:
-    """Refuse unsafe benchmark/report/study names before any work (see harness.outputs)."""
+    """Refuse unsafe benchmark/report/study names, reserved names and output folders that
+    are files, before any work (see harness.outputs)."""
+    from harness.errors import UserError
     from harness.outputs import check_name, check_study_name
 
-    check_name(cfg["benchmark"]["name"], "benchmark.name")
-    check_name(cfg["report"]["name"], "report.name")
+    bench = check_name(cfg["benchmark"]["name"], "benchmark.name")
+    report = check_name(cfg["report"]["name"], "report.name")
     if cfg["sweep"].get("study_name"):
         check_study_name(str(cfg["sweep"]["study_name"]))
+    if bench.lower() in RESERVED_NAMES or bench.endswith((".torn", ".lock")):
+        raise UserError(
+            f"benchmark.name={bench!r} is reserved: results/{bench} is where the harness keeps "
+            f"its own files ({', '.join(sorted(RESERVED_NAMES))}). Choose another name, e.g. "
+            f"benchmark.name={cfg['dataset']['name']}-bench."
+        )
+    results_dir, reports_dir = _paths(cfg)
+    for key, folder in (
+        ("results_dir", results_dir),
+        ("reports_dir", reports_dir),
+        ("benchmark.name", results_dir / bench),
+        ("report.name", reports_dir / report),
+    ):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(
+                f"{key}: {folder} is a file, but the harness writes a folder there. Move the "
+                f"file away or choose another {key}."
+            )
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="benchmark")

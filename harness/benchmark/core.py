@@ -39,6 +39,7 @@ from optuna.trial import TrialState
 
 from harness.benchmark.layout import write_results
 from harness.benchmark.ledger import TestLedger
+from harness.benchmark.locking import results_lock, staging_folder
 from harness.benchmark.parallel import PoolScheduler, fit_cost, fit_many, on_executor
 from harness.benchmark.power import POWER_KEYS, stated_components
 from harness.benchmark.stats import MeanCI, StatsConfigError, StatsSettings, model_interval
@@ -712,12 +713,28 @@ def _models_staging(results_dir: Path, settings: BenchmarkSettings) -> Path | No
     ``write_results`` moves it in (a stale one from a crashed run is removed first)."""
     if not settings.save_models:
         return None
-    staging = results_dir / f".{settings.name}.models-tmp"
+    staging = staging_folder(results_dir, settings.name)
     shutil.rmtree(staging, ignore_errors=True)
     return staging / "models"
 
 
-def run_benchmark(
+def run_benchmark(**kwargs: Any) -> Path:
+    """Benchmark every model of ``settings.models`` and write ``results_dir/<name>/``.
+
+    Holds the results folder's benchmark lock (a second benchmark there waits), and removes
+    the models' staging folder when it fails (a full disk must not stay full). Arguments and
+    errors: see `_run_benchmark`.
+    """
+    results_dir = Path(kwargs["results_dir"])
+    with results_lock(results_dir):
+        try:
+            return _run_benchmark(**kwargs)
+        except BaseException:
+            shutil.rmtree(staging_folder(results_dir, kwargs["settings"].name), True)
+            raise
+
+
+def _run_benchmark(
     *,
     split,
     dataset_name: str,
