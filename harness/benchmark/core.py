@@ -5,19 +5,19 @@ two ways. Results go to ``results/<name>/`` (layout in ``harness.benchmark.layou
 Recipe per model:
     1. candidates: the top ``n_candidates`` complete trials of its study (a fixed config for
        a model without a study, e.g. popularity);
-    2. seed-aware selection: each candidate retrained with every seed on the training users,
-       early-stopped on validation users; the best mean validation NDCG wins;
-    3. the winner's seed runs are scored on the test users, once each (a scoring stored in
-       the test ledger by an earlier run is reused instead, see ``ledger.py``);
-    4. VAEs only: Liang et al.'s optimal beta (anneal to cap 1.0, take the beta of the best
-       validation epoch, retrain with it as the cap at the same slope, score on test).
+    2. seed-aware selection: each candidate retrained with every selection seed on the
+       training users; the best mean validation NDCG wins;
+    3. the winner retrained with fresh test seeds, disjoint from the selection seeds (so
+       the seed luck that helped it win does not reach the test numbers), and each run
+       scored on the test users once (a scoring stored in the test ledger by an earlier run
+       with the same code is reused instead, see ``ledger.py``); a deterministic model is
+       trained once;
+    4. models with a beta only: Liang et al.'s optimal beta (anneal to cap 1.0, take the
+       beta of the best validation epoch, retrain with it as the cap at the same slope,
+       score on test), on the test seeds.
 
-With ``protocol_seeds``, the chosen configurations are also retrained (over the same seeds)
-and scored on the splits of the other protocol seeds: different validation/test users and
-training users. Cost: each extra split costs one data split plus, per model, ``n_seeds``
-trainings (one for closed-form models) and one test scoring each; no new sweep, selection or
-Liang procedure. The configuration stays the one chosen on the first split, so the spread
-across splits shows how much the test numbers depend on which users were held out.
+User-level cross-validation (``protocol.folds``) runs this recipe once per fold, on that
+fold's split, and pools the folds (``harness.benchmark.folds``).
 """
 
 from __future__ import annotations
@@ -36,30 +36,51 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
 from harness.benchmark.layout import write_results
 from harness.benchmark.ledger import TestLedger
 from harness.benchmark.locking import results_lock, staging_folder
-from harness.benchmark.parallel import PoolScheduler, fit_cost, fit_many, open_pool
-from harness.benchmark.stats import StatsConfigError, StatsSettings, mean_ci
+from harness.benchmark.parallel import PoolScheduler, fit_cost, fit_many, on_executor
+from harness.benchmark.power import POWER_KEYS, stated_components
+from harness.benchmark.stats import MeanCI, StatsConfigError, StatsSettings, model_interval
 from harness.benchmark.summary import ModelRun, summary_tables
-from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer
+from harness.benchmark.training import FitResult, HeldOutTestScorer, has_beta, is_seeded
+from harness.execution.progress import JobProgress
 from harness.outputs import output_dir
 from harness.secrets import mask_text
 
 log = logging.getLogger("harness.benchmark")
 MIN_ANNEAL_CAP = 1e-3  # a best epoch at beta ~ 0 would give cap 0, which the models reject
-_BAR: Any = None  # the retraining-runs progress bar of the running benchmark (run_benchmark)
 
 
-def _fit_many(split, model: str, jobs: list, *, patience: int | None) -> list[FitResult]:
-    """`fit_seed` for each (params, seed) job (on the worker pool when one is open),
-    ticking the benchmark's progress bar."""
-    results = fit_many(split, model, jobs, patience=patience)
-    if _BAR is not None:
-        _BAR.update(len(results))
+@dataclass
+class _Jobs:
+    """Where a benchmark's trainings run (None = this process) and its progress lines."""
+
+    executor: Any = None
+    progress: JobProgress | None = None
+
+    def tick(self, label: Any) -> None:
+        if self.progress is not None:
+            self.progress.tick(label)
+
+
+def _fit_many(
+    split, model: str, jobs: list, *, patience: int | None, run: _Jobs | None = None
+) -> list[FitResult]:
+    """`fit_seed` for each (params, seed) job (on the run's executor when it holds this
+    split), one progress line per fit."""
+    run = run or _Jobs()
+    results = fit_many(split, model, jobs, patience=patience, executor=run.executor)
+    for (_, seed), fit in zip(jobs, results, strict=True):
+        run.tick((model, f"seed {seed}:", _fit_text(fit)))
     return results
+
+
+def _fit_text(fit: FitResult) -> str:
+    ndcg = fit.facts.get("val_ndcg")
+    ndcg_text = f"validation NDCG {ndcg:.4f}" if isinstance(ndcg, float) else "fitted"
+    return f"{ndcg_text} in {fit.facts.get('wall_seconds', 0.0):.0f} s"
 
 
 @dataclass(frozen=True)
@@ -71,12 +92,15 @@ class BenchmarkSettings:
         models: models compared, in display order.
         baseline: model every other one is tested against.
         fixed_models: models compared at a fixed configuration when they have no study.
-        n_seeds: seeds per final configuration (seeds are seed, seed + 1, ...).
+        n_seeds: seeds per final configuration. Selection uses seed, seed + 1, ...,
+            seed + n_seeds - 1; the final (test) runs use the next n_seeds seeds, so the
+            two sets are disjoint.
         seed: first seed.
         n_candidates: top trials per study re-run over the seeds in selection.
         patience: stop a run after this many epochs without a better validation NDCG
             (None = train all epochs; the best epoch's weights are restored either way).
-        liang: run Liang et al.'s optimal-beta procedure for the VAEs.
+        liang: run Liang et al.'s optimal-beta procedure for the models with a KL weight
+            (``ModelSpec.has_beta``).
         liang_seeds: seeds of that procedure (the first ones; None = all ``n_seeds``); each
             costs two trainings.
         test_metric: per-user metric of the paired tests.
@@ -84,10 +108,12 @@ class BenchmarkSettings:
         confidence: coverage of every interval (tests at level 1 - confidence).
         interval, test, n_resamples, stats_seed, margin: see
             ``harness.benchmark.stats.StatsSettings`` (stats_seed is its ``seed``).
-        protocol_seeds: further protocol seeds whose splits the chosen configurations are
-            retrained and scored on (the spread across splits is reported); None = only the
-            sweep's split. The caller builds the splits (``run_benchmark(extra_splits=...)``).
+        protocol_seeds: removed (it re-scored the configuration chosen on one split's
+            validation users on splits where those users could be test users); must be None:
+            use ``protocol.folds``.
         rescore: score the test users again even where the test ledger holds scores.
+        power: the power preflight's pilot and stated variance assumption (see
+            ``harness.benchmark.power``); None = no preflight values.
         save_models: keep each model's final trained model per seed under
             ``models/`` of the results folder (VAEs ``.keras``, others ``.npz``; read them
             with ``harness.models.load_model``).
@@ -109,17 +135,26 @@ class BenchmarkSettings:
     test_metric: str = "ndcg@100"
     ks: tuple[int, ...] = (10, 20, 50, 100)
     confidence: float = 0.95
-    interval: str = "bootstrap"
-    test: str = "bootstrap"
+    interval: str = "components"
+    test: str = "components"
     n_resamples: int = 2000
     stats_seed: int = 0
     margin: float = 0.01
     protocol_seeds: tuple[int, ...] | None = None
     rescore: bool = False
     save_models: bool = True
+    power: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.stats  # validates the statistics options  # noqa: B018
+        if self.power is not None:
+            unknown = sorted(set(self.power) - set(POWER_KEYS))
+            if unknown:
+                raise StatsConfigError(
+                    f"unknown benchmark.power key(s) {', '.join(unknown)}; valid keys are "
+                    f"{', '.join(POWER_KEYS)}"
+                )
+            stated_components(self.power)  # the stated assumption is valid
         if self.baseline not in self.models:
             raise StatsConfigError(
                 f"benchmark.baseline={self.baseline!r} is not among the compared models "
@@ -134,7 +169,7 @@ class BenchmarkSettings:
             )
         if self.n_seeds < 1:
             raise StatsConfigError(f"benchmark.n_seeds={self.n_seeds} must be >= 1")
-        seeded = [m for m in self.models if m in SEEDED_MODELS]
+        seeded = [m for m in self.models if is_seeded(m)]
         if self.n_seeds < 2 and seeded and self.interval != "none":
             raise StatsConfigError(
                 f"benchmark.n_seeds={self.n_seeds}: {', '.join(seeded)} train with random "
@@ -147,13 +182,12 @@ class BenchmarkSettings:
                 f"{self.n_seeds}] (or null = all seeds)"
             )
         if self.protocol_seeds is not None:
-            seeds = list(self.protocol_seeds)
-            if any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
-                raise StatsConfigError(
-                    f"benchmark.protocol_seeds={seeds!r} must be a list of integers, e.g. [1,2]"
-                )
-            if len(set(seeds)) != len(seeds):
-                raise StatsConfigError(f"benchmark.protocol_seeds={seeds} repeats a seed")
+            raise StatsConfigError(
+                f"benchmark.protocol_seeds={list(self.protocol_seeds)!r} was replaced by "
+                "protocol.folds=K (user-level cross-validation: every fold runs its own sweep, "
+                "selection and test scoring, and every user is a test user once); drop "
+                "benchmark.protocol_seeds"
+            )
 
     @property
     def stats(self) -> StatsSettings:
@@ -169,8 +203,13 @@ class BenchmarkSettings:
 
     @property
     def seeds(self) -> list[int]:
-        """The seeds every final configuration is trained with."""
+        """The selection seeds: every candidate configuration is trained with these."""
         return list(range(self.seed, self.seed + self.n_seeds))
+
+    @property
+    def test_seeds(self) -> list[int]:
+        """The final runs' seeds, disjoint from `seeds` (they meet the test users)."""
+        return list(range(self.seed + self.n_seeds, self.seed + 2 * self.n_seeds))
 
 
 def candidates(study: optuna.Study | None, fixed_params: dict[str, Any], n: int) -> list[dict]:
@@ -194,11 +233,19 @@ def candidates(study: optuna.Study | None, fixed_params: dict[str, Any], n: int)
     return out
 
 
-def _select(split, model: str, cands: list[dict], seeds: list[int], patience: int | None):
+def _select(
+    split,
+    model: str,
+    cands: list[dict],
+    seeds: list[int],
+    patience: int | None,
+    run: _Jobs | None = None,
+):
     """Retrain every candidate over ``seeds``; keep the fits of the best mean validation NDCG."""
     best: tuple[float, dict, list[FitResult]] | None = None
     for cand in cands:
-        fits = _fit_many(split, model, [(cand["params"], s) for s in seeds], patience=patience)
+        jobs = [(cand["params"], s) for s in seeds]
+        fits = _fit_many(split, model, jobs, patience=patience, run=run)
         best = _rate(model, cand, fits, seeds, best)
         del fits
         gc.collect()  # drop the losing candidate's models before training the next
@@ -210,9 +257,9 @@ def _rate(model: str, cand: dict, fits: list[FitResult], seeds: list[int], best)
     (mean, candidate, fits), ``best`` unless this candidate beats it."""
     vals = [f.facts["val_ndcg"] for f in fits]
     log.info(
-        "%s: trial %s over seeds %s: validation NDCG %s (%.0f s)",
+        "%s: %s over seeds %s: validation NDCG %s (%.0f s)",
         model,
-        cand["trial"],
+        "fixed configuration" if cand["trial"] is None else f"trial {cand['trial']}",
         seeds,
         ", ".join(f"{v:.4f}" for v in vals),
         sum(f.facts["wall_seconds"] for f in fits),
@@ -242,18 +289,20 @@ def _liang(
     seeds: list[int],
     scorer: HeldOutTestScorer,
     settings: BenchmarkSettings,
+    run: _Jobs | None = None,
 ) -> dict[str, Any]:
     """Liang et al.'s optimal beta: anneal to 1.0, take beta at the best epoch, retrain."""
     base = _liang_base(params)
-    # all probes, then all retrainings: each batch runs on the worker pool when there is one
+    # all probes, then all retrainings: each batch runs on the executor when there is one
     probes = _fit_many(
-        split, model, [(_liang_probe(base), s) for s in seeds], patience=settings.patience
+        split, model, [(_liang_probe(base), s) for s in seeds], patience=settings.patience, run=run
     )
     retrains = [
         _liang_retrain(base, seed, probe) for seed, probe in zip(seeds, probes, strict=True)
     ]
     del probes
-    finals = _fit_many(split, model, [r["job"] for r in retrains], patience=settings.patience)
+    jobs = [r["job"] for r in retrains]
+    finals = _fit_many(split, model, jobs, patience=settings.patience, run=run)
     return _liang_result(model, seeds, retrains, finals, scorer, settings)
 
 
@@ -301,8 +350,13 @@ def _liang_result(
             evaluated=(evaluated or {}).get(("liang", seed)),
         )
         log.info("%s: Liang procedure, seed %d: optimal beta %.3f", model, seed, retrain["beta"])
-        tests.append(float(np.nanmean(per_user[settings.test_metric])))
-    ci = mean_ci(tests, settings.confidence)
+        tests.append(np.asarray(per_user[settings.test_metric], dtype=float))
+    # the same users x seeds interval as the main table (a single seed: no interval)
+    if len(tests) >= 2:
+        ci = model_interval(np.vstack(tests), stochastic=True, confidence=settings.confidence)
+    else:
+        mean = float(np.nanmean(tests[0])) if tests else float("nan")
+        ci = MeanCI(mean, float("nan"), float("nan"), len(tests), settings.confidence)
     betas = [r["beta"] for r in retrains]
     return {
         "optimal_beta": betas,
@@ -318,8 +372,12 @@ def _liang_result(
 
 def _budget(study: optuna.Study | None) -> dict[str, Any]:
     """The trials a model's study holds; a model without a study got 0 (fixed config)."""
-    states = [t.state for t in study.get_trials(deepcopy=False)] if study else []
+    trials = study.get_trials(deepcopy=False) if study else []
+    states = [t.state for t in trials]
     complete, pruned = states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED)
+    # what the budget cost: epochs actually trained (early stopping and pruning end trials
+    # before n_epochs), failed trials included
+    epochs = sum(int(t.user_attrs.get("epochs_run") or 0) for t in trials)
     return {
         "study": study.study_name if study else "",
         "n_trials_budget": study.user_attrs.get("n_trials_budget") if study else 0,
@@ -327,6 +385,7 @@ def _budget(study: optuna.Study | None) -> dict[str, Any]:
         "complete": complete,
         "pruned": pruned,
         "failed": states.count(TrialState.FAIL),
+        "epochs_trained": epochs,
         "note": "" if study else "fixed configuration: nothing to tune, 0 trials",
     }
 
@@ -339,16 +398,22 @@ def benchmark_model(
     settings: BenchmarkSettings,
     scorer: HeldOutTestScorer,
     models_dir: Path | None = None,
+    run: _Jobs | None = None,
 ) -> ModelRun:
     """Select, retrain over seeds and test one model (steps 1-4 of the module docstring);
     with ``models_dir``, each final run's model is saved there (``info["saved_models"]``)."""
-    seeded = model in SEEDED_MODELS
+    seeded = is_seeded(model)
     seeds = settings.seeds if seeded else settings.seeds[:1]  # closed form: seeds change nothing
     cands = candidates(study, fixed_params, settings.n_candidates)
-    chosen, fits = _select(split, model, cands, seeds, settings.patience)
+    chosen, fits = _select(split, model, cands, seeds, settings.patience, run)
+    if seeded:  # fresh seeds for the runs that meet the test users
+        del fits
+        gc.collect()
+        jobs = [(chosen["params"], s) for s in settings.test_seeds]
+        fits = _fit_many(split, model, jobs, patience=settings.patience, run=run)
 
     def liang(params: dict, liang_seeds: list[int]) -> dict[str, Any]:
-        return _liang(split, model, params, liang_seeds, scorer, settings)
+        return _liang(split, model, params, liang_seeds, scorer, settings, run)
 
     return _model_run(model, study, settings, scorer, models_dir, cands, chosen, fits, liang)
 
@@ -368,8 +433,8 @@ def _model_run(
     """Score the chosen candidate's fits, save them, run ``liang(params, seeds)`` (VAEs, when
     asked) and gather the model's record; ``evaluated``: (variant, seed) -> test metrics
     computed on the pool (see `HeldOutTestScorer.score`)."""
-    seeded = model in SEEDED_MODELS
-    seeds = settings.seeds if seeded else settings.seeds[:1]
+    seeded = is_seeded(model)
+    seeds = settings.test_seeds if seeded else settings.seeds[:1]
     run = _scored_run(model, fits, chosen["params"], scorer, seeded, evaluated)
     per_user, coverage, facts = run.per_user, run.scalars["coverage@100"], run.seeds
     info: dict[str, Any] = {
@@ -377,6 +442,8 @@ def _model_run(
         "chosen_trial": chosen["trial"],
         "params": chosen["params"],
         "deterministic": not seeded,
+        "selection_seeds": settings.seeds if seeded else settings.seeds[:1],
+        "test_seeds": seeds,
         "candidates": [
             {
                 **{k: v for k, v in c.items() if k != "params"},
@@ -387,7 +454,7 @@ def _model_run(
     }
     if models_dir is not None:
         info["saved_models"] = save_final_models(models_dir, model, fits, seeded)
-    if seeded:
+    if has_beta(model):
         params = chosen["params"]
         param = "anneal_cap" if params.get("annealing") else "beta"
         search = {
@@ -449,6 +516,7 @@ class _Pooled:
     chosen_fits: list[FitResult] | None = None
     retrains: dict[int, dict[str, Any]] | None = None  # Liang seed index -> `_liang_retrain`
     finals: dict[int, FitResult] | None = None  # Liang seed index -> retraining
+    tests: dict[int, FitResult] | None = None  # test seed index -> the chosen config's run
     evaluated: dict[tuple[str, int], Any] | None = None  # (variant, seed) -> test metrics
 
     def run(self, settings, scorer, models_dir) -> ModelRun:
@@ -480,12 +548,13 @@ class _Pooled:
 
 
 def _pooled_models(
-    pool,
+    executor,
     split,
     studies: Mapping[str, optuna.Study | None],
     model_params: Mapping[str, dict[str, Any]],
     settings: BenchmarkSettings,
     scorer: HeldOutTestScorer,
+    run: _Jobs | None = None,
 ) -> dict[str, _Pooled]:
     """Every seeded model's selection fits, Liang probes and retrainings and test scorings,
     as one graph on the pool (no barrier between models or steps): a model's probes start
@@ -493,15 +562,15 @@ def _pooled_models(
     its fit is. Decisions use all of a step's results in a fixed order, and scorings are
     handed to the scorer later in model order (`_Pooled.run`), so nothing depends on timing.
     """
-    scheduler = PoolScheduler(pool)
-    seeds = settings.seeds
-    liang_seeds = seeds[: settings.liang_seeds or len(seeds)] if settings.liang else []
-    chain = 3 if liang_seeds else 1  # fits on the path from a candidate fit to the end
+    scheduler = PoolScheduler(executor)
+    run = run or _Jobs()
+    seeds, test_seeds = settings.seeds, settings.test_seeds
+    liang_seeds = test_seeds[: settings.liang_seeds or len(seeds)] if settings.liang else []
+    chain = 3 if liang_seeds else 2  # fits on the path from a candidate fit to the end
     out: dict[str, _Pooled] = {}
 
-    def tick() -> None:
-        if _BAR is not None:
-            _BAR.update(1)
+    def tick(label: Any, fit: FitResult) -> None:
+        run.tick((*label, ":", _fit_text(fit)))
 
     def evaluate(st: _Pooled, variant: str, seed: int, fit: FitResult, params: dict) -> None:
         if scorer.needs_scoring(st.model, variant, seed, params):
@@ -514,20 +583,30 @@ def _pooled_models(
             scheduler.evaluate(fit.model, scorer, keep, label=label)
 
     def candidate_done(st: _Pooled, key: tuple[int, int], fit: FitResult) -> None:
-        tick()
+        i, j = key
+        tick((st.model, f"trial {st.cands[i]['trial']}", f"seed {seeds[j]}"), fit)
         st.fits[key] = fit
         if len(st.fits) < len(st.cands) * len(seeds):
             return
         best = None
         for i, cand in enumerate(st.cands):
             best = _rate(st.model, cand, [st.fits[(i, j)] for j in range(len(seeds))], seeds, best)
-        st.fits.clear()  # the losers' files go with their models
-        st.chosen, st.chosen_fits = _chosen(st.model, best)
+        st.fits.clear()  # every selection fit goes: the test runs use fresh seeds
+        st.chosen, _ = _chosen(st.model, best)
         params = st.chosen["params"]
-        for fit in st.chosen_fits:
-            evaluate(st, "final", fit.facts["seed"], fit, params)
+        for j, seed in enumerate(test_seeds):
+            scheduler.fit(
+                split,
+                st.model,
+                params,
+                seed,
+                partial(final_done, st, j, seed, params),
+                patience=settings.patience,
+                priority=st.cost,
+                label=(st.model, "test run", seed),
+            )
         base = _liang_base(params)
-        for i, seed in enumerate(liang_seeds):
+        for i, seed in enumerate(liang_seeds if has_beta(st.model) else []):
             scheduler.fit(
                 split,
                 st.model,
@@ -539,8 +618,17 @@ def _pooled_models(
                 label=(st.model, "Liang probe", seed),
             )
 
+    def final_done(st: _Pooled, j: int, seed: int, params: dict, fit: FitResult) -> None:
+        tick((st.model, "test run", f"seed {seed}"), fit)
+        assert st.tests is not None
+        st.tests[j] = fit
+        evaluate(st, "final", seed, fit, params)
+        if len(st.tests) == len(test_seeds):
+            st.chosen_fits = [st.tests[i] for i in range(len(test_seeds))]
+            st.tests = None
+
     def probe_done(st: _Pooled, base: dict, i: int, seed: int, probe: FitResult) -> None:
-        tick()
+        tick((st.model, "Liang probe", f"seed {seed}"), probe)
         assert st.retrains is not None
         retrain = st.retrains[i] = _liang_retrain(base, seed, probe)
         params, _ = retrain["job"]
@@ -556,19 +644,19 @@ def _pooled_models(
         )
 
     def retrain_done(st: _Pooled, i: int, seed: int, params: dict, fit: FitResult) -> None:
-        tick()
+        tick((st.model, "Liang retraining", f"seed {seed}"), fit)
         assert st.finals is not None
         st.finals[i] = fit
         evaluate(st, "liang", seed, fit, params)
 
     n_users, n_items = split.n_train_users, split.n_items
     for model in settings.models:
-        if model not in SEEDED_MODELS:
+        if not is_seeded(model):
             continue
         study = studies.get(model)
         cands = candidates(study, dict(model_params.get(model, {})), settings.n_candidates)
         cost = max(fit_cost(c["params"], n_users, n_items) for c in cands)
-        st = out[model] = _Pooled(model, study, cands, {}, cost, retrains={}, finals={})
+        st = out[model] = _Pooled(model, study, cands, {}, cost, retrains={}, finals={}, tests={})
         st.evaluated = {}
         for i, cand in enumerate(cands):
             for j, seed in enumerate(seeds):
@@ -587,23 +675,6 @@ def _pooled_models(
     return out
 
 
-def replicate_on_split(
-    split, runs: list[ModelRun], settings: BenchmarkSettings, ledger: TestLedger | None
-) -> list[ModelRun]:
-    """The chosen configurations retrained over the seeds on another split and scored."""
-    scorer = HeldOutTestScorer(split, settings.ks, ledger=ledger)
-    out = []
-    for run in runs:
-        seeded = run.stochastic
-        seeds = settings.seeds if seeded else settings.seeds[:1]
-        params = run.info["params"]
-        fits = _fit_many(split, run.model, [(params, s) for s in seeds], patience=settings.patience)
-        out.append(_scored_run(run.model, fits, params, scorer, seeded))
-        del fits
-        gc.collect()
-    return out
-
-
 def planned_runs(
     studies: Mapping[str, optuna.Study | None],
     model_params: Mapping[str, dict[str, Any]],
@@ -612,22 +683,24 @@ def planned_runs(
     """How many trainings `run_benchmark` will do (selection over seeds + Liang's pairs)."""
     total = 0
     for model in settings.models:
-        seeded = model in SEEDED_MODELS
+        seeded = is_seeded(model)
         seeds = settings.seeds if seeded else settings.seeds[:1]
         cands = candidates(
             studies.get(model), dict(model_params.get(model, {})), settings.n_candidates
         )
-        total += len(cands) * len(seeds)
-        if seeded and settings.liang:
+        total += len(cands) * len(seeds) + (len(settings.test_seeds) if seeded else 0)
+        if has_beta(model) and settings.liang:
             total += 2 * len(seeds[: settings.liang_seeds or len(seeds)])
     return total
 
 
 def save_final_models(models_dir: Path, model: str, fits: list[FitResult], seeded: bool):
-    """Save each fit's model as ``models_dir/<model>-seed<seed>.keras`` (a closed-form model,
-    trained once, as ``<model>.npz``); returns the paths relative to the results folder."""
+    """Save each fit's model as ``models_dir/<model>-seed<seed><suffix>`` (a model without
+    seeds, trained once, as ``<model><suffix>``; the suffix is the spec's first format); returns the paths relative to the results folder."""
     models_dir.mkdir(parents=True, exist_ok=True)
-    suffix = ".keras" if seeded else ".npz"
+    from harness.models.registry import model_spec
+
+    suffix = model_spec(model).formats[0]
     saved = []
     for fit in fits:
         name = f"{model}-seed{fit.facts['seed']}{suffix}" if seeded else f"{model}{suffix}"
@@ -671,8 +744,8 @@ def _run_benchmark(
     settings: BenchmarkSettings,
     results_dir: Path,
     storage: str | None = None,
-    extra_splits: Mapping[int, Any] | None = None,
-    protocol_seed: int | None = None,
+    fold: int | None = None,
+    executor: Any = None,
 ) -> Path:
     """Benchmark every model of ``settings.models`` and write ``results_dir/<name>/``.
 
@@ -684,9 +757,9 @@ def _run_benchmark(
         settings: benchmark settings.
         results_dir: parent folder of the benchmark folder.
         storage: storage URL, recorded.
-        extra_splits: protocol seed -> split, for ``settings.protocol_seeds`` (see the module
-            docstring); None = none.
-        protocol_seed: the protocol seed of ``split`` (its row in the splits table).
+        fold: with user-level cross-validation, which fold ``split`` is (recorded).
+        executor: where the seeded models' trainings and scorings run, as one job graph
+            (`harness.execution`, made with ``split``); None = in this process.
 
     Returns:
         The benchmark folder.
@@ -708,41 +781,24 @@ def _run_benchmark(
     ledger = TestLedger(results_dir, rescore=settings.rescore)
     scorer = HeldOutTestScorer(split, settings.ks, ledger=ledger)
     models_dir = _models_staging(results_dir, settings)  # None when not saving models
-    global _BAR
-    # disable=None: no bar when stderr is not a terminal (log files get the per-run lines)
-    bar = tqdm(
-        total=planned_runs(studies, model_params, settings),
-        desc=f"benchmark {settings.name}",
-        unit="run",
-        disable=None,
+    progress = JobProgress(
+        planned_runs(studies, model_params, settings), f"benchmark {settings.name}", logger=log
     )
-    _BAR = bar
-    try:
-        with bar:
-            pool = open_pool(split)
-            pooled: dict[str, _Pooled] = {}
-            if pool is not None:  # the VAEs' trainings and scorings as one graph on the pool
-                bar.set_postfix_str("VAEs on the worker pool")
-                pooled = _pooled_models(pool, split, studies, model_params, settings, scorer)
-            runs = []
-            for m in settings.models:
-                bar.set_postfix_str(m)
-                if m in pooled:
-                    runs.append(pooled.pop(m).run(settings, scorer, models_dir))
-                    continue
-                params = dict(model_params.get(m, {}))
-                runs.append(
-                    benchmark_model(split, m, studies.get(m), params, settings, scorer, models_dir)
-                )
-    finally:
-        _BAR = None
-    by_split = None
-    if extra_splits:
-        first = protocol_seed if protocol_seed is not None else split.params.get("seed")
-        by_split = {first: (split.fingerprint, runs)}
-        for seed, other in extra_splits.items():
-            log.info("protocol seed %s: retraining the chosen configurations", seed)
-            by_split[seed] = (other.fingerprint, replicate_on_split(other, runs, settings, ledger))
+    jobs = _Jobs(executor if on_executor(executor, split) else None, progress)
+    where = jobs.executor.describe() if jobs.executor is not None else "this process"
+    progress.start(f"{where} ({', '.join(settings.models)}; {settings.n_seeds} seed(s))")
+    pooled: dict[str, _Pooled] = {}
+    if jobs.executor is not None:  # the VAEs' trainings and scorings as one job graph
+        pooled = _pooled_models(jobs.executor, split, studies, model_params, settings, scorer, jobs)
+    runs = []
+    for m in settings.models:
+        if m in pooled:
+            runs.append(pooled.pop(m).run(settings, scorer, models_dir))
+            continue
+        params = dict(model_params.get(m, {}))
+        runs.append(
+            benchmark_model(split, m, studies.get(m), params, settings, scorer, models_dir, jobs)
+        )
     info = {
         "name": settings.name,
         "dataset": dataset_name,
@@ -757,7 +813,11 @@ def _run_benchmark(
         "test_scorings": scorer.record(),
         "test_scored_once": max(scorer.scored.values(), default=0) <= 1,
         "test_ledger": scorer.ledger_record(),
-        "protocol_seeds": list(by_split) if by_split else None,
+        "fold": fold,
+        "folds": split.params.get("folds"),
+        "test_seeds": settings.test_seeds,
+        "test_exposure": ledger.exposure(split.fingerprint),
+        "code_fingerprint": ledger.code,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "settings": {k: v for k, v in vars(settings).items()},
         "models": {r.model: r.info for r in runs},
@@ -768,7 +828,6 @@ def _run_benchmark(
         baseline=settings.baseline,
         test_metric=settings.test_metric,
         stats=settings.stats,
-        splits=by_split,
     )
     per_user = {r.model: {**r.per_user, "test_users": np.asarray(split.test_users)} for r in runs}
     folders = {"models": models_dir} if models_dir is not None else None

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # Bump when the algorithm changes so that old cached splits are not reused.
 PROTOCOL_VERSION = 1
 _REQUIRED = ("user", "item", "rating")
+DEFAULT_HELDOUT_USERS = 100  # n_test_users when neither it nor folds is given
+MIN_FOLD_USERS = 20  # smallest test fold protocol.folds may make
 
 
 def _n_users(spec: int | float, n: int, name: str) -> int:
@@ -57,7 +59,37 @@ def _normalised_params(**p: Any) -> dict[str, Any]:
             f"heldout_fraction={p['heldout_fraction']!r} must lie strictly between 0 and 1: "
             "pass e.g. heldout_fraction=0.2"
         )
+    folds, fold = p.pop("folds", None), p.pop("fold", None)
+    if folds is not None:
+        if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 2:
+            raise DataError(
+                f"protocol.folds={folds!r} must be an integer >= 2 (K disjoint test folds of "
+                "users), e.g. protocol.folds=5; or null for one test set of n_test_users"
+            )
+        if p["n_test_users"] is not None:
+            raise DataError(
+                f"protocol.folds={folds} and protocol.n_test_users={p['n_test_users']!r} are "
+                "both set: with folds every user is a test user once, in the fold's share; "
+                "drop protocol.n_test_users (or protocol.folds)"
+            )
+        if fold is not None and (
+            isinstance(fold, bool) or not isinstance(fold, int | np.integer) or not 0 <= fold < folds
+        ):
+            raise DataError(
+                f"protocol.fold={fold!r} must be an integer in [0, protocol.folds={folds}) "
+                "(or null: the harness runs every fold)"
+            )
+        p["folds"], p["fold"] = int(folds), 0 if fold is None else int(fold)
+        del p["n_test_users"]
+    elif fold is not None:
+        raise DataError(
+            f"protocol.fold={fold!r} is set without protocol.folds: set protocol.folds=K too"
+        )
+    elif p["n_test_users"] is None:
+        p["n_test_users"] = DEFAULT_HELDOUT_USERS
     for name in ("n_val_users", "n_test_users"):
+        if name not in p:
+            continue
         _n_users(p[name], 1, name)  # type check only; the count is resolved after filtering
         p[name] = float(p[name]) if 0 < float(p[name]) < 1 else int(p[name])
     for name in ("min_user_positives", "min_item_positives", "seed"):
@@ -114,7 +146,41 @@ def _positives(df: pd.DataFrame, p: Mapping[str, Any]):
     return u, i, np.asarray(user_ids), np.asarray(item_ids)
 
 
+def fold_of_users(n_users: int, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold id (0..folds-1) of each of ``n_users`` users, in a random order: sizes differ by
+    at most one."""
+    return rng.permutation(np.arange(n_users) % folds)
+
+
+def _choose_fold_users(u: np.ndarray, p: Mapping[str, Any], rng: np.random.Generator):
+    """Test users = fold ``p["fold"]`` of ``p["folds"]``; validation users drawn from the rest
+    (the same permutation for every fold, so the folds partition the users)."""
+    present = np.unique(u)
+    folds = p["folds"]
+    if present.size // folds < MIN_FOLD_USERS:
+        raise DataError(
+            f"protocol.folds={folds}: {present.size} users have >= {p['min_user_positives']} "
+            f"positives, {present.size // folds} per fold, below the minimum of "
+            f"{MIN_FOLD_USERS} test users per fold; use protocol.folds <= "
+            f"{max(present.size // MIN_FOLD_USERS, 1)}"
+        )
+    fold_id = fold_of_users(present.size, folds, rng)
+    fold = p["fold"]
+    test = present[fold_id == fold]
+    rest = present[fold_id != fold]
+    n_val = _n_users(p["n_val_users"], present.size, "n_val_users")
+    if n_val >= rest.size:
+        raise DataError(
+            f"{n_val} validation users requested but only {rest.size} users are outside test "
+            f"fold {fold} of protocol.folds={folds}: lower n_val_users or protocol.folds"
+        )
+    val = rng.permutation(rest)[:n_val]
+    return np.sort(val), np.sort(test)
+
+
 def _choose_eval_users(u: np.ndarray, p: Mapping[str, Any], rng: np.random.Generator):
+    if p.get("folds") is not None:
+        return _choose_fold_users(u, p, rng)
     present = np.unique(u)
     n_val = _n_users(p["n_val_users"], present.size, "n_val_users")
     n_test = _n_users(p["n_test_users"], present.size, "n_test_users")
@@ -153,9 +219,11 @@ def make_split(
     min_user_positives: int = 5,
     min_item_positives: int = 0,
     n_val_users: int | float = 100,
-    n_test_users: int | float = 100,
+    n_test_users: int | float | None = None,
     heldout_fraction: float = 0.2,
     seed: int = 98765,
+    folds: int | None = None,
+    fold: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> Split:
     """Binarise, filter and split interactions under the strong (or weak) protocol.
@@ -171,9 +239,15 @@ def make_split(
         min_item_positives: items with fewer positives are dropped first.
         n_val_users: validation users, an int count or a float fraction in (0, 1).
         n_test_users: test users, likewise; disjoint from validation and training users.
+            None = 100, or the fold's users with ``folds``.
         heldout_fraction: share of each evaluation user's items that become the truth,
             floor(fraction * n), at least 1 and at most n - 1 when n >= 2.
         seed: protocol seed for both the user choice and the fold-in/held-out split.
+        folds: user-level cross-validation: the eligible users are split at random (protocol
+            seed) into ``folds`` disjoint test folds of near-equal size; None = one test set.
+        fold: which fold is this split's test set (0 .. folds - 1; None = 0). Validation
+            users are drawn from the other folds' users, the rest train. Over the folds
+            every user is a test user exactly once.
         cache_dir: if given, the split is stored in and reloaded from
             ``cache_dir/splits/<fingerprint>.npz``.
 
@@ -201,6 +275,8 @@ def make_split(
         n_test_users=n_test_users,
         heldout_fraction=heldout_fraction,
         seed=seed,
+        folds=folds,
+        fold=fold,
     )
     fingerprint = _fingerprint(_data_hash(interactions), params)
     path = Path(cache_dir) / "splits" / f"{fingerprint}.npz" if cache_dir is not None else None
@@ -274,4 +350,13 @@ def split_from_config(
 
     source = dataset.get("source") or dataset["name"]
     df = load_interactions(source, **dict(dataset.get("options") or {}))
-    return make_split(df, **dict(protocol), cache_dir=cache_dir)
+    return make_split(df, **protocol_params(dataset, protocol), cache_dir=cache_dir)
+
+
+def protocol_params(dataset: Mapping[str, Any], protocol: Mapping[str, Any]) -> dict[str, Any]:
+    """``make_split`` keywords from the config: ``n_test_users: null`` means the dataset's
+    ``n_heldout_users`` unless ``protocol.folds`` makes the folds the test sets."""
+    params = dict(protocol)
+    if params.get("n_test_users") is None and params.get("folds") is None:
+        params["n_test_users"] = dataset.get("n_heldout_users", DEFAULT_HELDOUT_USERS)
+    return params

@@ -25,6 +25,7 @@ from harness.models.batching import SparseBatches, top_to_csr, top_to_dense
 from harness.models.callbacks import (
     HISTORY_KEYS,
     DivergenceGuard,
+    EarlyStopping,
     EpochCallback,
     EpochHook,
     LossHistory,
@@ -32,7 +33,7 @@ from harness.models.callbacks import (
     seed_total_anneal_steps,
     wants_batch_events,
 )
-from harness.models.persistence import FORMAT, load_model, save_network
+from harness.models.persistence import FORMAT, load_as, save_network
 from harness.models.vae import VAENetwork
 from harness.models.validation import (
     as_click_matrix,
@@ -40,6 +41,8 @@ from harness.models.validation import (
     check_k,
     check_save_path,
     check_schedule,
+    check_stopping,
+    check_vae_param,
     check_vae_params,
 )
 
@@ -96,6 +99,14 @@ class VAERecommender:
         plateau_factor, plateau_patience, plateau_min_lr: ``ReduceLROnPlateau``'s factor,
             patience (epochs) and min_lr (seed: 0.2, 1, 1e-4); unused with "constant".
         adam_epsilon: Adam's epsilon (Keras default 1e-7; Liang's TF1 AdamOptimizer 1e-8).
+        patience: early stopping: stop after this many epochs without a better validation
+            NDCG (the best epoch's weights are restored either way); None = train all
+            ``n_epochs``, which are then the maximum. Needs validation users.
+        anneal_epochs: the epoch (possibly fractional) at which annealed beta reaches
+            ``anneal_cap``: total_anneal_steps = floor(batches_per_epoch * anneal_epochs /
+            anneal_cap), independent of ``n_epochs``, so stopping early or raising the
+            maximum leaves beta's path unchanged. None = the seed formula below;
+            ``total_anneal_steps`` wins over both.
 
     Attributes (the seed's, same meaning): ``model`` (the Keras network), ``train_loss``,
     ``val_loss``, ``val_ndcg``, ``ls_beta`` (per epoch of the last fit),
@@ -130,6 +141,8 @@ class VAERecommender:
         plateau_patience: int = 1,
         plateau_min_lr: float = 1e-4,
         adam_epsilon: float = 1e-7,
+        patience: int | None = None,
+        anneal_epochs: float | None = None,
     ) -> None:
         check_vae_params(
             n_users=n_users, original_dim=original_dim, intermediate_dim=intermediate_dim,
@@ -139,6 +152,7 @@ class VAERecommender:
             learning_rate=learning_rate, n_hidden_layers=n_hidden_layers, l2_penalty=l2_penalty,
         )  # fmt: skip
         check_schedule(lr_schedule, plateau_factor, plateau_patience, plateau_min_lr, adam_epsilon)
+        check_stopping(patience, anneal_epochs)
         self.n_users, self.original_dim = n_users, original_dim
         self.intermediate_dim, self.latent_dim = intermediate_dim, latent_dim
         self.n_epochs, self.batch_size, self.k, self.verbose = n_epochs, batch_size, k, verbose
@@ -150,6 +164,7 @@ class VAERecommender:
         self.lr_schedule, self.plateau_factor = lr_schedule, plateau_factor
         self.plateau_patience, self.plateau_min_lr = plateau_patience, plateau_min_lr
         self.adam_epsilon = adam_epsilon
+        self.patience, self.anneal_epochs = patience, anneal_epochs
         self._total_anneal_steps_arg = total_anneal_steps
         self.number_of_batches = -(-n_users // batch_size)
         self.total_anneal_steps = self._anneal_steps()
@@ -165,6 +180,12 @@ class VAERecommender:
         self._history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
         self.best_epoch = 0
         self.best_ndcg = math.nan
+
+    @classmethod
+    def check_param(cls, name: str, value: Any, context: dict[str, Any]) -> None:
+        """Check one hyperparameter before any data loads (``validation.check_vae_param``;
+        ``context``: the other configured parameters)."""
+        check_vae_param(name, value, context)
 
     @property
     def model(self) -> VAENetwork:
@@ -199,6 +220,9 @@ class VAERecommender:
     def _anneal_steps(self) -> float:
         if self._total_anneal_steps_arg is not None:
             return float(self._total_anneal_steps_arg)
+        if self.anneal_epochs is not None:  # independent of n_epochs: early stopping and a
+            # larger maximum leave beta's path unchanged
+            return max(1.0, (self.number_of_batches * self.anneal_epochs) // self.anneal_cap)
         return seed_total_anneal_steps(self.number_of_batches, self.n_epochs, self.anneal_cap)
 
     def get_params(self) -> dict[str, Any]:
@@ -300,6 +324,8 @@ class VAERecommender:
             self.beta_variable.assign(0.0)
         if metrics is not None:
             callbacks.append(metrics)
+            if self.patience is not None:
+                callbacks.append(EarlyStopping(metrics, self.patience))
         callbacks.append(history)
         # without a validation loss the plateau schedule would misfire on NaN
         if self.lr_schedule == "plateau" and has_valid:
@@ -343,20 +369,22 @@ class VAERecommender:
         cbs.on_train_begin()
         for epoch in range(self.n_epochs):
             cbs.on_epoch_begin(epoch)
-            total, step = 0.0, 0
-            for group in batches.epoch_groups(max_clicks):
-                sums = network.train_batches(*group, np.int64(steps_done), *schedule).numpy()
-                steps_done += len(sums)
-                # fewer sums than batches only after a non-finite one: the guard raises there
-                n_rows_per_batch = np.diff(group[3]).tolist()
-                for batch_sum, n_rows in zip(sums.tolist(), n_rows_per_batch, strict=False):
-                    total += batch_sum
-                    logs = {"loss": batch_sum / n_rows}
-                    if batch_events:
-                        cbs.on_train_batch_end(step, logs)  # the guard is the first of them
-                    else:
-                        guard.on_train_batch_end(step, logs)
-                    step += 1
+            step = 0
+            for train_batches in self._epoch_passes():
+                total = 0.0  # the epoch's loss is its last pass's
+                for group in batches.epoch_groups(max_clicks):
+                    sums = train_batches(*group, np.int64(steps_done), *schedule).numpy()
+                    steps_done += len(sums)
+                    # fewer sums than batches only after a non-finite one: the guard raises
+                    n_rows_per_batch = np.diff(group[3]).tolist()
+                    for batch_sum, n_rows in zip(sums.tolist(), n_rows_per_batch, strict=False):
+                        total += batch_sum
+                        logs = {"loss": batch_sum / n_rows}
+                        if batch_events:
+                            cbs.on_train_batch_end(step, logs)  # the guard is the first
+                        else:
+                            guard.on_train_batch_end(step, logs)
+                        step += 1
             logs = {
                 "loss": total / n_users,
                 "val_loss": network.loss_sum(valid) / valid.shape[0] if valid is not None
@@ -368,6 +396,12 @@ class VAERecommender:
             if network.stop_training:
                 break
         cbs.on_train_end()
+
+    def _epoch_passes(self):
+        """The compiled batch-group trainers of one epoch, one per pass over the training
+        users (each pass reshuffles). One pass of ``network.train_batches`` here; RecVAE
+        alternates encoder and decoder passes."""
+        yield self.network.train_batches
 
     def _finish(self, history: LossHistory, metrics: Metrics | None) -> None:
         self._history = {key: list(values) for key, values in history.per_epoch.items()}
@@ -466,7 +500,7 @@ class VAERecommender:
     @classmethod
     def load(cls, path: str | os.PathLike) -> VAERecommender:
         """Load a file written by ``save``; ValueError if it holds another model class."""
-        return load_model(path, expected=cls)
+        return load_as(path, cls, expected=cls)
 
     @classmethod
     def _from_record(cls, path: Path, record: dict[str, Any]) -> VAERecommender:

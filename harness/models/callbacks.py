@@ -55,6 +55,20 @@ def seed_total_anneal_steps(batches_per_epoch: int, n_epochs: int, anneal_cap: f
     return max(1.0, (batches_per_epoch * (n_epochs - int(0.2 * n_epochs))) // anneal_cap)
 
 
+class EarlyStopping(keras.callbacks.Callback):
+    """Stops training after ``patience`` epochs without a better validation NDCG than the
+    best so far (the ``Metrics`` callback's, which runs first and keeps its weights)."""
+
+    def __init__(self, metrics: Metrics, patience: int) -> None:
+        super().__init__()
+        self.metrics, self.patience = metrics, patience
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        best = self.metrics.best_epoch
+        if best is not None and epoch - best >= self.patience:
+            self.model.stop_training = True
+
+
 class LossHistory(keras.callbacks.Callback):
     """Records training and validation loss per epoch (and every other logged value)."""
 

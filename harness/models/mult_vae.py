@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from harness.models.base import VAERecommender
 from harness.models.sparse_ops import gather_clicked, row_sum
+from harness.models.spec import KERAS_FORMATS, ModelSpec
 from harness.models.vae import VAENetwork, register
 
 
@@ -69,6 +70,8 @@ class MultVAE(VAERecommender):
         plateau_patience: int = 1,
         plateau_min_lr: float = 1e-4,
         adam_epsilon: float = 1e-8,
+        patience: int | None = None,
+        anneal_epochs: float | None = None,
     ) -> None:
         super().__init__(
             n_users, original_dim, intermediate_dim, latent_dim, n_epochs, batch_size, k,
@@ -77,11 +80,17 @@ class MultVAE(VAERecommender):
             n_hidden_layers=n_hidden_layers, l2_penalty=l2_penalty, lr_schedule=lr_schedule,
             plateau_factor=plateau_factor, plateau_patience=plateau_patience,
             plateau_min_lr=plateau_min_lr, adam_epsilon=adam_epsilon,
+            patience=patience, anneal_epochs=anneal_epochs,
         )  # fmt: skip
 
     def _build_network(self) -> VAENetwork:
         return MultinomialNetwork(**self._network_kwargs())
 
+
+MODEL_SPECS = (
+    ModelSpec("mult_vae", MultVAE, iterative=True, seeded=True, has_beta=True,
+              formats=KERAS_FORMATS),
+)  # fmt: skip
 
 Mult_VAE = MultVAE
 """Alias under the Recommenders name."""

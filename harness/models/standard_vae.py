@@ -7,6 +7,7 @@ from keras import ops
 
 from harness.models.base import VAERecommender
 from harness.models.sparse_ops import gather_clicked, row_sum
+from harness.models.spec import KERAS_FORMATS, ModelSpec
 from harness.models.vae import VAENetwork, register
 
 # Keras' binary_crossentropy clips probabilities to [eps, 1 - eps]; the seed's loss inherits it.
@@ -87,6 +88,8 @@ class StandardVAE(VAERecommender):
         plateau_patience: int = 1,
         plateau_min_lr: float = 1e-4,
         adam_epsilon: float = 1e-7,
+        patience: int | None = None,
+        anneal_epochs: float | None = None,
     ) -> None:
         if output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(
@@ -101,9 +104,16 @@ class StandardVAE(VAERecommender):
             n_hidden_layers=n_hidden_layers, l2_penalty=l2_penalty, lr_schedule=lr_schedule,
             plateau_factor=plateau_factor, plateau_patience=plateau_patience,
             plateau_min_lr=plateau_min_lr, adam_epsilon=adam_epsilon,
+            patience=patience, anneal_epochs=anneal_epochs,
         )  # fmt: skip
 
     def _build_network(self) -> VAENetwork:
         if self.output_activation == "sigmoid":
             return SigmoidBernoulliNetwork(**self._network_kwargs())
         return SoftmaxBernoulliNetwork(**self._network_kwargs())
+
+
+MODEL_SPECS = (
+    ModelSpec("standard_vae", StandardVAE, iterative=True, seeded=True, has_beta=True,
+              formats=KERAS_FORMATS),
+)  # fmt: skip

@@ -9,6 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from harness.errors import UserError
+
+
+class MissingDependencyError(UserError, ImportError):
+    """A model's optional dependency is not installed (the message names what to install)."""
+
 
 def as_click_matrix(x, name: str, n_items: int | None = None) -> sp.csr_matrix:
     """Return ``x`` as a canonical float32 CSR click matrix, or raise ValueError.
@@ -87,6 +93,26 @@ def check_schedule(
         raise ValueError(f"plateau_min_lr={plateau_min_lr!r} must be >= 0, e.g. 1e-4")
     if not (isinstance(adam_epsilon, int | float) and adam_epsilon > 0):
         raise ValueError(f"adam_epsilon={adam_epsilon!r} must be > 0, e.g. 1e-8")
+
+
+def check_stopping(patience, anneal_epochs) -> None:
+    """Early stopping's patience and the annealing length in epochs (ValueError naming the fix)."""
+    if patience is not None and (
+        isinstance(patience, bool) or not isinstance(patience, int | np.integer) or patience < 1
+    ):
+        raise ValueError(
+            f"patience={patience!r} must be an integer >= 1 (epochs without a better "
+            "validation NDCG before training stops), or None to train every epoch"
+        )
+    if anneal_epochs is not None and (
+        isinstance(anneal_epochs, bool)
+        or not isinstance(anneal_epochs, int | float | np.integer | np.floating)
+        or not anneal_epochs > 0
+    ):
+        raise ValueError(
+            f"anneal_epochs={anneal_epochs!r} must be > 0 (the epoch at which beta reaches "
+            "anneal_cap), or None for the seed formula (80% of n_epochs)"
+        )
 
 
 def check_save_path(save_path, suffixes: tuple[str, ...] = SAVE_SUFFIXES) -> None:

@@ -18,6 +18,7 @@ from harness.sweep.records import EpochLog, jsonable, record_trial
 from harness.sweep.space import SearchSpace, suggest
 
 INTERRUPTED = "interrupted (KeyboardInterrupt); rerun the command to resume"
+LOST = "worker lost"  # prefix of the reason of a trial whose worker died, hung or was cancelled
 
 
 def trial_seed(sweep_seed: int, trial_number: int) -> int:
@@ -70,7 +71,7 @@ def objective(
         harness.models.TrainingDivergedError: Loss became NaN/inf (failure_reason recorded).
         TrialFailedError: Training ended without one finite NDCG (failure_reason recorded).
     """
-    from harness.models import TrainingDivergedError, build_model, model_param_names
+    from harness.models import TrainingDivergedError, build_model, model_param_names, model_spec
 
     params = dict(fixed_params)
     if "verbose" in model_param_names(model_name):
@@ -84,7 +85,7 @@ def objective(
     trial.set_user_attr("params_full", jsonable(params))
 
     epochs = EpochLog()
-    total = params.get("n_epochs") if model_name.endswith("vae") else 1
+    total = params.get("n_epochs") if model_spec(model_name).iterative else 1
     bar = tqdm(
         total=total,
         desc=f"trial {trial.number}",
