@@ -158,17 +158,16 @@ class UnknownKeyError(ValueError):
 
 
 def _all_keys(node: object, prefix: str = "") -> list[str]:
-    from omegaconf import DictConfig
+    """Every dotted key of a composed config (interpolations left unresolved)."""
+    from omegaconf import DictConfig, OmegaConf
 
-    keys = []
     if isinstance(node, DictConfig):
-        for key in node.keys():
+        node = OmegaConf.to_container(node, resolve=False)
+    keys = []
+    if isinstance(node, dict):
+        for key, child in node.items():
             path = f"{prefix}{key}"
             keys.append(path)
-            try:
-                child = node._get_node(key)
-            except Exception:
-                continue
             keys.extend(_all_keys(child, path + "."))
     return keys
 

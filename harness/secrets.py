@@ -150,13 +150,14 @@ def scrub_hydra_output() -> list[Path]:
         return []
     if folder is None or not folder.is_dir():
         return []
-    from harness.outputs import write_text
-
     changed = []
     for path in sorted(folder.glob("*.yaml")):
         text = path.read_text()
         masked = mask_text(text)
         if masked != text:
-            write_text(path, masked)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic, same mode
+            tmp.write_text(masked)
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+            os.replace(tmp, path)
             changed.append(path)
     return changed

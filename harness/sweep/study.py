@@ -351,15 +351,10 @@ def _retry_wrapper(name: str) -> Any:
 
 
 # The private ones: Optuna's cache in front of an RDBStorage calls them directly.
-_PRIVATE_CALLS = (
-    "_create_new_trial",
-    "_get_best_trial_id",
-    "_get_stale_trial_ids",
-    "_get_trials",
-    "_set_trial_param",
-)
+from harness.compat.optuna import RDB_PRIVATE_CALLS  # noqa: E402
+
 for _name in dir(RDBStorage):
-    if (_name.startswith("_") and _name not in _PRIVATE_CALLS) or _name in ("remove_session", "upgrade") or _name.endswith(
+    if (_name.startswith("_") and _name not in RDB_PRIVATE_CALLS) or _name in ("remove_session", "upgrade") or _name.endswith(
         "_version"
     ) or _name.endswith("_versions"):
         continue
