@@ -118,10 +118,10 @@ def _positives(df: pd.DataFrame, p: Mapping[str, Any]):
     ratings = df["rating"].to_numpy()
     if len(df) and not (ratings > p["threshold"]).any() and (ratings.max() <= p["threshold"]):
         raise DataError(
-            f"no rating is above protocol.threshold={p['threshold']} (the highest is "
-            f"{float(ratings.max()):g}, among {len(df):,} rows): positives are ratings > "
-            "threshold. For implicit data (clicks, every row a positive with rating 1.0) set "
-            "protocol.threshold=0.5; for ratings, a threshold below your scale's top."
+            f"no interactions left after filtering: no rating is above protocol.threshold="
+            f"{p['threshold']} (the highest is {float(ratings.max()):g}, among {len(df):,} rows; "
+            "positives are ratings > threshold): lower the threshold below your scale's top, or "
+            "for implicit data (clicks, every rating 1.0) set protocol.threshold=0.5."
         )
     pos = df.loc[ratings > p["threshold"], ["user", "item"]]
     users, user_ids = pd.factorize(pos["user"], sort=True)
