@@ -139,6 +139,10 @@ def run_many(
     return studies
 
 
+# Model keys a budget (conf/budget/*.yaml) sets for every model that has them.
+BUDGET_MODEL_KEYS = ("n_epochs", "patience")
+
+
 def model_config(cfg_dict: Mapping[str, Any], name: str) -> tuple[dict, dict]:
     """(model config, search space) for model `name`, resolved against `cfg_dict`.
 
@@ -149,9 +153,11 @@ def model_config(cfg_dict: Mapping[str, Any], name: str) -> tuple[dict, dict]:
     if current.get("name") == name:
         own = dict(current)
         model_file = CONF_DIR / "model" / f"{name}.yaml"
-        if cfg_dict.get("budget") and "n_epochs" in own and model_file.exists():
-            if "n_epochs" not in OmegaConf.load(model_file):  # a budget's epochs: VAEs only
-                own.pop("n_epochs")
+        if cfg_dict.get("budget") and model_file.exists():
+            mine = OmegaConf.load(model_file)
+            for key in BUDGET_MODEL_KEYS:  # a budget's epochs and patience: iterative only
+                if key in own and key not in mine:
+                    own.pop(key)
         return own, dict(cfg_dict.get("search_space") or {})
     model_file = CONF_DIR / "model" / f"{name}.yaml"
     if not model_file.exists():
