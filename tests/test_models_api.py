@@ -46,7 +46,7 @@ SEED_PARAMS = [
 ]
 KEYWORD_ONLY = {"learning_rate": 1e-3, "total_anneal_steps": None, "n_hidden_layers": 1,
                 "l2_penalty": 0.0, "plateau_factor": 0.2, "plateau_patience": 1,
-                "plateau_min_lr": 1e-4}  # fmt: skip
+                "plateau_min_lr": 1e-4, "patience": None, "anneal_epochs": None}  # fmt: skip
 # the seed's schedule and Keras' Adam for StandardVAE; Liang et al.'s for MultVAE
 SCHEDULE = {"StandardVAE": {"lr_schedule": "plateau", "adam_epsilon": 1e-7},
             "MultVAE": {"lr_schedule": "constant", "adam_epsilon": 1e-8}}  # fmt: skip
