@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
+from harness.compat.optuna import OPTIMIZE_LOGGER
+
 T = TypeVar("T")
 
 EXIT_USER_ERROR = 2
@@ -60,7 +62,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     the traceback of where the signal happened to land, which is no bug; the line stays.
     Signal handling is a no-op outside the main thread (handlers can only be installed there).
     """
-    optuna_log = logging.getLogger("optuna.study._optimize")  # logs the failed trial
+    optuna_log = logging.getLogger(OPTIMIZE_LOGGER)  # logs the failed trial
     optuna_log.addFilter(_drop_interrupt_traceback)
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)

@@ -78,23 +78,103 @@ def benchmark_settings(cfg: dict[str, Any]) -> BenchmarkSettings:
             f"unknown benchmark option(s) {', '.join('benchmark.' + k for k in unknown)}; "
             f"valid keys are {', '.join(sorted(known))}"
         )
-    for key in ("fixed_models", "ks", "protocol_seeds"):
+    for key in ("fixed_models", "ks", "protocol_seeds"):  # protocol_seeds: refused
         if b.get(key) is not None:
             b[key] = tuple(b[key])
     return BenchmarkSettings(models=tuple(cfg["models"]), **b)
 
 
-def extra_splits(cfg: dict[str, Any], settings: BenchmarkSettings) -> dict[int, Any]:
-    """Protocol seed -> split for `benchmark.protocol_seeds` other than `protocol.seed`."""
-    from harness.sweep.config import load_split
+def fold_count(cfg: dict[str, Any]) -> int | None:
+    """K when the run cross-validates over every fold (`protocol.folds` set, `protocol.fold`
+    not); None for one split (no folds, or one fold chosen with `protocol.fold`)."""
+    protocol = cfg.get("protocol") or {}
+    if protocol.get("folds") and protocol.get("fold") is None:
+        return int(protocol["folds"])
+    return None
 
-    own = int(cfg["protocol"]["seed"])
-    seeds = [s for s in settings.protocol_seeds or () if s != own]
-    return {s: load_split({**cfg, "protocol": {**cfg["protocol"], "seed": s}}) for s in seeds}
+
+def fold_config(cfg: dict[str, Any], fold: int) -> dict[str, Any]:
+    """The config of one fold: its split (`protocol.fold`), its own studies (named by the
+    fold's split fingerprint, or `<sweep.study_name>-fold<k>`) and its own benchmark folder
+    (`<benchmark.name>-fold<k>`), so nothing of another fold's test users is used."""
+    from harness.benchmark.folds import fold_name
+
+    sweep = dict(cfg["sweep"])
+    if sweep.get("study_name"):
+        sweep["study_name"] = f"{sweep['study_name']}-fold{fold}"
+    bench = {**cfg["benchmark"], "name": fold_name(cfg["benchmark"]["name"], fold)}
+    return {**cfg, "protocol": {**cfg["protocol"], "fold": fold}, "sweep": sweep, "benchmark": bench}
+
+
+def power_preflight(cfg: dict[str, Any], n_users: int, n_folds: int = 1) -> list[str]:
+    """Print (and save for the report) each planned comparison's detectable difference,
+    before any sweep; above the margin it is a warning naming the users needed."""
+    from harness.benchmark import power
+    from harness.benchmark.training import is_seeded
+
+    settings = benchmark_settings(cfg)
+    options = dict(settings.power or {})
+    results_dir = _paths(cfg)[0]
+    pilot = options.get("pilot", "auto")
+    if pilot == "auto":
+        folder: Path | None = results_dir / settings.name
+    else:
+        folder = Path(pilot).expanduser() if pilot else None
+    if folder is not None and not (folder / "per_user").is_dir():
+        if pilot not in ("auto", None):
+            print(
+                f"power preflight: no benchmark in {folder} (benchmark.power.pilot); using "
+                "the stated variances",
+                file=sys.stderr,
+            )
+        folder = None
+    planned = power.plan(
+        models=list(settings.models),
+        baseline=settings.baseline,
+        metric=settings.test_metric,
+        n_users=n_users,
+        n_folds=n_folds,
+        n_seeds=settings.n_seeds,
+        stats=settings.stats,
+        power=options,
+        stochastic=is_seeded,
+        pilot=folder,
+    )
+    lines = power.messages(planned, settings.margin, settings.test_metric)
+    for line in lines:
+        print(line, file=sys.stderr)
+    power.save(
+        results_dir / f"{settings.name}.power.json", planned, settings.margin, settings.test_metric
+    )
+    return lines
+
+
+def pool_fold_benchmarks(
+    cfg: dict[str, Any], folds: int, sweep_seconds: list[float] | None = None
+) -> Path:
+    """Pool `results/<name>-fold<k>/` into `results/<name>/` (harness.benchmark.folds)."""
+    from harness.benchmark.folds import pool_folds
+
+    settings = benchmark_settings(cfg)
+    return pool_folds(
+        _paths(cfg)[0],
+        settings.name,
+        folds,
+        stats=settings.stats,
+        baseline=settings.baseline,
+        test_metric=settings.test_metric,
+        sweep_seconds=sweep_seconds,
+    )
 
 
 def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
-    """Benchmark every model of `cfg.models` on the split the sweeps used."""
+    """Benchmark every model of `cfg.models` on the split the sweeps used (with
+    `protocol.folds`: every fold on its own split, then the folds pooled)."""
+    folds = fold_count(cfg)
+    if folds is not None and split is None:
+        for fold in range(folds):
+            run_benchmark_stage(fold_config(cfg, fold))
+        return pool_fold_benchmarks(cfg, folds)
     from harness.devices import parse_gpus, setup_worker
     from harness.sweep import model_config
     from harness.sweep.config import load_split
@@ -121,8 +201,7 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         settings=settings,
         results_dir=_paths(cfg)[0],
         storage=storage,
-        extra_splits=extra_splits(cfg, settings),
-        protocol_seed=int(cfg["protocol"]["seed"]),
+        fold=cfg["protocol"].get("fold"),
     )
     log_benchmark(tracking, bench)
     return bench
@@ -163,12 +242,17 @@ def run_report_stage(
             "test results)",
             file=sys.stderr,
         )
+    study_cfg = cfg
+    if results is not None and results.info.get("fold_fingerprints"):
+        # pooled folds: the sweep figures show fold 0's studies (each fold has its own)
+        study_cfg = fold_config(cfg, 0)
+        fingerprint = results.info["fold_fingerprints"][0]
     if fingerprint is None:
         fingerprint = results.info["split_fingerprint"] if results else _split(cfg).fingerprint
     fixed = tuple(cfg["benchmark"]["fixed_models"])
     studies = load_studies(
         storage_url(cfg),
-        study_names(cfg, fingerprint),
+        study_names(study_cfg, fingerprint),
         fixed=fixed,
         sweep_hint=_sweep_hint(cfg),
         usable=("COMPLETE", "PRUNED"),
@@ -209,9 +293,13 @@ def run_all(cfg: dict[str, Any]) -> Path:
     tuned = [m for m in cfg["models"] if m not in cfg["benchmark"]["fixed_models"]]
     preflight(cfg, tuned, test_users=True)  # every search space, protocol and option, no data yet
     benchmark_settings(cfg)
+    folds = fold_count(cfg)
+    if folds is not None:
+        return _run_folds(cfg, tuned, folds)
     start = time.perf_counter()
     split = _split(cfg)
     seconds["data"] = time.perf_counter() - start
+    power_preflight(cfg, int(split.test_te.shape[0]))
     start = time.perf_counter()
     try:  # one worker pool for the sweeps and the benchmark's retraining
         run_many(cfg, tuned, split=split)
@@ -224,6 +312,42 @@ def run_all(cfg: dict[str, Any]) -> Path:
 
         close_shared_pool()
     report = run_report_stage(cfg, fingerprint=split.fingerprint, stage_seconds=seconds)
+    print_summary(bench, report)
+    return report
+
+
+def _run_folds(cfg: dict[str, Any], tuned: list[str], folds: int) -> Path:
+    """`harness-run` with `protocol.folds=K`: per fold, sweep and benchmark on that fold's
+    split; then pool the folds and report. Each fold's sweep starts from its own (empty or
+    resumed) studies only, never from another fold's trials."""
+    from harness.pool import close_shared_pool
+    from harness.sweep import run_many
+
+    seconds: dict[str, float] = {}
+    sweep_seconds: list[float] = []
+    start = time.perf_counter()
+    splits = [_split(fold_config(cfg, fold)) for fold in range(folds)]
+    seconds["data"] = time.perf_counter() - start
+    power_preflight(cfg, sum(int(s.test_te.shape[0]) for s in splits), folds)
+    try:
+        for fold, split in enumerate(splits):
+            fold_cfg = fold_config(cfg, fold)
+            start = time.perf_counter()
+            print(
+                f"fold {fold + 1}/{folds}: {split.test_te.shape[0]} test users, "
+                f"{split.val_te.shape[0]} validation users, {split.n_train_users} training users",
+                file=sys.stderr,
+            )
+            run_many(fold_cfg, tuned, split=split)
+            sweep_seconds.append(time.perf_counter() - start)
+            seconds[f"fold {fold} sweep"] = sweep_seconds[-1]
+            start = time.perf_counter()
+            run_benchmark_stage(fold_cfg, split)
+            seconds[f"fold {fold} benchmark"] = time.perf_counter() - start
+    finally:
+        close_shared_pool()
+    bench = pool_fold_benchmarks(cfg, folds, sweep_seconds)
+    report = run_report_stage(cfg, stage_seconds=seconds)
     print_summary(bench, report)
     return report
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -208,6 +209,46 @@ def test_config_composes_to_make_split_kwargs_and_split_from_config(df, tmp_path
     monkeypatch.setitem(sys.modules, "harness.data.sources", fake)
     protocol = OmegaConf.to_container(cfg.protocol, resolve=True)
     assert protocol["kind"] == "weak" and protocol["n_val_users"] == 25
+    # n_test_users: null in the config means the dataset's n_heldout_users (no folds)
+    assert protocol["n_test_users"] is None and protocol["folds"] is None
     split = split_from_config(OmegaConf.to_container(cfg.dataset), protocol, tmp_path)
     assert calls == [("synthetic", OmegaConf.to_container(cfg.dataset.options))]
-    assert split == make_split(df, **protocol)
+    assert split == make_split(df, **{**protocol, "n_test_users": 25})
+
+
+def test_folds_partition_the_users_and_keep_each_folds_test_users_out_of_training(df):
+    """protocol.folds=K: every eligible user is a test user in exactly one fold; a fold's
+    validation users come from the other folds, and its test users never train."""
+    splits = [make_split(df, n_val_users=20, folds=4, fold=k) for k in range(4)]
+    tests = [set(np.asarray(s.test_users).tolist()) for s in splits]
+    for i, a in enumerate(tests):
+        for b in tests[i + 1 :]:
+            assert not a & b
+    eligible = set(np.asarray(splits[0].test_users).tolist()) | set(
+        np.asarray(splits[0].val_users).tolist()
+    ) | set(np.asarray(splits[0].train_users).tolist())
+    assert set().union(*tests) == eligible
+    sizes = [len(t) for t in tests]
+    assert max(sizes) - min(sizes) <= 1
+    for s, test in zip(splits, tests, strict=True):
+        assert not test & set(np.asarray(s.val_users).tolist())
+        assert not test & set(np.asarray(s.train_users).tolist())
+    assert len({s.fingerprint for s in splits}) == 4
+    # the default (no folds) split keeps its fingerprint: folds are not in its parameters
+    assert "folds" not in make_split(df).params
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"folds": 1}, "protocol.folds=1 must be an integer >= 2"),
+        ({"folds": 3, "n_test_users": 10}, "drop protocol.n_test_users"),
+        ({"folds": 3, "fold": 3}, "protocol.fold=3 must be an integer in [0, protocol.folds=3)"),
+        ({"fold": 1}, "without protocol.folds"),
+        ({"folds": 1000}, "below the minimum"),
+    ],
+)
+def test_bad_fold_settings_are_one_line_errors(df, tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_split(df, cache_dir=tmp_path, **kwargs)
+    assert not (tmp_path / "splits").exists()  # nothing written before the error

@@ -5,19 +5,19 @@ two ways. Results go to ``results/<name>/`` (layout in ``harness.benchmark.layou
 Recipe per model:
     1. candidates: the top ``n_candidates`` complete trials of its study (a fixed config for
        a model without a study, e.g. popularity);
-    2. seed-aware selection: each candidate retrained with every seed on the training users,
-       early-stopped on validation users; the best mean validation NDCG wins;
-    3. the winner's seed runs are scored on the test users, once each (a scoring stored in
-       the test ledger by an earlier run is reused instead, see ``ledger.py``);
-    4. VAEs only: Liang et al.'s optimal beta (anneal to cap 1.0, take the beta of the best
-       validation epoch, retrain with it as the cap at the same slope, score on test).
+    2. seed-aware selection: each candidate retrained with every selection seed on the
+       training users; the best mean validation NDCG wins;
+    3. the winner retrained with fresh test seeds, disjoint from the selection seeds (so
+       the seed luck that helped it win does not reach the test numbers), and each run
+       scored on the test users once (a scoring stored in the test ledger by an earlier run
+       with the same code is reused instead, see ``ledger.py``); a deterministic model is
+       trained once;
+    4. models with a beta only: Liang et al.'s optimal beta (anneal to cap 1.0, take the
+       beta of the best validation epoch, retrain with it as the cap at the same slope,
+       score on test), on the test seeds.
 
-With ``protocol_seeds``, the chosen configurations are also retrained (over the same seeds)
-and scored on the splits of the other protocol seeds: different validation/test users and
-training users. Cost: each extra split costs one data split plus, per model, ``n_seeds``
-trainings (one for closed-form models) and one test scoring each; no new sweep, selection or
-Liang procedure. The configuration stays the one chosen on the first split, so the spread
-across splits shows how much the test numbers depend on which users were held out.
+User-level cross-validation (``protocol.folds``) runs this recipe once per fold, on that
+fold's split, and pools the folds (``harness.benchmark.folds``).
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from tqdm.auto import tqdm
 
 from harness.benchmark.layout import write_results
 from harness.benchmark.ledger import TestLedger
+from harness.benchmark.power import POWER_KEYS, stated_components
 from harness.benchmark.parallel import PoolScheduler, fit_cost, fit_many, open_pool
-from harness.benchmark.stats import StatsConfigError, StatsSettings, mean_ci
+from harness.benchmark.stats import MeanCI, StatsConfigError, StatsSettings, model_interval
 from harness.benchmark.summary import ModelRun, summary_tables
 from harness.benchmark.training import FitResult, HeldOutTestScorer, has_beta, is_seeded
 from harness.outputs import output_dir
@@ -70,7 +71,9 @@ class BenchmarkSettings:
         models: models compared, in display order.
         baseline: model every other one is tested against.
         fixed_models: models compared at a fixed configuration when they have no study.
-        n_seeds: seeds per final configuration (seeds are seed, seed + 1, ...).
+        n_seeds: seeds per final configuration. Selection uses seed, seed + 1, ...,
+            seed + n_seeds - 1; the final (test) runs use the next n_seeds seeds, so the
+            two sets are disjoint.
         seed: first seed.
         n_candidates: top trials per study re-run over the seeds in selection.
         patience: stop a run after this many epochs without a better validation NDCG
@@ -84,10 +87,12 @@ class BenchmarkSettings:
         confidence: coverage of every interval (tests at level 1 - confidence).
         interval, test, n_resamples, stats_seed, margin: see
             ``harness.benchmark.stats.StatsSettings`` (stats_seed is its ``seed``).
-        protocol_seeds: further protocol seeds whose splits the chosen configurations are
-            retrained and scored on (the spread across splits is reported); None = only the
-            sweep's split. The caller builds the splits (``run_benchmark(extra_splits=...)``).
+        protocol_seeds: removed (it re-scored the configuration chosen on one split's
+            validation users on splits where those users could be test users); must be None:
+            use ``protocol.folds``.
         rescore: score the test users again even where the test ledger holds scores.
+        power: the power preflight's pilot and stated variance assumption (see
+            ``harness.benchmark.power``); None = no preflight values.
         save_models: keep each model's final trained model per seed under
             ``models/`` of the results folder (VAEs ``.keras``, others ``.npz``; read them
             with ``harness.models.load_model``).
@@ -109,17 +114,26 @@ class BenchmarkSettings:
     test_metric: str = "ndcg@100"
     ks: tuple[int, ...] = (10, 20, 50, 100)
     confidence: float = 0.95
-    interval: str = "bootstrap"
-    test: str = "bootstrap"
+    interval: str = "components"
+    test: str = "components"
     n_resamples: int = 2000
     stats_seed: int = 0
     margin: float = 0.01
     protocol_seeds: tuple[int, ...] | None = None
     rescore: bool = False
     save_models: bool = True
+    power: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.stats  # validates the statistics options  # noqa: B018
+        if self.power is not None:
+            unknown = sorted(set(self.power) - set(POWER_KEYS))
+            if unknown:
+                raise StatsConfigError(
+                    f"unknown benchmark.power key(s) {', '.join(unknown)}; valid keys are "
+                    f"{', '.join(POWER_KEYS)}"
+                )
+            stated_components(self.power)  # the stated assumption is valid
         if self.baseline not in self.models:
             raise StatsConfigError(
                 f"benchmark.baseline={self.baseline!r} is not among the compared models "
@@ -147,13 +161,12 @@ class BenchmarkSettings:
                 f"{self.n_seeds}] (or null = all seeds)"
             )
         if self.protocol_seeds is not None:
-            seeds = list(self.protocol_seeds)
-            if any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
-                raise StatsConfigError(
-                    f"benchmark.protocol_seeds={seeds!r} must be a list of integers, e.g. [1,2]"
-                )
-            if len(set(seeds)) != len(seeds):
-                raise StatsConfigError(f"benchmark.protocol_seeds={seeds} repeats a seed")
+            raise StatsConfigError(
+                f"benchmark.protocol_seeds={list(self.protocol_seeds)!r} was replaced by "
+                "protocol.folds=K (user-level cross-validation: every fold runs its own sweep, "
+                "selection and test scoring, and every user is a test user once); drop "
+                "benchmark.protocol_seeds"
+            )
 
     @property
     def stats(self) -> StatsSettings:
@@ -169,8 +182,13 @@ class BenchmarkSettings:
 
     @property
     def seeds(self) -> list[int]:
-        """The seeds every final configuration is trained with."""
+        """The selection seeds: every candidate configuration is trained with these."""
         return list(range(self.seed, self.seed + self.n_seeds))
+
+    @property
+    def test_seeds(self) -> list[int]:
+        """The final runs' seeds, disjoint from `seeds` (they meet the test users)."""
+        return list(range(self.seed + self.n_seeds, self.seed + 2 * self.n_seeds))
 
 
 def candidates(study: optuna.Study | None, fixed_params: dict[str, Any], n: int) -> list[dict]:
@@ -210,9 +228,9 @@ def _rate(model: str, cand: dict, fits: list[FitResult], seeds: list[int], best)
     (mean, candidate, fits), ``best`` unless this candidate beats it."""
     vals = [f.facts["val_ndcg"] for f in fits]
     log.info(
-        "%s: trial %s over seeds %s: validation NDCG %s (%.0f s)",
+        "%s: %s over seeds %s: validation NDCG %s (%.0f s)",
         model,
-        cand["trial"],
+        "fixed configuration" if cand["trial"] is None else f"trial {cand['trial']}",
         seeds,
         ", ".join(f"{v:.4f}" for v in vals),
         sum(f.facts["wall_seconds"] for f in fits),
@@ -301,8 +319,13 @@ def _liang_result(
             evaluated=(evaluated or {}).get(("liang", seed)),
         )
         log.info("%s: Liang procedure, seed %d: optimal beta %.3f", model, seed, retrain["beta"])
-        tests.append(float(np.nanmean(per_user[settings.test_metric])))
-    ci = mean_ci(tests, settings.confidence)
+        tests.append(np.asarray(per_user[settings.test_metric], dtype=float))
+    # the same users x seeds interval as the main table (a single seed: no interval)
+    if len(tests) >= 2:
+        ci = model_interval(np.vstack(tests), stochastic=True, confidence=settings.confidence)
+    else:
+        mean = float(np.nanmean(tests[0])) if tests else float("nan")
+        ci = MeanCI(mean, float("nan"), float("nan"), len(tests), settings.confidence)
     betas = [r["beta"] for r in retrains]
     return {
         "optimal_beta": betas,
@@ -317,8 +340,12 @@ def _liang_result(
 
 def _budget(study: optuna.Study | None) -> dict[str, Any]:
     """The trials a model's study holds; a model without a study got 0 (fixed config)."""
-    states = [t.state for t in study.get_trials(deepcopy=False)] if study else []
+    trials = study.get_trials(deepcopy=False) if study else []
+    states = [t.state for t in trials]
     complete, pruned = states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED)
+    # what the budget cost: epochs actually trained (early stopping and pruning end trials
+    # before n_epochs), failed trials included
+    epochs = sum(int(t.user_attrs.get("epochs_run") or 0) for t in trials)
     return {
         "study": study.study_name if study else "",
         "n_trials_budget": study.user_attrs.get("n_trials_budget") if study else 0,
@@ -326,6 +353,7 @@ def _budget(study: optuna.Study | None) -> dict[str, Any]:
         "complete": complete,
         "pruned": pruned,
         "failed": states.count(TrialState.FAIL),
+        "epochs_trained": epochs,
         "note": "" if study else "fixed configuration: nothing to tune, 0 trials",
     }
 
@@ -345,6 +373,11 @@ def benchmark_model(
     seeds = settings.seeds if seeded else settings.seeds[:1]  # closed form: seeds change nothing
     cands = candidates(study, fixed_params, settings.n_candidates)
     chosen, fits = _select(split, model, cands, seeds, settings.patience)
+    if seeded:  # fresh seeds for the runs that meet the test users
+        del fits
+        gc.collect()
+        jobs = [(chosen["params"], s) for s in settings.test_seeds]
+        fits = _fit_many(split, model, jobs, patience=settings.patience)
 
     def liang(params: dict, liang_seeds: list[int]) -> dict[str, Any]:
         return _liang(split, model, params, liang_seeds, scorer, settings)
@@ -368,7 +401,7 @@ def _model_run(
     asked) and gather the model's record; ``evaluated``: (variant, seed) -> test metrics
     computed on the pool (see `HeldOutTestScorer.score`)."""
     seeded = is_seeded(model)
-    seeds = settings.seeds if seeded else settings.seeds[:1]
+    seeds = settings.test_seeds if seeded else settings.seeds[:1]
     run = _scored_run(model, fits, chosen["params"], scorer, seeded, evaluated)
     per_user, coverage, facts = run.per_user, run.scalars["coverage@100"], run.seeds
     info: dict[str, Any] = {
@@ -376,6 +409,8 @@ def _model_run(
         "chosen_trial": chosen["trial"],
         "params": chosen["params"],
         "deterministic": not seeded,
+        "selection_seeds": settings.seeds if seeded else settings.seeds[:1],
+        "test_seeds": seeds,
         "candidates": [
             {
                 **{k: v for k, v in c.items() if k != "params"},
@@ -448,6 +483,7 @@ class _Pooled:
     chosen_fits: list[FitResult] | None = None
     retrains: dict[int, dict[str, Any]] | None = None  # Liang seed index -> `_liang_retrain`
     finals: dict[int, FitResult] | None = None  # Liang seed index -> retraining
+    tests: dict[int, FitResult] | None = None  # test seed index -> the chosen config's run
     evaluated: dict[tuple[str, int], Any] | None = None  # (variant, seed) -> test metrics
 
     def run(self, settings, scorer, models_dir) -> ModelRun:
@@ -493,9 +529,9 @@ def _pooled_models(
     handed to the scorer later in model order (`_Pooled.run`), so nothing depends on timing.
     """
     scheduler = PoolScheduler(pool)
-    seeds = settings.seeds
-    liang_seeds = seeds[: settings.liang_seeds or len(seeds)] if settings.liang else []
-    chain = 3 if liang_seeds else 1  # fits on the path from a candidate fit to the end
+    seeds, test_seeds = settings.seeds, settings.test_seeds
+    liang_seeds = test_seeds[: settings.liang_seeds or len(seeds)] if settings.liang else []
+    chain = 3 if liang_seeds else 2  # fits on the path from a candidate fit to the end
     out: dict[str, _Pooled] = {}
 
     def tick() -> None:
@@ -520,11 +556,20 @@ def _pooled_models(
         best = None
         for i, cand in enumerate(st.cands):
             best = _rate(st.model, cand, [st.fits[(i, j)] for j in range(len(seeds))], seeds, best)
-        st.fits.clear()  # the losers' files go with their models
-        st.chosen, st.chosen_fits = _chosen(st.model, best)
+        st.fits.clear()  # every selection fit goes: the test runs use fresh seeds
+        st.chosen, _ = _chosen(st.model, best)
         params = st.chosen["params"]
-        for fit in st.chosen_fits:
-            evaluate(st, "final", fit.facts["seed"], fit, params)
+        for j, seed in enumerate(test_seeds):
+            scheduler.fit(
+                split,
+                st.model,
+                params,
+                seed,
+                partial(final_done, st, j, seed, params),
+                patience=settings.patience,
+                priority=st.cost,
+                label=(st.model, "test run", seed),
+            )
         base = _liang_base(params)
         for i, seed in enumerate(liang_seeds if has_beta(st.model) else []):
             scheduler.fit(
@@ -537,6 +582,15 @@ def _pooled_models(
                 priority=2 * st.cost,
                 label=(st.model, "Liang probe", seed),
             )
+
+    def final_done(st: _Pooled, j: int, seed: int, params: dict, fit: FitResult) -> None:
+        tick()
+        assert st.tests is not None
+        st.tests[j] = fit
+        evaluate(st, "final", seed, fit, params)
+        if len(st.tests) == len(test_seeds):
+            st.chosen_fits = [st.tests[i] for i in range(len(test_seeds))]
+            st.tests = None
 
     def probe_done(st: _Pooled, base: dict, i: int, seed: int, probe: FitResult) -> None:
         tick()
@@ -567,7 +621,9 @@ def _pooled_models(
         study = studies.get(model)
         cands = candidates(study, dict(model_params.get(model, {})), settings.n_candidates)
         cost = max(fit_cost(c["params"], n_users, n_items) for c in cands)
-        st = out[model] = _Pooled(model, study, cands, {}, cost, retrains={}, finals={})
+        st = out[model] = _Pooled(
+            model, study, cands, {}, cost, retrains={}, finals={}, tests={}
+        )
         st.evaluated = {}
         for i, cand in enumerate(cands):
             for j, seed in enumerate(seeds):
@@ -586,23 +642,6 @@ def _pooled_models(
     return out
 
 
-def replicate_on_split(
-    split, runs: list[ModelRun], settings: BenchmarkSettings, ledger: TestLedger | None
-) -> list[ModelRun]:
-    """The chosen configurations retrained over the seeds on another split and scored."""
-    scorer = HeldOutTestScorer(split, settings.ks, ledger=ledger)
-    out = []
-    for run in runs:
-        seeded = run.stochastic
-        seeds = settings.seeds if seeded else settings.seeds[:1]
-        params = run.info["params"]
-        fits = _fit_many(split, run.model, [(params, s) for s in seeds], patience=settings.patience)
-        out.append(_scored_run(run.model, fits, params, scorer, seeded))
-        del fits
-        gc.collect()
-    return out
-
-
 def planned_runs(
     studies: Mapping[str, optuna.Study | None],
     model_params: Mapping[str, dict[str, Any]],
@@ -616,7 +655,7 @@ def planned_runs(
         cands = candidates(
             studies.get(model), dict(model_params.get(model, {})), settings.n_candidates
         )
-        total += len(cands) * len(seeds)
+        total += len(cands) * len(seeds) + (len(settings.test_seeds) if seeded else 0)
         if has_beta(model) and settings.liang:
             total += 2 * len(seeds[: settings.liang_seeds or len(seeds)])
     return total
@@ -656,8 +695,7 @@ def run_benchmark(
     settings: BenchmarkSettings,
     results_dir: Path,
     storage: str | None = None,
-    extra_splits: Mapping[int, Any] | None = None,
-    protocol_seed: int | None = None,
+    fold: int | None = None,
 ) -> Path:
     """Benchmark every model of ``settings.models`` and write ``results_dir/<name>/``.
 
@@ -669,9 +707,7 @@ def run_benchmark(
         settings: benchmark settings.
         results_dir: parent folder of the benchmark folder.
         storage: storage URL, recorded.
-        extra_splits: protocol seed -> split, for ``settings.protocol_seeds`` (see the module
-            docstring); None = none.
-        protocol_seed: the protocol seed of ``split`` (its row in the splits table).
+        fold: with user-level cross-validation, which fold ``split`` is (recorded).
 
     Returns:
         The benchmark folder.
@@ -721,13 +757,6 @@ def run_benchmark(
                 )
     finally:
         _BAR = None
-    by_split = None
-    if extra_splits:
-        first = protocol_seed if protocol_seed is not None else split.params.get("seed")
-        by_split = {first: (split.fingerprint, runs)}
-        for seed, other in extra_splits.items():
-            log.info("protocol seed %s: retraining the chosen configurations", seed)
-            by_split[seed] = (other.fingerprint, replicate_on_split(other, runs, settings, ledger))
     info = {
         "name": settings.name,
         "dataset": dataset_name,
@@ -742,7 +771,11 @@ def run_benchmark(
         "test_scorings": scorer.record(),
         "test_scored_once": max(scorer.scored.values(), default=0) <= 1,
         "test_ledger": scorer.ledger_record(),
-        "protocol_seeds": list(by_split) if by_split else None,
+        "fold": fold,
+        "folds": split.params.get("folds"),
+        "test_seeds": settings.test_seeds,
+        "test_exposure": ledger.exposure(split.fingerprint),
+        "code_fingerprint": ledger.code,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "settings": {k: v for k, v in vars(settings).items()},
         "models": {r.model: r.info for r in runs},
@@ -753,7 +786,6 @@ def run_benchmark(
         baseline=settings.baseline,
         test_metric=settings.test_metric,
         stats=settings.stats,
-        splits=by_split,
     )
     per_user = {r.model: {**r.per_user, "test_users": np.asarray(split.test_users)} for r in runs}
     folders = {"models": models_dir} if models_dir is not None else None

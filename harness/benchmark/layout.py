@@ -5,14 +5,16 @@ Kept free of TensorFlow so that the report can read results without importing th
 Layout of ``results/<name>/``:
     benchmark.json   everything below plus run facts (seeds, budgets, chosen params, betas)
     metrics.csv      model, metric, mean, ci_low, ci_high, n_seeds, n_users, interval (95%
-                     two-way bootstrap over test users and seeds by default; stats.py)
+                     t-interval, test users x seeds crossed, variance components; stats.py)
     tests.csv        model, baseline, metric, n_users, mean_difference, ci_low, ci_high, se,
-                     p_value, p_holm, significant, verdict, mdd, margin, test
-    splits.csv       (with benchmark.protocol_seeds) model, protocol_seed, split_fingerprint,
-                     metric, mean, ci_low, ci_high, n_users
+                     df, p_value, p_holm, p_equivalence, p_equivalence_holm, significant,
+                     verdict, mdd, margin, test
+    folds.csv        (pooled folds, protocol.folds) fold, model, split_fingerprint, n_users,
+                     metric, mean, ci_low, ci_high, chosen_trial, benchmark/sweep seconds
     seeds.csv        one row per (model, seed): validation NDCG, best epoch, test metrics
     budget.csv       model, study, n_trials_budget, finished/complete/pruned/failed trials
     per_user/<model>.npz   per-user test metrics, arrays (n_seeds, n_test_users) + user ids
+                     (+ each user's fold, pooled folds)
     models/<model>-seed<s>.keras, models/<model>.npz   final trained models (when
                      benchmark.save_models; listed per model in benchmark.json "saved_models";
                      read them with ``harness.models.load_model``)
@@ -36,7 +38,7 @@ from harness.outputs import recover, replace_folder
 
 BENCHMARK_JSON = "benchmark.json"
 TABLES = ("metrics", "tests", "seeds", "budget")
-OPTIONAL_TABLES = ("splits",)
+OPTIONAL_TABLES = ("folds",)
 
 
 class MissingInputError(UserError, RuntimeError):
@@ -54,7 +56,7 @@ class BenchmarkResults:
         tests: ``tests.csv``.
         seeds: ``seeds.csv``.
         budget: ``budget.csv``.
-        splits: ``splits.csv`` (None when the benchmark used one split).
+        folds: ``folds.csv`` (None unless the benchmark pools cross-validation folds).
     """
 
     path: Path
@@ -63,7 +65,7 @@ class BenchmarkResults:
     tests: pd.DataFrame
     seeds: pd.DataFrame
     budget: pd.DataFrame
-    splits: pd.DataFrame | None = None
+    folds: pd.DataFrame | None = None
 
     def per_user(self, model: str) -> dict[str, np.ndarray]:
         """Per-user test metric arrays of one model (each shaped seeds x users)."""

@@ -2,11 +2,15 @@
 
 ``results/test_ledger.jsonl`` gets one JSON line per scoring: split fingerprint, the
 configuration's hash (model, parameters except the seed and run options, variant, cut-offs),
-seed, time, and the file holding its per-user arrays (``results/test_ledger/<key>.npz``, so
-statistics can be recomputed). Rerunning the benchmark on a configuration and seed that was
-already scored on the same split reuses the stored scores instead of meeting the test users
-again, unless ``benchmark.rescore=true``; either way the report says how many times each
-configuration met the test users.
+seed, the code fingerprint (see `code_fingerprint`), time, and the file holding its per-user
+arrays (``results/test_ledger/<key>.npz``, so statistics can be recomputed). Rerunning the
+benchmark on a configuration and seed already scored on the same split with the same code
+fingerprint reuses the stored scores instead of meeting the test users again, unless
+``benchmark.rescore=true``. A changed fingerprint (model code or a training-relevant package
+version changed) means the configuration is scored again, and the report says why. Entries
+of older ledgers carry no fingerprint: they are treated as stale (one warning). Either way
+the report says how many distinct configurations, and how many scorings, have met the test
+users of this split over all runs.
 
 Writes are atomic: the arrays go to a temp file renamed into place, then the line is
 appended with one ``write`` under an exclusive ``flock`` (one line, never half of one).
@@ -16,9 +20,13 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import functools
+import hashlib
 import json
+import logging
 import os
 import tempfile
+from importlib import metadata
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,10 +36,35 @@ import numpy as np
 
 from harness.sweep.identity import config_hash
 
+log = logging.getLogger("harness.benchmark.ledger")
 LEDGER_FILE = "test_ledger.jsonl"
 ARRAYS_DIR = "test_ledger"
 # Run options that change nothing about the scores: not part of a configuration's hash.
 RUN_OPTIONS = frozenset({"name", "seed", "verbose", "save_path"})
+# Packages whose version can change a trained model's scores.
+TRAINING_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy", "implicit")
+_HARNESS = Path(__file__).resolve().parents[1]
+# Code a test scoring depends on: every model, the data protocol and the metrics.
+CODE_FOLDERS = ("models", "evaluation", "data")
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 over the harness's model, evaluation and data code and the versions of the
+    training-relevant packages: a model fix or an upgrade changes it, so the ledger's stored
+    test scores of the old code are not reused next to fresh validation numbers."""
+    digest = hashlib.sha256()
+    for folder in CODE_FOLDERS:
+        for path in sorted((_HARNESS / folder).rglob("*.py")):
+            digest.update(str(path.relative_to(_HARNESS)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    for package in TRAINING_PACKAGES:
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            version = "-"
+        digest.update(f"{package}=={version}\0".encode())
+    return digest.hexdigest()
 
 
 def configuration_hash(model: str, params: Mapping[str, Any], variant: str, ks: tuple) -> str:
@@ -50,10 +83,14 @@ class TestLedger:
 
     __test__ = False  # not a pytest test class despite the name
 
-    def __init__(self, results_dir: Path | str, *, rescore: bool = False) -> None:
+    def __init__(
+        self, results_dir: Path | str, *, rescore: bool = False, code: str | None = None
+    ) -> None:
         self.dir = Path(results_dir)
         self.path = self.dir / LEDGER_FILE
         self.rescore = rescore
+        self.code = code if code is not None else code_fingerprint()
+        self._warned_unversioned = False
 
     def entries(self) -> list[dict[str, Any]]:
         """Every line of the ledger (oldest first); [] when there is none."""
@@ -63,14 +100,42 @@ class TestLedger:
             return [json.loads(line) for line in handle if line.strip()]
 
     def find(self, fingerprint: str, config: str, seed: int) -> dict[str, Any] | None:
-        """The latest entry for (split, configuration, seed) whose arrays exist, or None."""
+        """The latest entry for (split, configuration, seed) made with this code fingerprint
+        whose arrays exist, or None (see `stale_reason` for why an older one is not used)."""
         for entry in reversed(self.entries()):
-            if (entry["split_fingerprint"], entry["config_hash"], entry["seed"]) == (
+            if (
+                (entry["split_fingerprint"], entry["config_hash"], entry["seed"])
+                == (fingerprint, config, seed)
+                and entry.get("code") == self.code
+                and (self.dir / entry["arrays"]).exists()
+            ):
+                return entry
+        return None
+
+    def stale_reason(self, fingerprint: str, config: str, seed: int) -> str | None:
+        """Why stored scores of (split, configuration, seed) exist but are not reused: the
+        model code or package versions changed, or the entry predates fingerprints; None
+        when there is no such entry (or it is current)."""
+        if self.find(fingerprint, config, seed) is not None:
+            return None
+        for entry in reversed(self.entries()):
+            if (entry["split_fingerprint"], entry["config_hash"], entry["seed"]) != (
                 fingerprint,
                 config,
                 seed,
-            ) and (self.dir / entry["arrays"]).exists():
-                return entry
+            ):
+                continue
+            if "code" not in entry:
+                if not self._warned_unversioned:
+                    self._warned_unversioned = True
+                    log.warning(
+                        "the test ledger %s holds entries without a code fingerprint (from an "
+                        "older version): they are treated as stale and scored again",
+                        self.path,
+                    )
+                return "stored by an older harness without a code fingerprint"
+            if entry["code"] != self.code:
+                return "model code or package versions changed since the stored scoring"
         return None
 
     def load(self, entry: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], float]:
@@ -81,6 +146,15 @@ class TestLedger:
     def meetings(self) -> Counter[tuple[str, str]]:
         """(split fingerprint, configuration hash) -> how many scorings met the test users."""
         return Counter((e["split_fingerprint"], e["config_hash"]) for e in self.entries())
+
+    def exposure(self, fingerprint: str) -> dict[str, int]:
+        """How often the test users of split ``fingerprint`` were met over all runs: distinct
+        configurations and scorings (every model, variant, seed and code version)."""
+        mine = [e for e in self.entries() if e["split_fingerprint"] == fingerprint]
+        return {
+            "configurations": len({(e["model"], e["config_hash"]) for e in mine}),
+            "scorings": len(mine),
+        }
 
     def append(
         self,
@@ -112,6 +186,7 @@ class TestLedger:
             "model": model,
             "variant": variant,
             "seed": int(seed),
+            "code": self.code,
             "coverage": float(coverage),
             "arrays": str(arrays),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -2,9 +2,9 @@
 interval over test users and seeds, per model the paired comparison with the baseline (mean
 difference, its interval, p-value, Holm, verdict), per-seed, budget and per-split rows.
 
-Statistics in `harness.benchmark.stats`; every resampling is seeded from
-`StatsSettings.seed` and the (model, metric) names, so the tables are reproducible and do not
-change when a model is added to or removed from the comparison.
+Statistics in `harness.benchmark.stats` (variance components of users x seeds crossed,
+Satterthwaite t; nothing is resampled, so the tables are deterministic and a row does not change
+when a model is added to or removed from the comparison, except for the Holm adjustment).
 
 Pure numpy/pandas (no TensorFlow): the report tests build realistic results with it.
 """
@@ -12,7 +12,6 @@ Pure numpy/pandas (no TensorFlow): the report tests build realistic results with
 from __future__ import annotations
 
 import warnings
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,12 +21,11 @@ import pandas as pd
 
 from harness.benchmark.stats import (
     StatsSettings,
-    bootstrap_ci,
-    bootstrap_cis,
     check_seeds,
     compare,
     holm,
     mean_ci,
+    model_intervals,
     verdict,
 )
 
@@ -50,23 +48,16 @@ TEST_COLUMNS = [
     "ci_low",
     "ci_high",
     "se",
+    "df",
     "p_value",
     "p_holm",
+    "p_equivalence",
+    "p_equivalence_holm",
     "significant",
     "verdict",
     "mdd",
     "margin",
     "test",
-]
-SPLIT_COLUMNS = [
-    "model",
-    "protocol_seed",
-    "split_fingerprint",
-    "metric",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "n_users",
 ]
 BUDGET_COLUMNS = [
     "model",
@@ -76,6 +67,7 @@ BUDGET_COLUMNS = [
     "complete",
     "pruned",
     "failed",
+    "epochs_trained",
     "note",
 ]
 
@@ -114,16 +106,14 @@ class ModelRun:
         return not self.info.get("deterministic", False)
 
 
-def _rng(stats: StatsSettings, *names: str) -> np.random.Generator:
-    """The resampling RNG of one (model, metric): seeded, and independent of the other rows."""
-    return np.random.default_rng([stats.seed, *(zlib.crc32(n.encode()) for n in names)])
-
-
-def metrics_frame(runs: list[ModelRun], stats: StatsSettings | None = None) -> pd.DataFrame:
+def metrics_frame(
+    runs: list[ModelRun], stats: StatsSettings | None = None, *, folds: np.ndarray | None = None
+) -> pd.DataFrame:
     """One row per (model, metric): the mean over seeds and users, with its interval.
 
-    Per-user metrics get the interval of ``stats.interval`` (default: the two-way bootstrap
-    over test users and, for stochastic models, seeds). Set-level metrics (coverage, one value
+    Per-user metrics get the interval of ``stats.interval`` (default: the variance-components
+    t-interval, test users x seeds crossed for stochastic models, users alone otherwise;
+    within folds and pooled with ``folds``). Set-level metrics (coverage, one value
     per seed) get a t-interval over seeds for stochastic models and none for deterministic
     ones (one run: there is nothing to resample).
     """
@@ -131,20 +121,19 @@ def metrics_frame(runs: list[ModelRun], stats: StatsSettings | None = None) -> p
     rows = []
     for run in runs:
         n_seeds = len(next(iter(run.per_user.values()))) if run.per_user else 0
-        if stats.interval == "bootstrap":
-            cis = bootstrap_cis(
-                run.per_user, stochastic=run.stochastic, settings=stats, rng=_rng(stats, run.model)
+        if stats.interval != "none":
+            cis = model_intervals(
+                run.per_user, stochastic=run.stochastic, settings=stats, folds=folds
             )
         for metric, values in run.per_user.items():
             values = np.atleast_2d(np.asarray(values, dtype=float))
-            if stats.interval == "bootstrap":
+            if stats.interval != "none":
                 ci = cis[metric]
                 n_users = ci.n
             else:
                 ci = mean_ci(nanmean(values, axis=1), stats.confidence)
                 n_users = int(np.isfinite(values).all(axis=0).sum())
-                if stats.interval == "none":
-                    ci = type(ci)(ci.mean, float("nan"), float("nan"), ci.n, ci.confidence)
+                ci = type(ci)(ci.mean, float("nan"), float("nan"), ci.n, ci.confidence)
             rows.append(_metric_row(run.model, metric, ci, n_seeds, n_users, stats.interval))
         for metric, values in run.scalars.items():
             ci = mean_ci(np.asarray(values, dtype=float), stats.confidence)
@@ -173,6 +162,7 @@ def tests_frame(
     baseline: str,
     metric: str = "ndcg@100",
     stats: StatsSettings | None = None,
+    folds: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Every model against ``baseline`` on per-user ``metric`` (see ``stats.compare``).
 
@@ -194,13 +184,14 @@ def tests_frame(
             baseline_stochastic=base.stochastic,
             settings=stats,
             n_comparisons=len(others),
-            rng=_rng(stats, run.model, baseline, metric),
+            folds=folds,
         )
         for run in others
     ]
     p_holm = holm([c.p_value for c in comparisons])
+    p_eq_holm = holm([c.p_equivalence for c in comparisons])  # TOST: same family and level
     rows = []
-    for run, c, p in zip(others, comparisons, p_holm, strict=True):
+    for run, c, p, p_eq in zip(others, comparisons, p_holm, p_eq_holm, strict=True):
         rows.append(
             {
                 "model": run.model,
@@ -211,69 +202,26 @@ def tests_frame(
                 "ci_low": c.ci_low,
                 "ci_high": c.ci_high,
                 "se": c.se,
+                "df": c.df,
                 "p_value": c.p_value,
                 "p_holm": p,
+                "p_equivalence": c.p_equivalence,
+                "p_equivalence_holm": p_eq,
                 "significant": bool(p < stats.alpha),
-                "verdict": verdict(c, p, margin=stats.margin, alpha=stats.alpha, n_users=c.n_users),
+                "verdict": verdict(
+                    c,
+                    p,
+                    margin=stats.margin,
+                    alpha=stats.alpha,
+                    n_users=c.n_users,
+                    p_equivalence_holm=p_eq,
+                ),
                 "mdd": c.mdd,
                 "margin": stats.margin,
                 "test": c.test,
             }
         )
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
-
-
-def splits_frame(
-    by_split: Mapping[int, tuple[str, list[ModelRun]]],
-    *,
-    metric: str,
-    stats: StatsSettings | None = None,
-) -> pd.DataFrame:
-    """One row per (model, protocol seed): the model's ``metric`` on that split's test users.
-
-    Args:
-        by_split: protocol seed -> (split fingerprint, the runs on that split).
-    """
-    stats = stats or StatsSettings()
-    rows = []
-    for seed, (fingerprint, runs) in by_split.items():
-        for run in runs:
-            ci = bootstrap_ci(
-                run.per_user[metric],
-                stochastic=run.stochastic,
-                settings=stats,
-                rng=_rng(stats, run.model, metric, str(seed)),
-            )
-            rows.append(
-                {
-                    "model": run.model,
-                    "protocol_seed": seed,
-                    "split_fingerprint": fingerprint,
-                    "metric": metric,
-                    "mean": ci.mean,
-                    "ci_low": ci.low,
-                    "ci_high": ci.high,
-                    "n_users": ci.n,
-                }
-            )
-    return pd.DataFrame(rows, columns=SPLIT_COLUMNS)
-
-
-def split_spread(splits: pd.DataFrame) -> pd.DataFrame:
-    """Per model: mean, standard deviation, min and max of its per-split means."""
-    if splits is None or splits.empty:
-        return pd.DataFrame(columns=["model", "n_splits", "mean", "sd", "min", "max"])
-    grouped = splits.groupby("model", sort=False)["mean"]
-    out = pd.DataFrame(
-        {
-            "n_splits": grouped.count(),
-            "mean": grouped.mean(),
-            "sd": grouped.std(ddof=1),
-            "min": grouped.min(),
-            "max": grouped.max(),
-        }
-    )
-    return out.reset_index()
 
 
 def seeds_frame(runs: list[ModelRun]) -> pd.DataFrame:
@@ -301,14 +249,15 @@ def summary_tables(
     test_metric: str = "ndcg@100",
     confidence: float = 0.95,
     stats: StatsSettings | None = None,
-    splits: Mapping[int, tuple[str, list[ModelRun]]] | None = None,
+    folds: np.ndarray | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The benchmark tables, keyed as ``harness.benchmark.layout.TABLES`` (+ "splits").
+    """The benchmark tables, keyed as ``harness.benchmark.layout.TABLES``.
 
     Args:
         stats: how intervals and tests are computed; None = defaults at ``confidence``.
-        splits: runs repeated on other protocol seeds (``benchmark.protocol_seeds``);
-            None = one split, no "splits" table.
+        folds: pooled cross-validation folds: each user's (column's) fold; a seed row's
+            runs in different folds are different training runs (``harness.benchmark.folds``).
+            None = one split.
 
     Raises:
         StatsConfigError: a stochastic model with fewer than 2 seeds while intervals are on.
@@ -320,11 +269,9 @@ def summary_tables(
                 check_seeds(values, stochastic=run.stochastic, name=run.model)
                 break
     tables = {
-        "metrics": metrics_frame(runs, stats),
-        "tests": tests_frame(runs, baseline=baseline, metric=test_metric, stats=stats),
+        "metrics": metrics_frame(runs, stats, folds=folds),
+        "tests": tests_frame(runs, baseline=baseline, metric=test_metric, stats=stats, folds=folds),
         "seeds": seeds_frame(runs),
         "budget": budget_frame(runs),
     }
-    if splits:
-        tables["splits"] = splits_frame(splits, metric=test_metric, stats=stats)
     return tables

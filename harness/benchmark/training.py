@@ -122,7 +122,8 @@ class HeldOutTestScorer:
         self.ledger = ledger
         self.scored: Counter[tuple[str, str, int]] = Counter()
         self.reused: Counter[tuple[str, str, int]] = Counter()
-        self.configs: dict[tuple[str, str], str] = {}
+        self.configs: dict[tuple[str, str, int], str] = {}  # (model, variant, seed) -> hash
+        self.stale: dict[tuple[str, str, int], str] = {}  # why stored scores were not reused
 
     def score(
         self,
@@ -154,12 +155,15 @@ class HeldOutTestScorer:
             from harness.benchmark.ledger import configuration_hash
 
             config = configuration_hash(model_name, params, variant, (*self.ks, self.coverage_k))
-            self.configs[(model_name, variant)] = config
+            self.configs[key] = config
             if not self.ledger.rescore:
                 entry = self.ledger.find(self.split.fingerprint, config, seed)
                 if entry is not None:
                     self.reused[key] += 1
                     return self.ledger.load(entry)
+                reason = self.ledger.stale_reason(self.split.fingerprint, config, seed)
+                if reason is not None:
+                    self.stale[key] = reason
         self.scored[key] += 1
         per_user, coverage = evaluated if evaluated is not None else self.evaluate(model)
         if config is not None:
@@ -211,23 +215,35 @@ class HeldOutTestScorer:
         return out
 
     def ledger_record(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """model -> variant -> {scored, reused (this run), met_test_users (all runs), config}.
+        """model -> variant -> {scored, reused (this run), met_test_users (all runs),
+        configs (seed -> configuration hash; Liang's retrainings differ per seed),
+        rescored (seed -> why stored scores were not reused)}.
 
-        ``met_test_users`` counts the ledger's scorings of this configuration on this split,
-        over every seed and every run; without a ledger it is this run's count.
+        ``met_test_users`` counts the ledger's scorings of the variant's configurations on
+        this split, over every seed, code version and run; without a ledger it is this
+        run's count.
         """
         meetings = self.ledger.meetings() if self.ledger is not None else {}
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for model, variant, seed in [*self.scored, *self.reused]:
+            key = (model, variant, seed)
             row = out.setdefault(model, {}).setdefault(
-                variant, {"scored": 0, "reused": 0, "met_test_users": 0, "config_hash": None}
+                variant,
+                {"scored": 0, "reused": 0, "met_test_users": 0, "configs": {}, "rescored": {}},
             )
-            row["scored"] += self.scored[(model, variant, seed)]
-            row["reused"] += self.reused[(model, variant, seed)]
-            config = self.configs.get((model, variant))
-            row["config_hash"] = config
-            if config is None:
-                row["met_test_users"] = row["scored"]
-            else:
-                row["met_test_users"] = meetings.get((self.split.fingerprint, config), 0)
+            row["scored"] += self.scored[key]
+            row["reused"] += self.reused[key]
+            if key in self.configs:
+                row["configs"][str(seed)] = self.configs[key]
+            if key in self.stale:
+                row["rescored"][str(seed)] = self.stale[key]
+        for model, variants in out.items():
+            for variant, row in variants.items():
+                configs = set(row["configs"].values())
+                if not configs:
+                    row["met_test_users"] = row["scored"]
+                else:
+                    fp = self.split.fingerprint
+                    row["met_test_users"] = sum(meetings.get((fp, c), 0) for c in configs)
+                row["config_hash"] = next(iter(configs)) if len(configs) == 1 else None
         return out

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 from keras import ops
 
+from harness.compat.keras import adam_slots, has_schedule
 from harness.models.batching import chunks
 from harness.models.sparse_ops import sparse_matmul, to_sparse_tensor
 
@@ -86,9 +87,7 @@ def _plain_adam(optimizer) -> bool:
         and not optimizer.use_ema
         and optimizer.loss_scale_factor is None
         and optimizer.gradient_accumulation_steps is None
-        and not isinstance(
-            optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule
-        )
+        and not has_schedule(optimizer)
     )
 
 
@@ -364,9 +363,7 @@ class VAENetwork(keras.Model):
         beta_2_power = tf.pow(tf.cast(optimizer.beta_2, tf.float32), step)
         alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         for grad, variable in zip(grads, variables, strict=True):
-            index = optimizer._get_variable_index(variable)
-            m = optimizer._momentums[index].value
-            v = optimizer._velocities[index].value
+            m, v = adam_slots(optimizer, variable)
             m.assign_add((grad - m) * (1 - optimizer.beta_1))
             v.assign_add((tf.square(grad) - v) * (1 - optimizer.beta_2))
             variable.value.assign_sub((m * alpha) / (tf.sqrt(v) + optimizer.epsilon))

@@ -20,6 +20,7 @@ from harness.report import figures as F
 from harness.report import tables as T
 from harness.report.document import FIGURES_DIR, Document, FigureRef, Section, to_html, to_markdown
 from harness.report.manifest import manifest_section
+from harness.report.verdicts import comparisons_frame, summary_markdown
 
 FIGURE_METRICS = ("ndcg@10", "ndcg@100", "recall@20", "recall@50")  # Liang's headline metrics
 
@@ -58,7 +59,10 @@ def _anneal_run(
 def _scorings(info: dict[str, Any]) -> str:
     """The benchmark's record of test scorings as text, e.g. "mult_vae: final 5, liang 3"."""
     if info.get("test_ledger"):
-        rows = [r for variants in info["test_ledger"].values() for r in variants.values()]
+        ledgers = info["test_ledger"]
+        if all(k.startswith("fold ") for k in ledgers):  # pooled folds: one ledger per fold
+            ledgers = {f"{f}/{m}": v for f, ms in ledgers.items() for m, v in (ms or {}).items()}
+        rows = [r for variants in ledgers.values() for r in variants.values()]
         return (
             f"{sum(r['scored'] for r in rows)} in this run, "
             f"{sum(r['reused'] for r in rows)} reused from the test ledger (see its table)"
@@ -83,22 +87,37 @@ class _Writer:
         return FigureRef(stem, caption)
 
 
+def _findings(results: BenchmarkResults) -> Section:
+    """The report's first section: its conclusions, generated from the verdicts."""
+    return Section("Findings", [summary_markdown(results)])
+
+
 def _benchmark_sections(
     w: _Writer, results: BenchmarkResults, report_dir: Path | None = None
 ) -> list[Section]:
     info = results.info
     names = [m for m in FIGURE_METRICS if m in set(results.metrics["metric"])]
+    if info.get("fold_fingerprints"):
+        where = (
+            f"{info['folds']}-fold user-level cross-validation (splits "
+            f"{', '.join(f[:8] for f in info['fold_fingerprints'])}), {info['n_test_users']} "
+            "test users pooled, each a test user exactly once"
+        )
+    else:
+        where = f"split `{info['split_fingerprint'][:12]}`, {info['n_test_users']} test users"
     summary = Section(
         "Test results",
         [
-            f"Benchmark `{info['name']}` on `{info['dataset']}` (split `{info['split_fingerprint'][:12]}`), "
-            f"{info['n_test_users']} test users, seeds {info['seeds']}. Each model's final "
-            "configuration (chosen on validation users only) was retrained once per seed with "
-            "the best validation epoch's weights kept, and each run scored the test users once "
-            "(closed-form models are trained once: seeds change nothing). Test scorings: "
+            f"Benchmark `{info['name']}` on `{info['dataset']}` ({where}). Each model's final "
+            "configuration was chosen on validation users only, over the selection seeds "
+            f"{info['seeds']}; it was then retrained once per fresh test seed "
+            f"{info.get('test_seeds', info['seeds'])} (disjoint from the selection seeds, so "
+            "selection's seed luck does not reach the test numbers) with the best validation "
+            "epoch's weights kept, and each run scored the test users once (closed-form "
+            "models are trained once: seeds change nothing). Test scorings: "
             f"{_scorings(info)}.",
             T.metrics_table(results),
-            *[t for t in (T.splits_table(results), T.ledger_table(results)) if t is not None],
+            *[t for t in (T.folds_table(results), T.ledger_table(results)) if t is not None],
             w.figure(
                 F.test_metrics_figure(results.metrics, names),
                 "test_metrics",
@@ -208,7 +227,14 @@ def build_report(
         w = _Writer(folder)
         doc = Document(f"vae-sweep report: {name}")
         if results is not None:
+            doc.sections.append(_findings(results))
             doc.sections += _benchmark_sections(w, results, reports_dir / name)
+            comparisons_frame(results).to_csv(folder / "comparisons.csv", index=False)
+            for table in ("metrics", "tests", "seeds", "budget", "folds"):
+                frame = getattr(results, table)
+                if frame is not None:
+                    frame.to_csv(folder / f"{table}.csv", index=False)
+            (folder / "summary.md").write_text(summary_markdown(results))
         else:
             doc.sections.append(
                 Section(
@@ -232,6 +258,9 @@ def build_report(
                 ],
             )
         )
+        epochs_table, late = T.best_epoch_table(T.best_epochs(results, studies))
+        if epochs_table is not None:
+            doc.sections.append(Section("Best epochs", [*late, epochs_table]))
         doc.sections.append(_beta_section(w, studies, results, k))
         doc.sections.append(_optuna_section(w, studies))
         if results is not None:

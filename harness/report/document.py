@@ -89,6 +89,7 @@ def to_markdown(doc: Document) -> str:
 
 def _inline(text: str) -> str:
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
     return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', text)  # [text](url)
 
 
@@ -143,6 +144,9 @@ def to_html(doc: Document, figures: Path) -> str:
                 )
             elif isinstance(block, Code):
                 out.append(f"<pre><code>{html.escape(block.text)}</code></pre>")
+            elif block.startswith("- "):  # a Markdown bullet list, one item per line
+                items = [line[2:] for line in block.splitlines() if line.startswith("- ")]
+                out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
             else:
                 out.append(f"<p>{_inline(block)}</p>")
     out += ["</body>", "</html>", ""]

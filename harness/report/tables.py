@@ -54,10 +54,17 @@ def interval_text(results: BenchmarkResults) -> str:
         return f"mean [95% t-interval over {seeds} seeds; test-user sampling not included]"
     settings = results.info.get("settings", {})
     conf = float(settings.get("confidence", 0.95))
+    if "bootstrap" in kinds:  # results written before the variance-components method
+        return (
+            f"mean [{conf:.0%} bootstrap interval over the {users} test users and the {seeds} "
+            f"training seeds, {settings.get('n_resamples', 2000)} resamples]"
+        )
+    folds = results.info.get("folds")
+    within = f" within each of the {folds} folds (each fold its own runs)" if folds else ""
     return (
-        f"mean [{conf:.0%} bootstrap interval over the {users} test users, nested with the "
-        f"{seeds} training seeds for stochastic models; users alone for deterministic ones, "
-        f"{settings.get('n_resamples', 2000)} resamples]"
+        f"mean [{conf:.0%} t-interval: the {users} test users crossed with the {seeds} "
+        f"training seeds{within} for stochastic models (variance components, Satterthwaite "
+        "df); users alone for deterministic ones]"
     )
 
 
@@ -90,17 +97,18 @@ def metrics_table(results: BenchmarkResults, names: Sequence[str] = MAIN_METRICS
         rows.append(cells)
     header = ["model", *shown, f"vs {baseline} ({test_metric}: mean Δ [CI], Holm p)"]
     settings = results.info.get("settings", {})
-    test = settings.get("test", "bootstrap")
     return Table(
         header,
         rows,
         caption=(
             f"Test users, {interval_text(results)}. recall@k is Liang's truncated recall "
             "(hits / min(k, n_heldout)); recall_std@k is hits / n_heldout. Δ = model − "
-            f"baseline on the same users, with its paired bootstrap interval; p from a paired "
-            f"{'bootstrap' if test == 'bootstrap' else 'sign-flip permutation'} test of the mean "
-            "difference, Holm-corrected over the models (* p<0.05, ** p<0.01, *** p<0.001); "
-            f"'equivalent' only when the Δ interval lies within ±{settings.get('margin', 0.01)}."
+            "baseline on the same users (users x seeds crossed, each model's seeds its own), "
+            "with its t-interval; p from the paired t-test of the mean difference (variance "
+            "components, Satterthwaite df), Holm-corrected over the models (* p<0.05, ** "
+            "p<0.01, *** p<0.001); 'equivalent' when a TOST against "
+            f"±{settings.get('margin', 0.01)}, Holm-corrected the same way, rejects a larger "
+            "difference."
         ),
     )
 
@@ -132,7 +140,6 @@ def tests_table(results: BenchmarkResults) -> Table:
         ]
         for _, r in results.tests.iterrows()
     ]
-    test = results.tests["test"].iloc[0] if len(results.tests) else "bootstrap"
     return Table(
         [
             "model",
@@ -149,40 +156,111 @@ def tests_table(results: BenchmarkResults) -> Table:
         rows,
         caption=(
             "Paired comparisons on the same test users; Δ = model − baseline (mean over seeds "
-            "and users). CI: two-way bootstrap (users jointly, each model's seeds on their "
-            f"own); p: paired {test} test of the mean difference (p >= 1 / (resamples + 1)), "
-            "Holm-corrected over the models. Detectable Δ: the smallest difference this test finds with 80% power at "
+            "and users). CI and p: t with Satterthwaite df from the variance components of "
+            "users x seeds crossed (each model's seeds its own), p Holm-corrected over the "
+            "models. Detectable Δ: the smallest difference this test finds with 80% power at "
             "Holm's strictest level."
         ),
     )
 
 
-def splits_table(results: BenchmarkResults) -> Table | None:
-    """Spread across protocol seeds (other user splits), or None with one split."""
-    splits = results.splits
-    if splits is None or splits.empty:
+def folds_table(results: BenchmarkResults) -> Table | None:
+    """Per fold of a cross-validated benchmark: each model's test metric on that fold's own
+    users, the trial its selection chose, and what the fold cost; None without folds."""
+    folds = results.folds
+    if folds is None or folds.empty:
         return None
-    from harness.benchmark.summary import split_spread
-
-    seeds = list(dict.fromkeys(splits["protocol_seed"]))
-    spread = split_spread(splits).set_index("model")
+    metric = folds["metric"].iloc[0]
     rows = []
-    for model in dict.fromkeys(splits["model"]):
-        per = splits[splits["model"] == model].set_index("protocol_seed")
-        row = [model, *(fmt(per.loc[s, "mean"]) if s in per.index else "–" for s in seeds)]
-        sp = spread.loc[model]
-        row += [fmt(sp["mean"]), fmt(sp["sd"]), f"{fmt(sp['min'])} – {fmt(sp['max'])}"]
-        rows.append(row)
-    metric = splits["metric"].iloc[0]
+    for fold, part in folds.groupby("fold", sort=True):
+        first = part.iloc[0]
+        cells = [str(fold), str(int(first["n_users"]))]
+        for _, r in part.iterrows():
+            trial = r["chosen_trial"]
+            chosen = "" if pd.isna(trial) else f" (trial {int(trial)})"
+            cells.append(ci_cell(r) + chosen)
+        cells += [fmt(first["sweep_seconds"], 0), fmt(first["benchmark_seconds"], 0)]
+        rows.append(cells)
+    models = list(dict.fromkeys(folds["model"]))
+    pooled = results.metrics[results.metrics["metric"] == metric].set_index("model")
+    rows.append(
+        [
+            "pooled",
+            str(int(folds.groupby("fold")["n_users"].first().sum())),
+            *(ci_cell(pooled.loc[m]) if m in pooled.index else "–" for m in models),
+            fmt(float(folds.groupby("fold")["sweep_seconds"].first().sum()), 0),
+            fmt(float(folds.groupby("fold")["benchmark_seconds"].first().sum()), 0),
+        ]
+    )
     return Table(
-        ["model", *(f"seed {s}" for s in seeds), "mean", "sd", "range"],
+        ["fold", "test users", *models, "sweep s", "benchmark s"],
         rows,
         caption=(
-            f"Test {metric} on the splits of {len(seeds)} protocol seeds (different validation, "
-            "test and training users; the configuration chosen on the first split, retrained "
-            "over the same training seeds on each)"
+            f"Test {metric} per cross-validation fold: each fold swept, selected and scored "
+            "on its own split (its test users never seen by its sweep or selection); the "
+            "pooled row is over every user, each a test user exactly once"
         ),
     )
+
+
+def best_epochs(results: BenchmarkResults, studies: Mapping[str, optuna.Study]) -> pd.DataFrame:
+    """Per model: where the best validation epoch fell, relative to the maximum epochs,
+    over the sweep's finished trials and the benchmark's final runs."""
+    rows = []
+    for model, study in studies.items():
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            best = t.user_attrs.get("best_epoch")
+            n = (t.user_attrs.get("params_full") or {}).get("n_epochs")
+            if best is not None and n:
+                rows.append({"model": model, "source": "sweep", "best": best + 1, "max": n})
+    if results is not None and "best_epoch" in results.seeds:
+        for _, r in results.seeds.iterrows():
+            n = (results.info["models"].get(r["model"], {}).get("params") or {}).get("n_epochs")
+            if n and pd.notna(r.get("best_epoch")):
+                best = int(r["best_epoch"]) + 1
+                rows.append({"model": r["model"], "source": "final", "best": best, "max": n})
+    return pd.DataFrame(rows, columns=["model", "source", "best", "max"])
+
+
+LATE_SHARE = 0.2  # warn when more than this share of best epochs ...
+LATE_ZONE = 0.1  # ... falls in the last 10% of the maximum epochs
+
+
+def best_epoch_table(frame: pd.DataFrame) -> tuple[Table | None, list[str]]:
+    """The distribution of best epochs per model and source, and a warning per model whose
+    runs were cut short (more than 20% of best epochs in the last 10% of the maximum)."""
+    if frame.empty:
+        return None, []
+    rows, warnings = [], []
+    for (model, source), part in frame.groupby(["model", "source"], sort=False):
+        late = (part["best"] > (1 - LATE_ZONE) * part["max"]).mean()
+        q = part["best"].quantile([0.0, 0.25, 0.5, 0.75, 1.0]).round().astype(int).tolist()
+        rows.append(
+            [
+                model,
+                source,
+                str(len(part)),
+                f"{q[0]} / {q[1]} / {q[2]} / {q[3]} / {q[4]}",
+                str(int(part["max"].max())),
+                f"{late:.0%}",
+            ]
+        )
+        if late > LATE_SHARE:
+            warnings.append(
+                f"**Warning**: {late:.0%} of {model}'s {source} runs had their best epoch in "
+                f"the last {LATE_ZONE:.0%} of the maximum {int(part['max'].max())} epochs: "
+                "training was likely cut short; raise model.n_epochs (the maximum)."
+            )
+    table = Table(
+        ["model", "runs", "n", "best epoch: min / q1 / median / q3 / max", "max epochs", "late"],
+        rows,
+        caption=(
+            "Best validation epoch (counted from 1) of the sweep's complete trials and the "
+            "benchmark's final runs; early stopping (model.patience) ends a run after its "
+            f"best epoch; 'late' = share in the last {LATE_ZONE:.0%} of the maximum"
+        ),
+    )
+    return table, warnings
 
 
 def ledger_table(results: BenchmarkResults) -> Table | None:
@@ -190,25 +268,49 @@ def ledger_table(results: BenchmarkResults) -> Table | None:
     ledger = results.info.get("test_ledger")
     if not ledger:
         return None
-    rows = [
-        [
-            model,
-            variant,
-            str(r["scored"]),
-            str(r["reused"]),
-            str(r["met_test_users"]),
-            (r.get("config_hash") or "")[:12],
-        ]
-        for model, variants in ledger.items()
-        for variant, r in variants.items()
-    ]
+    per_fold = {k: v for k, v in ledger.items() if k.startswith("fold ")}
+    groups = per_fold if per_fold and len(per_fold) == len(ledger) else {"": ledger}
+    rows = []
+    for fold, models in groups.items():
+        for model, variants in (models or {}).items():
+            for variant, r in variants.items():
+                configs = r.get("configs") or {}
+                if r.get("config_hash"):
+                    config = r["config_hash"][:12]
+                elif configs:
+                    config = "; ".join(f"seed {s}: {h[:8]}" for s, h in configs.items())
+                else:
+                    config = ""
+                why = "; ".join(f"seed {s}: {w}" for s, w in (r.get("rescored") or {}).items())
+                rows.append(
+                    [
+                        *([fold] if fold else []),
+                        model,
+                        variant,
+                        str(r["scored"]),
+                        str(r["reused"]),
+                        str(r["met_test_users"]),
+                        config,
+                        why,
+                    ]
+                )
+    exposure = results.info.get("test_exposure") or {}
+    seen = (
+        f" Over all runs, {exposure['configurations']} distinct configurations in "
+        f"{exposure['scorings']} scorings have met {'these folds' if per_fold else 'this split'}'s "
+        "test users."
+        if exposure
+        else ""
+    )
+    header = ["model", "variant", "scored now", "reused", "met test users (all runs)", "config"]
     return Table(
-        ["model", "variant", "scored now", "reused", "met test users (all runs)", "config"],
+        [*(["fold"] if per_fold else []), *header, "scored again because"],
         rows,
         caption=(
             "Test ledger (results/test_ledger.jsonl): scorings of the test users by this run, "
-            "stored scores reused instead of scoring again (benchmark.rescore=true scores "
-            "again), and the scorings of this configuration on this split over all runs"
+            "stored scores reused instead of scoring again (only when the model code and "
+            "package versions are unchanged; benchmark.rescore=true scores again), and the "
+            "scorings of this configuration on this split over all runs." + seen
         ),
     )
 
@@ -225,18 +327,20 @@ def budget_table(results: BenchmarkResults) -> Table:
             str(r["complete"]),
             str(r["pruned"]),
             str(r["failed"]),
+            str(r.get("epochs_trained", "")),
             str(r["note"]),
         ]
-        for _, r in b.fillna("").iterrows()
+        for _, r in b.astype(object).where(b.notna(), "").iterrows()  # "" for missing cells
     ]
     tuned = b[b["n_trials_budget"] > 0]
     equal = tuned["n_trials_budget"].nunique() <= 1 and tuned["finished"].nunique() <= 1
     failed = int(pd.to_numeric(b["failed"], errors="coerce").fillna(0).sum())
     return Table(
-        ["model", "study", "budget", "finished", "complete", "pruned", "failed", "note"],
+        ["model", "study", "budget", "finished", "complete", "pruned", "failed", "epochs", "note"],
         rows,
         caption="Tuning budget (finished = complete + pruned, what sweep.n_trials counts; "
-        "failed trials are extra and capped by sweep.max_failed_trials): "
+        "failed trials are extra and capped by sweep.max_failed_trials; epochs = epochs "
+        "actually trained over all trials, after pruning and early stopping): "
         + ("equal for every tuned model" if equal else "NOT equal across models")
         + (f"; {failed} failed trial(s)." if failed else "."),
     )

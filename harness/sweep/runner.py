@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from harness import pool as worker_pool
+from harness.compat.optuna import storage_of, trial_id_of, unvisited_grid_ids
 from harness.errors import (
     interruptible,
     raise_if_terminated,
@@ -367,7 +368,7 @@ class _Window:
                 return
             sampler = self.study.sampler
             if isinstance(sampler, optuna.samplers.GridSampler):  # no repeated grid points
-                if not sampler._get_unvisited_grid_ids(self.study):
+                if not unvisited_grid_ids(sampler, self.study):
                     return
             self._ask()
 
@@ -385,7 +386,7 @@ class _Window:
         self.asked = None
         self.beats[ticket] = stack = contextlib.ExitStack()
         if self.heartbeat is not None:
-            stack.enter_context(self.heartbeat.beating(trial._trial_id))
+            stack.enter_context(self.heartbeat.beating(trial_id_of(trial)))
         self.rdb_beat.trials = list(self.inflight.values())
         self.rdb_beat(force=True)
         self.ran += 1
@@ -451,7 +452,7 @@ class _Heartbeats:
     (journal files beat through `JournalHeartbeat`; other storages have none)."""
 
     def __init__(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
-        self.storage, self.trials, self.last = study._storage, trials, -float("inf")
+        self.storage, self.trials, self.last = storage_of(study), trials, -float("inf")
         self.interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()
 
     def __call__(self, force: bool = False) -> None:
@@ -460,7 +461,7 @@ class _Heartbeats:
         if not force and time.monotonic() - self.last < self.interval / 2:
             return
         for trial in self.trials:
-            self.storage.record_heartbeat(trial._trial_id)
+            self.storage.record_heartbeat(trial_id_of(trial))
         self.last = time.monotonic()
 
 
@@ -538,7 +539,7 @@ def _worker_seed(plan: WorkerPlan, study: optuna.Study) -> int:
 
 def _with_heartbeat(func: Callable[[optuna.Trial], float], heartbeat: JournalHeartbeat) -> Any:
     def beating_objective(trial: optuna.Trial) -> float:
-        with heartbeat.beating(trial._trial_id):
+        with heartbeat.beating(trial_id_of(trial)):
             return func(trial)
 
     return beating_objective

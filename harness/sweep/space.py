@@ -36,6 +36,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from harness.compat.optuna import distribution_contains
 from harness.sweep.settings import SweepConfigError
 
 SYNTAX_HINT = (
@@ -171,11 +172,7 @@ def default_trial_params(space: SearchSpace, defaults: Mapping[str, Any]) -> dic
     for name, distribution in space.distributions.items():
         if name not in defaults:
             continue
-        try:
-            inside = distribution._contains(distribution.to_internal_repr(defaults[name]))
-        except (ValueError, TypeError):
-            inside = False
-        if inside:
+        if distribution_contains(distribution, defaults[name]):
             params[name] = defaults[name]
     return params
 

@@ -25,6 +25,8 @@ from optuna.storages.journal import JournalFileBackend
 from harness.errors import UserError
 from harness.secrets import with_env_password
 from harness.sweep.identity import identity_mismatch
+from harness.sweep.recovery import repair_journal
+from harness.sweep.retry import retry_callback
 from harness.sweep.settings import SweepConfigError, SweepSettings
 from harness.sweep.space import SearchSpace, grid_values
 
@@ -105,8 +107,6 @@ def open_storage(
             if read_only and path.exists() and not _writable(path):
                 path = _temp_copy(path)  # an archive: Optuna opens journals for appending
             path.parent.mkdir(parents=True, exist_ok=True)
-            from harness.sweep.recovery import repair_journal
-
             repair_journal(path)
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as error:
@@ -252,13 +252,6 @@ def _use_sqlite_wal(storage: RDBStorage) -> None:
 
     sqlalchemy.event.listen(storage.engine, "connect", on_connect)
     storage.engine.dispose()  # connections opened while creating the tables lack the pragmas
-
-
-def retry_callback(max_retry: int | None) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
-    """Optuna's re-enqueue-the-dead-trial callback (experimental API; warning silenced)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
 
 def make_sampler(
