@@ -20,11 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "harness"
 # Imports that close circles another change removes: circles through one of these edges are
 # tolerated until then. Delete the entry when that change lands (the test then keeps the
 # circles from coming back).
-KNOWN_EDGES: set[tuple[str, str]] = {
-    # models/persistence.py -> models/registry.py (registry -> models -> base -> persistence):
-    # removed by the model-registry change
-    ("harness.models.persistence", "harness.models.registry"),
-}
+KNOWN_EDGES: set[tuple[str, str]] = set()
 
 
 def edges(circle: tuple[str, ...]) -> set[tuple[str, str]]:
