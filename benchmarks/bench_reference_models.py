@@ -17,7 +17,7 @@ Parts (each model in its own subprocess, so peaks and thread pools don't mix):
   NDCG@100, mean and the range over seeds, beside popularity.
 
 Usage: python benchmarks/bench_reference_models.py [--part epochs fit rss sweep]
-    [--models mult_dae recvae ...] [--epochs 10] [--trials 10] [--seeds 3]
+    [--models mult_dae recvae ...] [--epochs 10] [--trials 10] [--seeds 3] [--max-epochs 60]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def one_epochs(name: str, n_epochs: int) -> dict:
     from harness.models import build_model, model_defaults
 
     split = split_for("ml-100k")
-    params = {**model_defaults(name), "n_epochs": n_epochs, "seed": 1}
+    params = {**model_defaults(name), "n_epochs": n_epochs, "seed": 1, "patience": None}
     model = build_model(name, split.n_train_users, split.n_items, **params)
     wall = [time.perf_counter()]
     model.fit(split.train, x_val_tr=split.val_tr, x_val_te=split.val_te,
@@ -98,8 +98,9 @@ def one_rss(name: str) -> dict:
 
     split = split_for("synthetic-ml20m")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    params = {**model_defaults(name), "seed": 1}
+    params = model_defaults(name)
     params |= {k: 1 for k in ("n_epochs", "iterations") if k in params}
+    params |= {"seed": 1} if "seed" in params else {}
     start = time.perf_counter()
     model = build_model(name, split.n_train_users, split.n_items, **params)
     model.fit(split.train, x_val_tr=split.val_tr, x_val_te=split.val_te)
@@ -109,7 +110,7 @@ def one_rss(name: str) -> dict:
             "val_ndcg": model.best_ndcg}  # fmt: skip
 
 
-def one_sweep(name: str, n_trials: int, n_seeds: int) -> dict:
+def one_sweep(name: str, n_trials: int, n_seeds: int, max_epochs: int | None) -> dict:
     from harness.benchmark.training import fit_seed
     from harness.models import model_defaults
     from harness.sweep import SweepSettings, run_sweep
@@ -118,6 +119,8 @@ def one_sweep(name: str, n_trials: int, n_seeds: int) -> dict:
     cfg = config()
     split = split_for("ml-100k")
     model_params, space = model_config(cfg, name)
+    if max_epochs and "n_epochs" in model_params:
+        model_params["n_epochs"] = max_epochs
     settings = SweepSettings(n_trials=n_trials, quiet=True)
     with tempfile.TemporaryDirectory() as tmp:
         study = run_sweep(split=split, dataset_name="ml-100k", model_name=name,
@@ -152,13 +155,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="sweep: cap n_epochs of iterative models (early stopping still on)",
+    )
     parser.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         part, name = args.one[:2]
         out = {"epochs": lambda: one_epochs(name, args.epochs), "fit": lambda: one_fit(name),
                "rss": lambda: one_rss(name),
-               "sweep": lambda: one_sweep(name, args.trials, args.seeds)}[part]()  # fmt: skip
+               "sweep": lambda: one_sweep(name, args.trials, args.seeds, args.max_epochs)}[part]()  # fmt: skip
         print(json.dumps(out, default=float))
         return
     if "epochs" in args.part:
@@ -188,9 +197,14 @@ def main() -> None:
                       f"{r['rss_split_gib']:.2f} GiB), {r['fit_s']:.0f} s, "
                       f"{r['shape'][0]}x{r['shape'][1]}, {r['clicks']:,} clicks", flush=True)  # fmt: skip
     if "sweep" in args.part:
-        print(f"ml-100k, {args.trials}-trial TPE sweep, best retrained with {args.seeds} seeds:")
+        print(
+            f"ml-100k, {args.trials}-trial TPE sweep (the default budget's early stopping; "
+            f"max epochs {args.max_epochs or 'as configured'}), best retrained with "
+            f"{args.seeds} seeds:"
+        )
         for name in args.models or ("popularity", *SWEEP_MODELS):
-            r = run("sweep", name, "--trials", str(args.trials), "--seeds", str(args.seeds))
+            cap = ["--max-epochs", str(args.max_epochs)] if args.max_epochs else []
+            r = run("sweep", name, "--trials", str(args.trials), "--seeds", str(args.seeds), *cap)
             if r is not None:
                 print(f"  {name:>10}: test NDCG@100 {r['test_ndcg_mean']:.4f} "
                       f"[{r['test_ndcg_min']:.4f}, {r['test_ndcg_max']:.4f}] over {r['seeds']} "
