@@ -171,7 +171,7 @@ def test_weak_generalisation_keeps_every_user_in_training(df):
         ({"heldout_fraction": 0}, "heldout_fraction"),
         ({"n_val_users": 200, "n_test_users": 200}, "only .* users"),
         ({"n_val_users": -3}, "n_val_users"),
-        ({"threshold": 5.0}, "no interactions left.*lower the threshold"),
+        ({"threshold": 5.0}, "no rating is above protocol.threshold=5.0.*set protocol.threshold=0.5"),
         ({"min_user_positives": 10_000}, "min_user_positives=10000"),
     ],
 )
