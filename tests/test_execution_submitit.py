@@ -71,7 +71,9 @@ def test_a_killed_job_is_lost_not_failed(split, tmp_path) -> None:
             future.result(timeout=DEADLINE)
 
 
-def test_a_benchmark_on_submitit_local_equals_the_serial_one(split, tmp_path) -> None:
+def test_a_benchmark_on_submitit_local_equals_the_serial_one(tmp_path) -> None:
+    frame = load_interactions("synthetic", n_users=300, n_items=200, density=0.05, seed=5)
+    split = make_split(frame, n_val_users=40, n_test_users=40)  # coverage@100 needs 100 items
     study = run_sweep(split=split, dataset_name="synthetic", model_name="mult_vae",
                       model_params=MODEL, search_space=SPACE,
                       settings=SweepSettings(n_trials=2, quiet=True, pruner="none"),
