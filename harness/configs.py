@@ -101,10 +101,52 @@ def check_user_config_dirs(argv: Sequence[str]) -> None:
             )
 
 
+def _override(argv: Sequence[str], key: str) -> str | None:
+    """The last value given for ``key`` on the command line (``key=v``, ``+key=v``, ...)."""
+    found = None
+    for arg in argv:
+        name, sep, value = arg.lstrip("+~").partition("=")
+        if sep and name == key:
+            found = value.strip().strip("'\"")
+    return found
+
+
+def check_results_dir(argv: Sequence[str]) -> None:
+    """Refuse a results folder that can't be written, before Hydra tries to create its run
+    folder in it (which would end in a long traceback).
+
+    Skipped when ``hydra.run.dir`` is given (e.g. a report from a read-only archive) or the
+    value is an interpolation.
+    """
+    import os
+
+    if _override(argv, "hydra.run.dir") is not None:
+        return
+    value = _override(argv, "results_dir") or os.environ.get("VAE_SWEEP_RESULTS") or "results"
+    if "${" in value:
+        return
+    path = Path(value).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ConfigDirError(
+            f"results_dir={value}: {existing} is a file, not a folder. Give a folder with "
+            "results_dir=DIR."
+        )
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigDirError(
+            f"results_dir={value}: {existing} is not writable (a read-only folder or file "
+            "system). Give a writable folder with results_dir=DIR (reading a read-only "
+            "archive with harness-report: also hydra.run.dir=DIR for Hydra's run records)."
+        )
+
+
 def check_argv_or_exit(command: str, argv: Sequence[str] | None = None) -> None:
     """`check_user_config_dirs` for a console script: one line on stderr and exit status 2."""
     try:
         check_user_config_dirs(sys.argv[1:] if argv is None else argv)
+        check_results_dir(sys.argv[1:] if argv is None else argv)
     except ConfigDirError as error:
         print(f"{command}: error: {error}", file=sys.stderr)
         sys.exit(2)

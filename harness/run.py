@@ -112,6 +112,49 @@ def fold_config(cfg: dict[str, Any], fold: int) -> dict[str, Any]:
     }
 
 
+def power_preflight(cfg: dict[str, Any], n_users: int, n_folds: int = 1) -> list[str]:
+    """Print (and save for the report) each planned comparison's detectable difference,
+    before any sweep; above the margin it is a warning naming the users needed."""
+    from harness.benchmark import power
+    from harness.benchmark.training import is_seeded
+
+    settings = benchmark_settings(cfg)
+    options = dict(settings.power or {})
+    results_dir = _paths(cfg)[0]
+    pilot = options.get("pilot", "auto")
+    if pilot == "auto":
+        folder: Path | None = results_dir / settings.name
+    else:
+        folder = Path(pilot).expanduser() if pilot else None
+    if folder is not None and not (folder / "per_user").is_dir():
+        if pilot not in ("auto", None):
+            print(
+                f"power preflight: no benchmark in {folder} (benchmark.power.pilot); using "
+                "the stated variances",
+                file=sys.stderr,
+            )
+        folder = None
+    planned = power.plan(
+        models=list(settings.models),
+        baseline=settings.baseline,
+        metric=settings.test_metric,
+        n_users=n_users,
+        n_folds=n_folds,
+        n_seeds=settings.n_seeds,
+        stats=settings.stats,
+        power=options,
+        stochastic=is_seeded,
+        pilot=folder,
+    )
+    lines = power.messages(planned, settings.margin, settings.test_metric)
+    for line in lines:
+        print(line, file=sys.stderr)
+    power.save(
+        results_dir / f"{settings.name}.power.json", planned, settings.margin, settings.test_metric
+    )
+    return lines
+
+
 def pool_fold_benchmarks(
     cfg: dict[str, Any], folds: int, sweep_seconds: list[float] | None = None
 ) -> Path:
@@ -140,13 +183,24 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None, executor: Any = 
         for fold in range(folds):
             run_benchmark_stage(fold_config(cfg, fold))
         return pool_fold_benchmarks(cfg, folds)
-    from harness.devices import parse_gpus, setup_worker
-    from harness.sweep import model_config
-    from harness.sweep.config import load_split
-    from harness.tracking import TrackingSettings, check_tracking, log_benchmark
+    from harness.benchmark.locking import remove_stale_staging, results_lock
+    from harness.tracking import TrackingSettings, check_tracking
 
     settings = benchmark_settings(cfg)  # before any data is loaded: bad options fail first
     tracking = check_tracking(TrackingSettings.from_mapping(cfg.get("tracking")))
+    with results_lock(_paths(cfg)[0]):  # one benchmark at a time per results folder
+        remove_stale_staging(_paths(cfg)[0])  # before the study file: a full disk is freed
+        return _benchmark_locked(cfg, settings, tracking, split, executor)
+
+
+def _benchmark_locked(
+    cfg: dict[str, Any], settings: Any, tracking: Any, split: Any, executor: Any
+) -> Path:
+    from harness.devices import parse_gpus, setup_worker
+    from harness.sweep import model_config
+    from harness.sweep.config import load_split
+    from harness.tracking import log_benchmark
+
     split = split if split is not None else load_split(cfg)
     storage = storage_url(cfg)
     studies = load_studies(
@@ -280,6 +334,7 @@ def run_all(cfg: dict[str, Any]) -> Path:
     start = time.perf_counter()
     split = _split(cfg)
     seconds["data"] = time.perf_counter() - start
+    power_preflight(cfg, int(split.test_te.shape[0]))
     start = time.perf_counter()
     # one executor (worker pool, or Slurm jobs) for the sweeps and the benchmark's retraining
     with make_executor(executor_settings, split) as executor:
@@ -303,10 +358,13 @@ def _run_folds(cfg: dict[str, Any], tuned: list[str], folds: int) -> Path:
     seconds: dict[str, float] = {}
     sweep_seconds: list[float] = []
     executor_settings = ExecutorSettings.from_config(cfg)
-    for fold in range(folds):
+    start = time.perf_counter()
+    splits = [_split(fold_config(cfg, fold)) for fold in range(folds)]
+    seconds["data"] = time.perf_counter() - start
+    power_preflight(cfg, sum(int(s.test_te.shape[0]) for s in splits), folds)
+    for fold, split in enumerate(splits):
         fold_cfg = fold_config(cfg, fold)
         start = time.perf_counter()
-        split = _split(fold_cfg)
         print(
             f"fold {fold + 1}/{folds}: {split.test_te.shape[0]} test users, "
             f"{split.val_te.shape[0]} validation users, {split.n_train_users} training users",
@@ -344,27 +402,54 @@ def _guarded(name: str, stage: Callable[[dict[str, Any]], Any], cfg: DictConfig)
     """Run a stage; user mistakes and interrupts end in one line and an exit status (2, 130,
     143); tracebacks only for bugs (see harness.errors)."""
     from harness.errors import guarded
-    from harness.secrets import scrub_hydra_output
+    from harness.outputs import scrub_hydra_output
 
     scrub_hydra_output()  # Hydra saved .hydra/*.yaml already: mask a storage password there
     matplotlib.use("Agg")  # figures are files: never open a window, work without a display
 
     def work() -> None:
+        from harness.benchmark.locking import remove_stale_staging
+
         config = plain_config(cfg)
         check_output_names(config)
+        remove_stale_staging(_paths(config)[0])  # left by a crashed benchmark (a full disk)
         stage(config)
 
     guarded(name, work, resume_hint="rerun the same command to resume (finished trials are kept)")
 
 
+# Names under results/ the harness itself uses: a benchmark of that name would collide.
+RESERVED_NAMES = frozenset({"hydra", "test_ledger", "test_ledger.jsonl", "optuna.db"})
+
+
 def check_output_names(cfg: dict[str, Any]) -> None:
-    """Refuse unsafe benchmark/report/study names before any work (see harness.outputs)."""
+    """Refuse unsafe benchmark/report/study names, reserved names and output folders that
+    are files, before any work (see harness.outputs)."""
+    from harness.errors import UserError
     from harness.outputs import check_name, check_study_name
 
-    check_name(cfg["benchmark"]["name"], "benchmark.name")
-    check_name(cfg["report"]["name"], "report.name")
+    bench = check_name(cfg["benchmark"]["name"], "benchmark.name")
+    report = check_name(cfg["report"]["name"], "report.name")
     if cfg["sweep"].get("study_name"):
         check_study_name(str(cfg["sweep"]["study_name"]))
+    if bench.lower() in RESERVED_NAMES or bench.endswith((".torn", ".lock")):
+        raise UserError(
+            f"benchmark.name={bench!r} is reserved: results/{bench} is where the harness keeps "
+            f"its own files ({', '.join(sorted(RESERVED_NAMES))}). Choose another name, e.g. "
+            f"benchmark.name={cfg['dataset']['name']}-bench."
+        )
+    results_dir, reports_dir = _paths(cfg)
+    for key, folder in (
+        ("results_dir", results_dir),
+        ("reports_dir", reports_dir),
+        ("benchmark.name", results_dir / bench),
+        ("report.name", reports_dir / report),
+    ):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(
+                f"{key}: {folder} is a file, but the harness writes a folder there. Move the "
+                f"file away or choose another {key}."
+            )
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="benchmark")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -108,8 +110,14 @@ def test_benchmark_writes_every_file_with_cis_tests_budget_and_betas(split, swep
         "popularity": {"final": 1},
     }
     assert info["test_scored_once"] is True
+    # the runs that met the test users used fresh seeds, disjoint from selection's
+    record = info["models"]["mult_vae"]
+    assert record["selection_seeds"] == [0, 1] and record["test_seeds"] == [2, 3]
+    assert res.seeds[res.seeds["model"] == "mult_vae"]["seed"].tolist() == [2, 3]
+    assert info["test_seeds"] == [2, 3]
     budget = res.budget.set_index("model")
     assert budget.loc["mult_vae", "finished"] == budget.loc["ease", "finished"] == 2
+    assert budget.loc["mult_vae", "epochs_trained"] > 0
     assert budget.loc["popularity", "n_trials_budget"] == 0
     assert "fixed configuration" in budget.loc["popularity", "note"]
     beta = info["models"]["mult_vae"]["beta"]
@@ -123,7 +131,7 @@ def test_benchmark_writes_every_file_with_cis_tests_budget_and_betas(split, swep
     assert res.per_user("ease")["ndcg@100"].shape == (1, 50)
     ease = metrics[(metrics["model"] == "ease") & (metrics["metric"] == "ndcg@100")].iloc[0]
     assert ease["ci_high"] - ease["ci_low"] > 0.01
-    assert ease["interval"] == "bootstrap" and ease["n_users"] == 50
+    assert ease["interval"] == "components" and ease["n_users"] == 50
     assert set(res.tests["verdict"]) <= {"better", "worse", "equivalent within ±0.01"} | {
         v for v in res.tests["verdict"] if v.startswith("not distinguishable with 50 users")
     }
@@ -139,7 +147,8 @@ def test_benchmark_writes_every_file_with_cis_tests_budget_and_betas(split, swep
 
     saved = {m: info["models"][m]["saved_models"] for m in ("mult_vae", "ease", "popularity")}
     assert saved == {
-        "mult_vae": ["models/mult_vae-seed0.keras", "models/mult_vae-seed1.keras"],
+        # the test runs' seeds: fresh, after the selection seeds 0 and 1
+        "mult_vae": ["models/mult_vae-seed2.keras", "models/mult_vae-seed3.keras"],
         "ease": ["models/ease.npz"],
         "popularity": ["models/popularity.npz"],
     }
@@ -242,7 +251,7 @@ def test_test_users_are_scored_once_per_configuration_and_seed(split):
         ({"test_metric": "ndcg@30"}, "ndcg@30.*benchmark.ks"),
         ({"baseline": "standard_vae"}, "baseline='standard_vae' is not among"),
         ({"liang_seeds": 5}, "liang_seeds=5 must lie in"),
-        ({"protocol_seeds": (1, 1)}, "repeats a seed"),
+        ({"protocol_seeds": (1, 2)}, "replaced by protocol.folds"),
     ],
 )
 def test_bad_statistics_options_are_refused_before_anything_runs(changes, message):
@@ -255,32 +264,43 @@ def test_bad_statistics_options_are_refused_before_anything_runs(changes, messag
     BenchmarkSettings(**{**base, "n_seeds": 1, "interval": "none", "liang_seeds": 1})
 
 
-def test_protocol_seeds_retrain_the_chosen_configurations_on_other_splits(split, swept):
-    results_dir, storage, names = swept
+def test_folds_are_benchmarked_on_their_own_splits_and_pooled(tmp_path):
+    """protocol.folds: each fold's benchmark scores its own test users; the pooled benchmark
+    holds every user once, with each user's fold, and per-fold rows in folds.csv."""
+    from harness.benchmark.folds import fold_name, pool_folds
+
     data = generate_synthetic(n_users=400, n_items=150, density=0.06, seed=0)
-    other = make_split(data, n_val_users=50, n_test_users=50, seed=7)
-    assert other.fingerprint != split.fingerprint
-    studies = load_studies(
-        storage, {"ease": names["ease"], "popularity": "none"}, fixed=("popularity",)
-    )
     settings = BenchmarkSettings(
-        name="splits", models=("ease", "popularity"), baseline="ease", protocol_seeds=(7,)
+        name="cv", models=("ease", "popularity"), baseline="ease", fixed_models=("ease", "popularity")
     )
-    out = run_benchmark(
-        split=split,
-        dataset_name="synthetic",
-        studies=studies,
-        model_params={m: _params(m) for m in ("ease", "popularity")},
-        settings=settings,
-        results_dir=results_dir,
-        extra_splits={7: other},
-        protocol_seed=98765,
+    splits = [make_split(data, n_val_users=40, folds=2, fold=k) for k in range(2)]
+    for k, fold_split in enumerate(splits):
+        run_benchmark(
+            split=fold_split,
+            dataset_name="synthetic",
+            studies={"ease": None, "popularity": None},
+            model_params={m: _params(m) for m in ("ease", "popularity")},
+            settings=dataclasses.replace(settings, name=fold_name("cv", k)),
+            results_dir=tmp_path,
+            fold=k,
+        )
+    out = pool_folds(
+        tmp_path, "cv", 2, stats=settings.stats, baseline="ease", test_metric="ndcg@100"
     )
     res = load_results(out)
-    splits = res.splits
-    assert sorted(splits["protocol_seed"].unique()) == [7, 98765]
-    assert set(splits["split_fingerprint"]) == {split.fingerprint, other.fingerprint}
-    first = splits[splits["protocol_seed"] == 98765].set_index("model")["mean"]
-    metrics = res.metrics[res.metrics["metric"] == "ndcg@100"].set_index("model")["mean"]
-    assert first.to_dict() == pytest.approx(metrics.to_dict())
-    assert (splits.groupby("model")["mean"].nunique() == 2).all()  # other users, other values
+    users = [np.asarray(s.test_users) for s in splits]
+    pooled = res.per_user("popularity")
+    assert np.array_equal(pooled["test_users"], np.concatenate(users))
+    assert np.array_equal(pooled["folds"], np.repeat([0, 1], [u.size for u in users]))
+    assert res.info["n_test_users"] == sum(u.size for u in users)
+    assert res.info["fold_fingerprints"] == [s.fingerprint for s in splits]
+    for k in range(2):
+        fold_res = load_results(tmp_path / fold_name("cv", k))
+        part = pooled["ndcg@100"][:, pooled["folds"] == k]
+        assert np.array_equal(part, fold_res.per_user("popularity")["ndcg@100"], equal_nan=True)
+        row = res.folds[(res.folds["fold"] == k) & (res.folds["model"] == "ease")].iloc[0]
+        own = fold_res.metrics.set_index(["model", "metric"]).loc[("ease", "ndcg@100")]
+        assert row["mean"] == pytest.approx(own["mean"])
+    total = res.metrics.set_index(["model", "metric"]).loc[("ease", "ndcg@100"), "mean"]
+    assert total == pytest.approx(np.nanmean(res.per_user("ease")["ndcg@100"]))
+    assert set(res.tests["model"]) == {"popularity"}

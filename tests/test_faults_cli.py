@@ -186,7 +186,7 @@ def test_sigterm_fails_the_trial_writes_exports_and_the_rerun_completes(tmp_path
         before = wait_until(url, proc, running_after(1), "a trial runs after one finished")
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 143, stderr[-3000:]
     assert "Traceback" not in stderr
     assert "harness-sweep: terminated (SIGTERM); rerun the same command to resume." in stderr
@@ -222,16 +222,16 @@ def test_kill_9_of_the_default_trial_is_retried_at_once_with_default_heartbeat(t
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    killed_at = time.monotonic()
     (default,) = default_trials(only_study(url))
     assert default.state == TrialState.RUNNING and default.number == 0
 
     rerun = run(args)  # the same command: another n_epochs would be another study
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert time.monotonic() - killed_at < 60
     study = only_study(url)
     trials = study.get_trials()
     assert trials[0].state == TrialState.FAIL
+    # failed by the reaper of dead local workers ("process ... is gone"), which acts at once,
+    # not by the heartbeat's grace period (15 s): no clock needed to tell them apart
     assert "worker died: process" in trials[0].user_attrs["failure_reason"]
     (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
     assert retry.state in FINISHED and retry.params == trials[0].params  # the default, evaluated
@@ -251,7 +251,7 @@ def test_ctrl_c_on_harness_run_is_one_line_with_a_resume_hint(tmp_path):
         wait_until(url, proc, running_after(0), "a sweep trial runs")
     finally:
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr
     assert "harness-run: interrupted; rerun the same command to resume" in stderr
@@ -309,9 +309,10 @@ def test_three_processes_racing_on_postgresql_enqueue_the_default_once():
             ]
             for p in procs:
                 p.start()
+            answers = sorted(results.get(timeout=600) for _ in procs)  # at once; 600 s: a hang
             for p in procs:
-                p.join(60)
-            assert sorted(results.get(timeout=5) for _ in procs) == [False, False, True]
+                p.join(600)
+            assert answers == [False, False, True]
             study = optuna.load_study(study_name=name, storage=open_storage(pg["url"]))
             assert len(study.get_trials(states=(TrialState.WAITING,))) == 1
 

@@ -10,16 +10,20 @@ import pytest
 import scipy.sparse as sp
 from matplotlib.figure import Figure
 
+from harness.errors import UserError
 from harness.evaluation import ndcg_at_k
 from harness.models import (
     EASE,
-    MODEL_DEFAULTS,
     Mult_VAE,
     MultVAE,
     Popularity,
     StandardVAE,
+    UnknownModelError,
     build_model,
+    model_defaults,
     model_param_names,
+    model_spec,
+    registered_models,
 )
 from harness.models.batching import ndcg_from_top
 
@@ -164,26 +168,48 @@ def test_display_metrics_returns_a_figure() -> None:
 
 
 def test_registry_builds_every_model_with_its_defaults() -> None:
-    assert set(MODEL_DEFAULTS) == {"standard_vae", "mult_vae", "ease", "popularity"}
-    for name, defaults in MODEL_DEFAULTS.items():
+    assert {"standard_vae", "mult_vae", "ease", "popularity"} <= set(registered_models())
+    for name in registered_models():
+        defaults = model_defaults(name)
         assert set(defaults) <= model_param_names(name)
         params = {**defaults, "k": 5}
-        if "n_epochs" in params:
+        if "intermediate_dim" in params:
             params.update(intermediate_dim=8, latent_dim=4, verbose=0)
         model = build_model(name, N_USERS, N_ITEMS, **params)
-        assert hasattr(model, "fit")
+        assert isinstance(model, model_spec(name).cls) and hasattr(model, "fit")
     assert "output_activation" in model_param_names("standard_vae")
     assert "output_activation" not in model_param_names("mult_vae")
     assert model_param_names("ease") == {"lam", "k", "lambdas"}
 
 
+def test_registry_specs() -> None:
+    for name in registered_models():
+        spec = model_spec(name)
+        assert spec.name == name and spec.formats and all(f.startswith(".") for f in spec.formats)
+        assert not spec.has_beta or spec.iterative  # a KL weight is annealed over epochs
+    assert model_spec("mult_vae").has_beta and model_spec("standard_vae").seeded
+    assert not model_spec("ease").seeded and not model_spec("popularity").iterative
+
+
+def test_defaults_come_from_the_model_configs() -> None:
+    # one source: the harness's n_epochs is the yaml's, the class keeps the seed's 400
+    assert model_defaults("mult_vae")["n_epochs"] == 50
+    assert inspect.signature(MultVAE).parameters["n_epochs"].default == 400
+    assert "name" not in model_defaults("ease")
+
+
 def test_registry_rejects_unknown_names_and_parameters() -> None:
-    with pytest.raises(ValueError, match="choose one of.*mult_vae"):
+    with pytest.raises(UnknownModelError, match="choose one of.*mult_vae") as info:
         build_model("vae", 10, 10)
+    assert isinstance(info.value, UserError) and "\n" not in str(info.value)
+    for name in registered_models():
+        assert name in str(info.value)
     with pytest.raises(ValueError, match="unknown parameter.*'latent'.*latent_dim"):
         build_model("mult_vae", 10, 10, latent=3)
     with pytest.raises(ValueError, match="choose one of"):
         model_param_names("nope")
+    with pytest.raises(UnknownModelError, match="choose one of"):
+        model_spec("nope")
 
 
 def _vae(**kw):
@@ -251,7 +277,7 @@ def test_baseline_history_has_one_epoch() -> None:
     assert math.isnan(model.get_optimal_beta())
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_DEFAULTS))
+@pytest.mark.parametrize("name", registered_models())
 def test_model_configs_build(name: str) -> None:
     from pathlib import Path
 
@@ -261,6 +287,5 @@ def test_model_configs_build(name: str) -> None:
     params = yaml.safe_load(path.read_text())
     assert params.pop("name") == name
     assert set(params) <= model_param_names(name)
-    assert set(MODEL_DEFAULTS[name]) <= set(params)
     model = build_model(name, 50, 150, **params)
     assert model.k == params["k"]

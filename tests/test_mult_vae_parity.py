@@ -132,3 +132,75 @@ def test_liang_initialisation() -> None:
         assert np.abs(kernel).max() == pytest.approx(limit, rel=0.02)
     assert model.network.optimizer.epsilon == pytest.approx(1e-8)
     assert model.drop_decoder == 0.0
+
+
+# --- Mult-DAE: Liang et al.'s MultiDAE step -------------------------------------------------
+DAE_LAYERS = ("enc", "code", "dec", "out")
+
+
+def _dae_weights(model) -> dict[str, list[np.ndarray]]:
+    net = model.network
+    layers = [net.encoder_layers[0], net.mu_layer, net.decoder_layers[0], net.output_layer]
+    return {
+        name: [layer.kernel.numpy().astype(np.float64), layer.bias.numpy().astype(np.float64)]
+        for name, layer in zip(DAE_LAYERS, layers, strict=True)
+    }
+
+
+def _dae_gradients(w: dict, x: np.ndarray, reg: float) -> dict:
+    """d loss / d weights of MultiDAE's loss, by hand: tanh on every hidden layer (the code
+    too), loss = mean_u -sum_j x_uj log_softmax_j + 2 * reg_var with reg_var =
+    l2_regularizer(reg)(kernels) = reg * sum(w**2) / 2, i.e. + reg * sum of squared kernels."""
+    n = x.shape[0]
+    norm = np.sqrt(np.maximum((x**2).sum(axis=1, keepdims=True), 1e-12))
+    xn = x / norm
+    h1 = np.tanh(xn @ w["enc"][0] + w["enc"][1])
+    code = np.tanh(h1 @ w["code"][0] + w["code"][1])
+    h2 = np.tanh(code @ w["dec"][0] + w["dec"][1])
+    logits = h2 @ w["out"][0] + w["out"][1]
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    softmax = e / e.sum(axis=1, keepdims=True)
+    d_logits = (softmax * x.sum(axis=1, keepdims=True) - x) / n
+    d_a3 = (d_logits @ w["out"][0].T) * (1 - h2**2)
+    d_a2 = (d_a3 @ w["dec"][0].T) * (1 - code**2)
+    d_a1 = (d_a2 @ w["code"][0].T) * (1 - h1**2)
+    inputs = {"enc": xn, "code": h1, "dec": code, "out": h2}
+    deltas = {"enc": d_a1, "code": d_a2, "dec": d_a3, "out": d_logits}
+    return {
+        name: [inputs[name].T @ deltas[name] + 2 * reg * w[name][0], deltas[name].sum(axis=0)]
+        for name in DAE_LAYERS
+    }
+
+
+def test_mult_dae_steps_match_liangs_multidae() -> None:
+    from harness.models.mult_dae import MultDAE
+
+    batch, lam = N_USERS, 0.3  # Liang's notebook: MultiDAE(lam=0.01 / batch_size)
+    model = MultDAE(N_USERS, N_ITEMS, HIDDEN, LATENT, batch_size=batch, verbose=0, k=10,
+                    drop_encoder=0.0, lam=lam, seed=11)  # fmt: skip
+    reference = _dae_weights(model)
+    no_decay = {n: [a.copy() for a in ws] for n, ws in reference.items()}
+    adam, adam_no_decay = NumpyAdam(eps=1e-8), NumpyAdam(eps=1e-8)
+    for step in range(2):
+        x = _clicks(step)
+        model.network.train_step(_sparse_tensor(x))
+        dense = x.toarray().astype(np.float64)
+        adam.step(reference, _dae_gradients(reference, dense, lam / batch))
+        adam_no_decay.step(no_decay, _dae_gradients(no_decay, dense, 0.0))
+        assert _max_diff(_dae_weights(model), reference) < 1e-5, f"step {step + 1}"
+    # the comparison is sharp enough to see the weight decay
+    assert _max_diff(reference, no_decay) > 1e-5
+    assert model.network.log_var_layer is None and model.network.optimizer.epsilon == 1e-8
+
+
+def test_mult_dae_liang_initialisation() -> None:
+    from harness.models.mult_dae import MultDAE
+
+    model = MultDAE(2000, 3000, verbose=0, k=10, seed=0)  # 600-200 by default
+    w = _dae_weights(model)
+    for name, (fan_in, fan_out) in {"enc": (3000, 600), "code": (600, 200), "dec": (200, 600),
+                                    "out": (600, 3000)}.items():  # fmt: skip
+        limit = np.sqrt(6 / (fan_in + fan_out))
+        assert np.abs(w[name][0]).max() == pytest.approx(limit, rel=0.02)
+        assert np.abs(w[name][1]).max() <= 0.002 + 1e-9
+    assert model.drop_encoder == 0.5 and model.lam == 0.01 and model.batch_size == 500

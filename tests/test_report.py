@@ -229,6 +229,24 @@ def test_report_has_every_figure_embedded_html_and_benchmark_numbers(tmp_path, s
     assert set(manifest["stage_seconds"]) == {"sweep", "benchmark", "report"}
     assert manifest["machine"]["cores"] >= 1 and manifest["packages"]["optuna"]
     assert not [p for p in out.parent.iterdir() if p.name != "synthetic"]  # no temp left
+    # the findings come first, generated from the verdicts; comparisons.csv holds them flat
+    assert markdown.index("## Findings") < markdown.index("## Test results")
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    assert list(comparisons.columns) == [
+        "model", "baseline", "metric", "n_users", "mean_diff", "ci_low", "ci_high", "p",
+        "p_holm", "mdd", "verdict",
+    ]  # fmt: skip
+    tests = results.tests.set_index("model")
+    summary = (out / "summary.md").read_text()
+    assert summary in markdown
+    for _, row in comparisons.iterrows():
+        assert row["mean_diff"] == pytest.approx(tests.loc[row["model"], "mean_difference"])
+        assert row["verdict"] == tests.loc[row["model"], "verdict"]
+        line = next(x for x in summary.splitlines() if x.startswith(f"- {row['model']} − "))
+        assert f"{row['mean_diff']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" in line
+        if str(row["verdict"]).startswith("not distinguishable"):
+            assert "not distinguishable" in line
+    assert "descriptive: only ndcg@100 is tested" in summary
 
 
 def test_report_without_benchmark_and_with_a_single_trial_study(tmp_path, studies):
@@ -277,38 +295,85 @@ def test_missing_benchmark_names_the_command(tmp_path):
         load_results(tmp_path / "results" / "nothing")
 
 
-def test_splits_and_ledger_tables_show_the_spread_and_the_meetings(tmp_path):
+def test_folds_and_ledger_tables_show_each_fold_and_the_meetings(tmp_path):
     import dataclasses
 
-    from harness.report.tables import ledger_table, splits_table
+    from harness.report.tables import folds_table, ledger_table
 
     results = load_results(_fake_results(tmp_path, ["mult_vae", "ease"]))
-    assert splits_table(results) is None and ledger_table(results) is None
-    splits = pd.DataFrame(
+    assert folds_table(results) is None and ledger_table(results) is None
+    folds = pd.DataFrame(
         {
+            "fold": [0, 0, 1, 1],
             "model": ["mult_vae", "ease", "mult_vae", "ease"],
-            "protocol_seed": [98765, 98765, 1, 1],
             "split_fingerprint": ["a", "a", "b", "b"],
+            "n_users": [50, 50, 49, 49],
             "metric": "ndcg@100",
             "mean": [0.40, 0.42, 0.44, 0.43],
-            "ci_low": 0.0,
-            "ci_high": 1.0,
-            "n_users": 50,
+            "ci_low": 0.3,
+            "ci_high": 0.5,
+            "chosen_trial": [3, None, 7, None],
+            "benchmark_seconds": [10.0, 10.0, 12.0, 12.0],
+            "sweep_seconds": [100.0, 100.0, 90.0, 90.0],
         }
     )
-    ledger = {"mult_vae": {"final": {"scored": 0, "reused": 3, "met_test_users": 3}}}
+    ledger = {
+        "mult_vae": {
+            "final": {
+                "scored": 1,
+                "reused": 2,
+                "met_test_users": 3,
+                "configs": {"5": "abcdef0123456789"},
+                "config_hash": "abcdef0123456789",
+                "rescored": {"5": "model code or package versions changed"},
+            }
+        }
+    }
     results = dataclasses.replace(
-        results, splits=splits, info={**results.info, "test_ledger": ledger}
+        results,
+        folds=folds,
+        info={**results.info, "test_ledger": ledger, "test_exposure": {"configurations": 4, "scorings": 9}},
     )
-    table = splits_table(results)
-    assert table.header == ["model", "seed 98765", "seed 1", "mean", "sd", "range"]
-    sd = float(np.std([0.40, 0.44], ddof=1))
+    table = folds_table(results)
+    assert table.header == ["fold", "test users", "mult_vae", "ease", "sweep s", "benchmark s"]
     assert table.rows[0] == [
-        "mult_vae",
-        "0.4000",
-        "0.4400",
-        "0.4200",
-        f"{sd:.4f}",
-        "0.4000 – 0.4400",
+        "0",
+        "50",
+        "0.4000 [0.3000, 0.5000] (trial 3)",
+        "0.4200 [0.3000, 0.5000]",
+        "100",
+        "10",
     ]
-    assert ledger_table(results).rows == [["mult_vae", "final", "0", "3", "3", ""]]
+    assert table.rows[-1][:2] == ["pooled", "99"] and table.rows[-1][-2:] == ["190", "22"]
+    ledger_rows = ledger_table(results)
+    assert ledger_rows.rows == [
+        ["mult_vae", "final", "1", "2", "3", "abcdef012345", "seed 5: model code or package versions changed"]
+    ]
+    assert "4 distinct configurations in 9 scorings" in ledger_rows.caption
+
+
+def test_verdict_sentences_follow_the_decisions_and_replace_the_readme_block(tmp_path):
+    """Each verdict reads as its decision; the README block is replaced, nothing else."""
+    import dataclasses
+
+    from harness.report.verdicts import BEGIN, END, replace_block, summary_lines
+
+    results = load_results(_fake_results(tmp_path, ["mult_vae", "ease", "popularity"]))
+    tests = results.tests.copy()
+    tests["verdict"] = ["better", "equivalent within ±0.01"]
+    lines = summary_lines(dataclasses.replace(results, tests=tests))
+    assert any(x.startswith("- ease − mult_vae") and "ease is better than mult_vae" in x for x in lines)
+    assert any("equivalent within ±0.01" in x and x.startswith("- popularity") for x in lines)
+    assert not any(x.startswith("- What this run cannot tell") for x in lines)
+    tests["verdict"] = ["worse", "not distinguishable with 50 users (detectable difference ±0.05)"]
+    tests["mdd"] = [0.03, 0.05]
+    lines = summary_lines(dataclasses.replace(results, tests=tests))
+    assert any("ease is worse than mult_vae" in x for x in lines)
+    cannot = next(x for x in lines if x.startswith("- What this run cannot tell"))
+    assert "popularity" in cannot and "±0.0500" in cannot
+    # what would resolve the margin, from this run's variance components: users or seeds
+    assert "popularity about" in cannot or "popularity more seeds" in cannot
+    readme = f"intro\n{BEGIN}\nold text\n{END}\noutro\n"
+    assert replace_block(readme, "- new\n") == f"intro\n{BEGIN}\n- new\n{END}\noutro\n"
+    with pytest.raises(ValueError, match="markers"):
+        replace_block("no markers here", "- new\n")

@@ -113,14 +113,16 @@ def test_load_study_lists_what_the_storage_holds(tmp_path: Path) -> None:
 def test_journal_heartbeat_fails_dead_trials_once_and_retries_them(tmp_path: Path) -> None:
     log_file = tmp_path / "journal.log"
     study = optuna.create_study(storage=open_storage(str(log_file)), study_name="s")
-    beat = JournalHeartbeat(log_file, "s", interval=0.05, grace_period=0.5, max_retry=1)
+    now = time.time()  # the reaper's clock, held still: no waiting, no race
+    beat = JournalHeartbeat(
+        log_file, "s", interval=3600, grace_period=60, max_retry=1, clock=lambda: now + 30
+    )
     dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     alive = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    old = time.time() - 5
+    old = now - 31  # 61 s silent by the clock: past the grace period; `alive` beat just now
     with beat.beating(alive._trial_id):
         (beat.directory / str(dead._trial_id)).touch()
         os.utime(beat.directory / str(dead._trial_id), (old, old))
-        time.sleep(0.2)
         assert beat.fail_stale_trials(study) == [dead.number]
         # A second reaper (another worker) finds nothing left to do.
         assert beat.fail_stale_trials(study) == []
@@ -132,6 +134,19 @@ def test_journal_heartbeat_fails_dead_trials_once_and_retries_them(tmp_path: Pat
     assert retry.params == trials[dead.number].params
     assert "failure_reason" not in retry.user_attrs
     assert not (beat.directory / str(alive._trial_id)).exists()
+
+
+def test_journal_heartbeat_refreshes_the_side_file_while_the_trial_runs(tmp_path: Path) -> None:
+    log_file = tmp_path / "journal.log"
+    beat = JournalHeartbeat(log_file, "s", interval=0.01, grace_period=60, max_retry=1)
+    path = beat.directory / "7"
+    with beat.beating(7):
+        os.utime(path, (0, 0))  # as if silent since 1970: the next beat must refresh it
+        deadline = time.monotonic() + 60  # generous; ends at the first beat
+        while path.stat().st_mtime == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert path.stat().st_mtime > 0, "no heartbeat within 60 s"
+    assert not path.exists()  # removed when the trial ends
 
 
 def test_cli_search_space_values_are_quoted_for_hydra() -> None:

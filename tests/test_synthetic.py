@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -100,11 +98,11 @@ def test_planted_structure_beats_popularity(seed: int) -> None:
     assert svd > 1.4 * popularity, (svd, popularity)
 
 
-def test_medium_shape_is_fast() -> None:
-    start = time.perf_counter()
+def test_medium_shape() -> None:
+    """A million positives come out exactly. How long it takes is a benchmark, not a test:
+    `python benchmarks/bench_synthetic.py --users 20000 --items 5000 --positives 1000000`."""
     frame = generate_synthetic(n_users=20_000, n_items=5_000, n_positives=1_000_000, seed=0)
     assert len(_positives(frame)) == 1_000_000
-    assert time.perf_counter() - start < 30  # ~1.5 s here; generous for shared CI machines
 
 
 @pytest.mark.slow

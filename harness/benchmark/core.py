@@ -39,10 +39,12 @@ from optuna.trial import TrialState
 
 from harness.benchmark.layout import write_results
 from harness.benchmark.ledger import TestLedger
+from harness.benchmark.locking import results_lock, staging_folder
 from harness.benchmark.parallel import PoolScheduler, fit_cost, fit_many, on_executor
-from harness.benchmark.stats import StatsConfigError, StatsSettings, mean_ci
+from harness.benchmark.power import POWER_KEYS, stated_components
+from harness.benchmark.stats import MeanCI, StatsConfigError, StatsSettings, model_interval
 from harness.benchmark.summary import ModelRun, summary_tables
-from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer
+from harness.benchmark.training import FitResult, HeldOutTestScorer, has_beta, is_seeded
 from harness.execution.progress import JobProgress
 from harness.outputs import output_dir
 from harness.secrets import mask_text
@@ -97,7 +99,8 @@ class BenchmarkSettings:
         n_candidates: top trials per study re-run over the seeds in selection.
         patience: stop a run after this many epochs without a better validation NDCG
             (None = train all epochs; the best epoch's weights are restored either way).
-        liang: run Liang et al.'s optimal-beta procedure for the VAEs.
+        liang: run Liang et al.'s optimal-beta procedure for the models with a KL weight
+            (``ModelSpec.has_beta``).
         liang_seeds: seeds of that procedure (the first ones; None = all ``n_seeds``); each
             costs two trainings.
         test_metric: per-user metric of the paired tests.
@@ -109,6 +112,8 @@ class BenchmarkSettings:
             validation users on splits where those users could be test users); must be None:
             use ``protocol.folds``.
         rescore: score the test users again even where the test ledger holds scores.
+        power: the power preflight's pilot and stated variance assumption (see
+            ``harness.benchmark.power``); None = no preflight values.
         save_models: keep each model's final trained model per seed under
             ``models/`` of the results folder (VAEs ``.keras``, others ``.npz``; read them
             with ``harness.models.load_model``).
@@ -130,17 +135,26 @@ class BenchmarkSettings:
     test_metric: str = "ndcg@100"
     ks: tuple[int, ...] = (10, 20, 50, 100)
     confidence: float = 0.95
-    interval: str = "bootstrap"
-    test: str = "bootstrap"
+    interval: str = "components"
+    test: str = "components"
     n_resamples: int = 2000
     stats_seed: int = 0
     margin: float = 0.01
     protocol_seeds: tuple[int, ...] | None = None
     rescore: bool = False
     save_models: bool = True
+    power: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.stats  # validates the statistics options  # noqa: B018
+        if self.power is not None:
+            unknown = sorted(set(self.power) - set(POWER_KEYS))
+            if unknown:
+                raise StatsConfigError(
+                    f"unknown benchmark.power key(s) {', '.join(unknown)}; valid keys are "
+                    f"{', '.join(POWER_KEYS)}"
+                )
+            stated_components(self.power)  # the stated assumption is valid
         if self.baseline not in self.models:
             raise StatsConfigError(
                 f"benchmark.baseline={self.baseline!r} is not among the compared models "
@@ -155,7 +169,7 @@ class BenchmarkSettings:
             )
         if self.n_seeds < 1:
             raise StatsConfigError(f"benchmark.n_seeds={self.n_seeds} must be >= 1")
-        seeded = [m for m in self.models if m in SEEDED_MODELS]
+        seeded = [m for m in self.models if is_seeded(m)]
         if self.n_seeds < 2 and seeded and self.interval != "none":
             raise StatsConfigError(
                 f"benchmark.n_seeds={self.n_seeds}: {', '.join(seeded)} train with random "
@@ -336,8 +350,13 @@ def _liang_result(
             evaluated=(evaluated or {}).get(("liang", seed)),
         )
         log.info("%s: Liang procedure, seed %d: optimal beta %.3f", model, seed, retrain["beta"])
-        tests.append(float(np.nanmean(per_user[settings.test_metric])))
-    ci = mean_ci(tests, settings.confidence)
+        tests.append(np.asarray(per_user[settings.test_metric], dtype=float))
+    # the same users x seeds interval as the main table (a single seed: no interval)
+    if len(tests) >= 2:
+        ci = model_interval(np.vstack(tests), stochastic=True, confidence=settings.confidence)
+    else:
+        mean = float(np.nanmean(tests[0])) if tests else float("nan")
+        ci = MeanCI(mean, float("nan"), float("nan"), len(tests), settings.confidence)
     betas = [r["beta"] for r in retrains]
     return {
         "optimal_beta": betas,
@@ -382,7 +401,7 @@ def benchmark_model(
 ) -> ModelRun:
     """Select, retrain over seeds and test one model (steps 1-4 of the module docstring);
     with ``models_dir``, each final run's model is saved there (``info["saved_models"]``)."""
-    seeded = model in SEEDED_MODELS
+    seeded = is_seeded(model)
     seeds = settings.seeds if seeded else settings.seeds[:1]  # closed form: seeds change nothing
     cands = candidates(study, fixed_params, settings.n_candidates)
     chosen, fits = _select(split, model, cands, seeds, settings.patience, run)
@@ -413,7 +432,7 @@ def _model_run(
     """Score the chosen candidate's fits, save them, run ``liang(params, seeds)`` (VAEs, when
     asked) and gather the model's record; ``evaluated``: (variant, seed) -> test metrics
     computed on the pool (see `HeldOutTestScorer.score`)."""
-    seeded = model in SEEDED_MODELS
+    seeded = is_seeded(model)
     seeds = settings.test_seeds if seeded else settings.seeds[:1]
     run = _scored_run(model, fits, chosen["params"], scorer, seeded, evaluated)
     per_user, coverage, facts = run.per_user, run.scalars["coverage@100"], run.seeds
@@ -434,7 +453,7 @@ def _model_run(
     }
     if models_dir is not None:
         info["saved_models"] = save_final_models(models_dir, model, fits, seeded)
-    if seeded:
+    if has_beta(model):
         params = chosen["params"]
         param = "anneal_cap" if params.get("annealing") else "beta"
         search = {
@@ -586,7 +605,7 @@ def _pooled_models(
                 label=(st.model, "test run", seed),
             )
         base = _liang_base(params)
-        for i, seed in enumerate(liang_seeds):
+        for i, seed in enumerate(liang_seeds if has_beta(st.model) else []):
             scheduler.fit(
                 split,
                 st.model,
@@ -631,7 +650,7 @@ def _pooled_models(
 
     n_users, n_items = split.n_train_users, split.n_items
     for model in settings.models:
-        if model not in SEEDED_MODELS:
+        if not is_seeded(model):
             continue
         study = studies.get(model)
         cands = candidates(study, dict(model_params.get(model, {})), settings.n_candidates)
@@ -663,22 +682,24 @@ def planned_runs(
     """How many trainings `run_benchmark` will do (selection over seeds + Liang's pairs)."""
     total = 0
     for model in settings.models:
-        seeded = model in SEEDED_MODELS
+        seeded = is_seeded(model)
         seeds = settings.seeds if seeded else settings.seeds[:1]
         cands = candidates(
             studies.get(model), dict(model_params.get(model, {})), settings.n_candidates
         )
         total += len(cands) * len(seeds) + (len(settings.test_seeds) if seeded else 0)
-        if seeded and settings.liang:
+        if has_beta(model) and settings.liang:
             total += 2 * len(seeds[: settings.liang_seeds or len(seeds)])
     return total
 
 
 def save_final_models(models_dir: Path, model: str, fits: list[FitResult], seeded: bool):
-    """Save each fit's model as ``models_dir/<model>-seed<seed>.keras`` (a closed-form model,
-    trained once, as ``<model>.npz``); returns the paths relative to the results folder."""
+    """Save each fit's model as ``models_dir/<model>-seed<seed><suffix>`` (a model without
+    seeds, trained once, as ``<model><suffix>``; the suffix is the spec's first format); returns the paths relative to the results folder."""
     models_dir.mkdir(parents=True, exist_ok=True)
-    suffix = ".keras" if seeded else ".npz"
+    from harness.models.registry import model_spec
+
+    suffix = model_spec(model).formats[0]
     saved = []
     for fit in fits:
         name = f"{model}-seed{fit.facts['seed']}{suffix}" if seeded else f"{model}{suffix}"
@@ -692,12 +713,28 @@ def _models_staging(results_dir: Path, settings: BenchmarkSettings) -> Path | No
     ``write_results`` moves it in (a stale one from a crashed run is removed first)."""
     if not settings.save_models:
         return None
-    staging = results_dir / f".{settings.name}.models-tmp"
+    staging = staging_folder(results_dir, settings.name)
     shutil.rmtree(staging, ignore_errors=True)
     return staging / "models"
 
 
-def run_benchmark(
+def run_benchmark(**kwargs: Any) -> Path:
+    """Benchmark every model of ``settings.models`` and write ``results_dir/<name>/``.
+
+    Holds the results folder's benchmark lock (a second benchmark there waits), and removes
+    the models' staging folder when it fails (a full disk must not stay full). Arguments and
+    errors: see `_run_benchmark`.
+    """
+    results_dir = Path(kwargs["results_dir"])
+    with results_lock(results_dir):
+        try:
+            return _run_benchmark(**kwargs)
+        except BaseException:
+            shutil.rmtree(staging_folder(results_dir, kwargs["settings"].name), True)
+            raise
+
+
+def _run_benchmark(
     *,
     split,
     dataset_name: str,

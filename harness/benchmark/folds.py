@@ -50,30 +50,16 @@ def fold_name(name: str, fold: int) -> str:
     return f"{name}-fold{fold}"
 
 
-def _runs(results: BenchmarkResults, fold: int) -> list[ModelRun]:
+def _runs(results: BenchmarkResults) -> list[ModelRun]:
     runs = []
-    seeds = results.seeds
     for model, info in results.info["models"].items():
         arrays = results.per_user(model)
         arrays.pop("folds", None)
         users = arrays.pop("test_users")
-        rows = seeds[seeds["model"] == model]
-        facts = [
-            {k: v for k, v in r.items() if k != "model" and not _is_metric(k, arrays)}
-            for r in rows.to_dict("records")
-        ]
-        for f in facts:
-            f["fold"] = fold
-        scalars = {
-            c: rows[c].tolist() for c in rows.columns if c.startswith("coverage@") and c in rows
-        }
-        run = ModelRun(model, arrays, scalars, facts, {**info, "test_users": users})
-        runs.append(run)
+        rows = results.seeds[results.seeds["model"] == model]
+        scalars = {c: rows[c].tolist() for c in rows.columns if c.startswith("coverage@")}
+        runs.append(ModelRun(model, arrays, scalars, [], {**info, "test_users": users}))
     return runs
-
-
-def _is_metric(column: str, arrays: dict[str, np.ndarray]) -> bool:
-    return column in arrays or column.startswith("coverage@")
 
 
 def pool_folds(
@@ -108,7 +94,7 @@ def pool_folds(
         load_results(results_dir / fold_name(name, k), hint=f"harness-benchmark protocol.fold={k}")
         for k in range(folds)
     ]
-    fold_runs = [_runs(r, k) for k, r in enumerate(per_fold)]
+    fold_runs = [_runs(r) for r in per_fold]
     models = [r.model for r in fold_runs[0]]
     if any([r.model for r in runs] != models for runs in fold_runs):
         raise ValueError(
@@ -135,7 +121,6 @@ def pool_folds(
         scalars = {
             m: [v for r in runs for v in r.scalars.get(m, [])] for m in runs[0].scalars
         }
-        seeds = [f for r in runs for f in r.seeds]
         info = {
             **{k: v for k, v in runs[0].info.items() if k != "test_users"},
             "per_fold": [
@@ -143,13 +128,16 @@ def pool_folds(
             ],
             "budget": _pooled_budget([r.info.get("budget", {}) for r in runs]),
         }
-        run = ModelRun(model, per_user, scalars, seeds, info)
+        run = ModelRun(model, per_user, scalars, [], info)  # seeds: per fold, below
         run.info["test_users"] = np.concatenate([r.info["test_users"] for r in runs])
         pooled.append(run)
     assert fold_ids is not None
     tables = summary_tables(
         pooled, baseline=baseline, test_metric=test_metric, stats=stats, folds=fold_ids
     )
+    tables["seeds"] = pd.concat(
+        [r.seeds.assign(fold=k) for k, r in enumerate(per_fold)], ignore_index=True
+    )  # one row per (fold, model, seed): each fold's runs are its own
     tables["folds"] = folds_frame(per_fold, test_metric, sweep_seconds)
     first = per_fold[0].info
     info: dict[str, Any] = {

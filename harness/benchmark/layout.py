@@ -5,9 +5,10 @@ Kept free of TensorFlow so that the report can read results without importing th
 Layout of ``results/<name>/``:
     benchmark.json   everything below plus run facts (seeds, budgets, chosen params, betas)
     metrics.csv      model, metric, mean, ci_low, ci_high, n_seeds, n_users, interval (95%
-                     two-way bootstrap over test users and seeds by default; stats.py)
+                     t-interval, test users x seeds crossed, variance components; stats.py)
     tests.csv        model, baseline, metric, n_users, mean_difference, ci_low, ci_high, se,
-                     p_value, p_holm, significant, verdict, mdd, margin, test
+                     df, p_value, p_holm, p_equivalence, p_equivalence_holm, significant,
+                     verdict, mdd, margin, test
     folds.csv        (pooled folds, protocol.folds) fold, model, split_fingerprint, n_users,
                      metric, mean, ci_low, ci_high, chosen_trial, benchmark/sweep seconds
     seeds.csv        one row per (model, seed): validation NDCG, best epoch, test metrics
@@ -171,10 +172,11 @@ def _storage_missing(storage: str) -> Path | None:
 
     Checked before opening because opening a SQLite URL silently creates an empty database.
     """
-    from harness.sweep.study import is_journal_url, journal_path
+    from harness.sweep.study import check_sqlite_file, is_journal_url, journal_path, sqlite_path
 
     if storage.startswith("sqlite:///"):
-        path = Path(storage[len("sqlite:///") :])
+        path = sqlite_path(storage)
+        check_sqlite_file(path)
     elif is_journal_url(storage):
         path = journal_path(storage)
     else:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from harness import pool as worker_pool
-from harness.benchmark.training import SEEDED_MODELS, FitResult, HeldOutTestScorer, fit_seed
+from harness.benchmark.training import FitResult, HeldOutTestScorer, fit_seed, is_seeded
 from harness.devices import free_model_memory
 from harness.execution import WorkerError, WorkerLost
 
@@ -73,14 +73,22 @@ def fit_many(
 ) -> list[FitResult]:
     """`fit_seed(split, model_name, params, seed, patience=patience)` for each (params, seed)
     job, on `executor` when its jobs see this split; results in job order."""
-    if not on_executor(executor, split) or model_name not in SEEDED_MODELS:
+    if not on_executor(executor, split) or not is_seeded(model_name):
         return [fit_seed(split, model_name, p, s, patience=patience) for p, s in jobs]
-    paths = [_fit_dir(executor) / f"{model_name}-{uuid.uuid4().hex}.keras" for _ in jobs]
+    paths = [_fit_path(model_name, executor) for _ in jobs]
     args = [
         (model_name, p, s, patience, str(path)) for (p, s), path in zip(jobs, paths, strict=True)
     ]
     outs = run_all(executor, _fit_in_worker, args)
     return [_remote_fit(executor, path, out) for path, out in zip(paths, outs, strict=True)]
+
+
+def _fit_path(model_name: str, executor: Any = None) -> Path:
+    """A fresh temporary file for a worker's fitted model, in the model's own format."""
+    from harness.models.registry import model_spec
+
+    name = f"{model_name}-{uuid.uuid4().hex}{model_spec(model_name).formats[0]}"
+    return _fit_dir(executor) / name
 
 
 def on_executor(executor: Any, split) -> bool:
@@ -185,9 +193,9 @@ class PoolScheduler:
     ) -> None:
         """Queue `fit_seed` of a seeded model; ``then`` gets its `FitResult` (a
         `RemoteModel`)."""
-        if model_name not in SEEDED_MODELS:
+        if not is_seeded(model_name):
             raise ValueError(f"{model_name} is fitted in this process, not on the pool")
-        path = _fit_dir(self.executor) / f"{model_name}-{uuid.uuid4().hex}.keras"
+        path = _fit_path(model_name, self.executor)
         self.add(
             _fit_in_worker,
             (model_name, params, seed, patience, str(path)),
@@ -286,8 +294,8 @@ class RemoteModel:
 
     def save(self, path) -> Path:
         """Write the fitted model to `path` (a copy of the file the worker saved)."""
-        if not str(path).endswith(".keras"):
-            raise ValueError(f"{path}: a VAE is saved as a .keras file")
+        if Path(path).suffix != self.path.suffix:
+            raise ValueError(f"{path}: this model is saved as a {self.path.suffix} file")
         shutil.copyfile(self.path, path)
         return Path(path)
 

@@ -2,9 +2,9 @@
 interval over test users and seeds, per model the paired comparison with the baseline (mean
 difference, its interval, p-value, Holm, verdict), per-seed, budget and per-split rows.
 
-Statistics in `harness.benchmark.stats`; every resampling is seeded from
-`StatsSettings.seed` and the (model, metric) names, so the tables are reproducible and do not
-change when a model is added to or removed from the comparison.
+Statistics in `harness.benchmark.stats` (variance components of users x seeds crossed,
+Satterthwaite t; nothing is resampled, so the tables are deterministic and a row does not change
+when a model is added to or removed from the comparison, except for the Holm adjustment).
 
 Pure numpy/pandas (no TensorFlow): the report tests build realistic results with it.
 """
@@ -12,7 +12,6 @@ Pure numpy/pandas (no TensorFlow): the report tests build realistic results with
 from __future__ import annotations
 
 import warnings
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,12 +21,11 @@ import pandas as pd
 
 from harness.benchmark.stats import (
     StatsSettings,
-    bootstrap_ci,
-    bootstrap_cis,
     check_seeds,
     compare,
     holm,
     mean_ci,
+    model_intervals,
     verdict,
 )
 
@@ -50,8 +48,11 @@ TEST_COLUMNS = [
     "ci_low",
     "ci_high",
     "se",
+    "df",
     "p_value",
     "p_holm",
+    "p_equivalence",
+    "p_equivalence_holm",
     "significant",
     "verdict",
     "mdd",
@@ -105,18 +106,14 @@ class ModelRun:
         return not self.info.get("deterministic", False)
 
 
-def _rng(stats: StatsSettings, *names: str) -> np.random.Generator:
-    """The resampling RNG of one (model, metric): seeded, and independent of the other rows."""
-    return np.random.default_rng([stats.seed, *(zlib.crc32(n.encode()) for n in names)])
-
-
 def metrics_frame(
     runs: list[ModelRun], stats: StatsSettings | None = None, *, folds: np.ndarray | None = None
 ) -> pd.DataFrame:
     """One row per (model, metric): the mean over seeds and users, with its interval.
 
-    Per-user metrics get the interval of ``stats.interval`` (default: the two-way bootstrap
-    over test users and, for stochastic models, seeds). Set-level metrics (coverage, one value
+    Per-user metrics get the interval of ``stats.interval`` (default: the variance-components
+    t-interval, test users x seeds crossed for stochastic models, users alone otherwise;
+    within folds and pooled with ``folds``). Set-level metrics (coverage, one value
     per seed) get a t-interval over seeds for stochastic models and none for deterministic
     ones (one run: there is nothing to resample).
     """
@@ -124,20 +121,19 @@ def metrics_frame(
     rows = []
     for run in runs:
         n_seeds = len(next(iter(run.per_user.values()))) if run.per_user else 0
-        if stats.interval == "bootstrap":
-            cis = bootstrap_cis(
-                run.per_user, stochastic=run.stochastic, settings=stats, rng=_rng(stats, run.model)
+        if stats.interval != "none":
+            cis = model_intervals(
+                run.per_user, stochastic=run.stochastic, settings=stats, folds=folds
             )
         for metric, values in run.per_user.items():
             values = np.atleast_2d(np.asarray(values, dtype=float))
-            if stats.interval == "bootstrap":
+            if stats.interval != "none":
                 ci = cis[metric]
                 n_users = ci.n
             else:
                 ci = mean_ci(nanmean(values, axis=1), stats.confidence)
                 n_users = int(np.isfinite(values).all(axis=0).sum())
-                if stats.interval == "none":
-                    ci = type(ci)(ci.mean, float("nan"), float("nan"), ci.n, ci.confidence)
+                ci = type(ci)(ci.mean, float("nan"), float("nan"), ci.n, ci.confidence)
             rows.append(_metric_row(run.model, metric, ci, n_seeds, n_users, stats.interval))
         for metric, values in run.scalars.items():
             ci = mean_ci(np.asarray(values, dtype=float), stats.confidence)
@@ -188,13 +184,14 @@ def tests_frame(
             baseline_stochastic=base.stochastic,
             settings=stats,
             n_comparisons=len(others),
-            rng=_rng(stats, run.model, baseline, metric),
+            folds=folds,
         )
         for run in others
     ]
     p_holm = holm([c.p_value for c in comparisons])
+    p_eq_holm = holm([c.p_equivalence for c in comparisons])  # TOST: same family and level
     rows = []
-    for run, c, p in zip(others, comparisons, p_holm, strict=True):
+    for run, c, p, p_eq in zip(others, comparisons, p_holm, p_eq_holm, strict=True):
         rows.append(
             {
                 "model": run.model,
@@ -205,10 +202,20 @@ def tests_frame(
                 "ci_low": c.ci_low,
                 "ci_high": c.ci_high,
                 "se": c.se,
+                "df": c.df,
                 "p_value": c.p_value,
                 "p_holm": p,
+                "p_equivalence": c.p_equivalence,
+                "p_equivalence_holm": p_eq,
                 "significant": bool(p < stats.alpha),
-                "verdict": verdict(c, p, margin=stats.margin, alpha=stats.alpha, n_users=c.n_users),
+                "verdict": verdict(
+                    c,
+                    p,
+                    margin=stats.margin,
+                    alpha=stats.alpha,
+                    n_users=c.n_users,
+                    p_equivalence_holm=p_eq,
+                ),
                 "mdd": c.mdd,
                 "margin": stats.margin,
                 "test": c.test,

@@ -17,8 +17,6 @@ import scipy.sparse as sp
 
 from harness.evaluation import evaluate_all, top_k_items
 
-# iterative models: seeds change their result; the others are trained once (see core.py)
-SEEDED_MODELS = ("standard_vae", "mult_vae")
 _SCORE_ROWS = 2048  # test users scored at once: 2048 x 20k items x 4 B = 160 MB at ML-20M size
 
 
@@ -60,13 +58,16 @@ def fit_seed(
     touched. A diverged run (NaN loss) is returned with NaN validation NDCG, not raised, so
     one bad seed marks itself in the results instead of aborting the benchmark.
     """
-    from harness.models import TrainingDivergedError, build_model
+    from harness.models import TrainingDivergedError, build_model, model_param_names
 
     params = {k: v for k, v in params.items() if k != "name"}  # a config's group name
-    if model_name in SEEDED_MODELS:
-        params = {**params, "seed": seed, "verbose": 0, "save_path": None}
-    else:  # closed-form models take no seed (and print or save nothing)
-        params = {k: v for k, v in params.items() if k not in ("seed", "verbose", "save_path")}
+    # seeded models train with the seed and print or save nothing; the others take no seed
+    run_options = {"seed": seed, "verbose": 0, "save_path": None}
+    if not is_seeded(model_name):
+        run_options.pop("seed")
+    accepted = model_param_names(model_name)
+    params = {k: v for k, v in params.items() if k not in ("seed", "verbose", "save_path")}
+    params |= {k: v for k, v in run_options.items() if k in accepted}
     start = time.perf_counter()
     model = build_model(model_name, split.n_train_users, split.n_items, **params)
     diverged = ""
@@ -90,6 +91,20 @@ def fit_seed(
         "diverged": diverged,
     }
     return FitResult(model, facts, history)
+
+
+def is_seeded(model_name: str) -> bool:
+    """True when the model's results depend on its training seed (the registry says)."""
+    from harness.models.registry import model_spec
+
+    return model_spec(model_name).seeded
+
+
+def has_beta(model_name: str) -> bool:
+    """True when the model has a KL weight (optimal beta, Liang et al.'s procedure)."""
+    from harness.models.registry import model_spec
+
+    return model_spec(model_name).has_beta
 
 
 class HeldOutTestScorer:

@@ -115,7 +115,15 @@ def _fingerprint(data_hash: str, params: Mapping[str, Any]) -> str:
 def _positives(df: pd.DataFrame, p: Mapping[str, Any]):
     """Unique (user code, item code) positive pairs after min-count filtering, sorted by user
     then item, plus the code -> original id arrays."""
-    pos = df.loc[df["rating"].to_numpy() > p["threshold"], ["user", "item"]]
+    ratings = df["rating"].to_numpy()
+    if len(df) and not (ratings > p["threshold"]).any() and (ratings.max() <= p["threshold"]):
+        raise DataError(
+            f"no rating is above protocol.threshold={p['threshold']} (the highest is "
+            f"{float(ratings.max()):g}, among {len(df):,} rows): positives are ratings > "
+            "threshold. For implicit data (clicks, every row a positive with rating 1.0) set "
+            "protocol.threshold=0.5; for ratings, a threshold below your scale's top."
+        )
+    pos = df.loc[ratings > p["threshold"], ["user", "item"]]
     users, user_ids = pd.factorize(pos["user"], sort=True)
     items, item_ids = pd.factorize(pos["item"], sort=True)
     keys = np.unique(users.astype(np.int64) * max(len(item_ids), 1) + items)
@@ -131,7 +139,9 @@ def _positives(df: pd.DataFrame, p: Mapping[str, Any]):
             f"no interactions left after filtering: {len(pos):,} ratings > "
             f"threshold={p['threshold']} among {len(df):,}, but no user/item pair survives "
             f"min_item_positives={p['min_item_positives']} then min_user_positives="
-            f"{p['min_user_positives']}: lower the threshold or the minimum counts"
+            f"{p['min_user_positives']}: lower the threshold (protocol.threshold=0.5 for "
+            "implicit data, where every rating is 1.0) or the minimum counts "
+            "(protocol.min_user_positives, protocol.min_item_positives)"
         )
     return u, i, np.asarray(user_ids), np.asarray(item_ids)
 

@@ -33,15 +33,16 @@ from harness.models.callbacks import (
     seed_total_anneal_steps,
     wants_batch_events,
 )
-from harness.models.persistence import FORMAT, load_model, save_network
+from harness.models.persistence import FORMAT, load_as, save_network
 from harness.models.vae import VAENetwork
 from harness.models.validation import (
     as_click_matrix,
-    check_stopping,
     check_fit_inputs,
     check_k,
     check_save_path,
     check_schedule,
+    check_stopping,
+    check_vae_param,
     check_vae_params,
 )
 
@@ -179,6 +180,12 @@ class VAERecommender:
         self._history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
         self.best_epoch = 0
         self.best_ndcg = math.nan
+
+    @classmethod
+    def check_param(cls, name: str, value: Any, context: dict[str, Any]) -> None:
+        """Check one hyperparameter before any data loads (``validation.check_vae_param``;
+        ``context``: the other configured parameters)."""
+        check_vae_param(name, value, context)
 
     @property
     def model(self) -> VAENetwork:
@@ -362,20 +369,22 @@ class VAERecommender:
         cbs.on_train_begin()
         for epoch in range(self.n_epochs):
             cbs.on_epoch_begin(epoch)
-            total, step = 0.0, 0
-            for group in batches.epoch_groups(max_clicks):
-                sums = network.train_batches(*group, np.int64(steps_done), *schedule).numpy()
-                steps_done += len(sums)
-                # fewer sums than batches only after a non-finite one: the guard raises there
-                n_rows_per_batch = np.diff(group[3]).tolist()
-                for batch_sum, n_rows in zip(sums.tolist(), n_rows_per_batch, strict=False):
-                    total += batch_sum
-                    logs = {"loss": batch_sum / n_rows}
-                    if batch_events:
-                        cbs.on_train_batch_end(step, logs)  # the guard is the first of them
-                    else:
-                        guard.on_train_batch_end(step, logs)
-                    step += 1
+            step = 0
+            for train_batches in self._epoch_passes():
+                total = 0.0  # the epoch's loss is its last pass's
+                for group in batches.epoch_groups(max_clicks):
+                    sums = train_batches(*group, np.int64(steps_done), *schedule).numpy()
+                    steps_done += len(sums)
+                    # fewer sums than batches only after a non-finite one: the guard raises
+                    n_rows_per_batch = np.diff(group[3]).tolist()
+                    for batch_sum, n_rows in zip(sums.tolist(), n_rows_per_batch, strict=False):
+                        total += batch_sum
+                        logs = {"loss": batch_sum / n_rows}
+                        if batch_events:
+                            cbs.on_train_batch_end(step, logs)  # the guard is the first
+                        else:
+                            guard.on_train_batch_end(step, logs)
+                        step += 1
             logs = {
                 "loss": total / n_users,
                 "val_loss": network.loss_sum(valid) / valid.shape[0] if valid is not None
@@ -387,6 +396,12 @@ class VAERecommender:
             if network.stop_training:
                 break
         cbs.on_train_end()
+
+    def _epoch_passes(self):
+        """The compiled batch-group trainers of one epoch, one per pass over the training
+        users (each pass reshuffles). One pass of ``network.train_batches`` here; RecVAE
+        alternates encoder and decoder passes."""
+        yield self.network.train_batches
 
     def _finish(self, history: LossHistory, metrics: Metrics | None) -> None:
         self._history = {key: list(values) for key, values in history.per_epoch.items()}
@@ -485,7 +500,7 @@ class VAERecommender:
     @classmethod
     def load(cls, path: str | os.PathLike) -> VAERecommender:
         """Load a file written by ``save``; ValueError if it holds another model class."""
-        return load_model(path, expected=cls)
+        return load_as(path, cls, expected=cls)
 
     @classmethod
     def _from_record(cls, path: Path, record: dict[str, Any]) -> VAERecommender:

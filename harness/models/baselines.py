@@ -20,7 +20,8 @@ import scipy.sparse as sp
 from harness.evaluation import ndcg_at_k, top_k_items
 from harness.models.batching import top_to_csr, top_to_dense
 from harness.models.callbacks import HISTORY_KEYS, EpochCallback
-from harness.models.persistence import FORMAT, load_model, write_atomically
+from harness.models.persistence import FORMAT, load_as, write_atomically
+from harness.models.spec import NPZ_FORMATS, ModelSpec
 from harness.models.validation import (
     FitData,
     as_click_matrix,
@@ -162,7 +163,7 @@ class OneShotRecommender:
     @classmethod
     def load(cls, path: str | os.PathLike) -> OneShotRecommender:
         """Load a file written by ``save``; ValueError if it holds another model class."""
-        return load_model(path, expected=cls)
+        return load_as(path, cls, expected=cls)
 
     @classmethod
     def _from_record(cls, path: Path, record: dict[str, Any]) -> OneShotRecommender:
@@ -275,3 +276,10 @@ def _weights_from_inverse(inverse: np.ndarray) -> np.ndarray:
     weights = inverse / (-np.diag(inverse))
     np.fill_diagonal(weights, 0.0)
     return weights.astype(np.float32)
+
+
+MODEL_SPECS = (
+    ModelSpec("ease", EASE, iterative=False, seeded=False, has_beta=False, formats=NPZ_FORMATS),
+    ModelSpec("popularity", Popularity, iterative=False, seeded=False, has_beta=False,
+              formats=NPZ_FORMATS),
+)  # fmt: skip

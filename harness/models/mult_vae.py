@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from harness.models.base import VAERecommender
 from harness.models.sparse_ops import gather_clicked, row_sum
+from harness.models.spec import KERAS_FORMATS, ModelSpec
 from harness.models.vae import VAENetwork, register
 
 
@@ -85,6 +86,11 @@ class MultVAE(VAERecommender):
     def _build_network(self) -> VAENetwork:
         return MultinomialNetwork(**self._network_kwargs())
 
+
+MODEL_SPECS = (
+    ModelSpec("mult_vae", MultVAE, iterative=True, seeded=True, has_beta=True,
+              formats=KERAS_FORMATS),
+)  # fmt: skip
 
 Mult_VAE = MultVAE
 """Alias under the Recommenders name."""

@@ -37,6 +37,9 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> P
     os.close(fd)
     try:
         write(tmp)
+        from harness.outputs import give_umask_mode
+
+        give_umask_mode(tmp)  # mkstemp made it 0600: the user's umask decides, as for open()
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -68,25 +71,6 @@ def save_network(network, path: str | os.PathLike) -> None:
     write_atomically(path, write)
 
 
-def _class_by_name(name: str) -> type:
-    from harness.models.registry import MODEL_CLASSES
-
-    classes = {cls.__name__: cls for cls in MODEL_CLASSES.values()}
-    if name not in classes:
-        raise ValueError(
-            f"unknown model class {name!r} in the file: expected one of {sorted(classes)}"
-        )
-    return classes[name]
-
-
-def _expected_name(expected: type | str | None) -> str | None:
-    if expected is None or isinstance(expected, type):
-        return None if expected is None else expected.__name__
-    from harness.models.registry import MODEL_CLASSES
-
-    return MODEL_CLASSES[expected].__name__ if expected in MODEL_CLASSES else expected
-
-
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
     """The ``recommender`` record of a model file without loading its weights.
 
@@ -97,7 +81,9 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}: save one with model.save({str(path)!r})")
-    hint = "write model files with model.save(path) (.keras for VAEs, .npz for EASE/popularity)"
+    hint = (
+        "write model files with model.save(path) (.keras for the Keras models, .npz for the others)"
+    )
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a model file of this harness: {hint}")
     with zipfile.ZipFile(path) as zf:
@@ -117,32 +103,45 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
-def load_model(
-    path: str | os.PathLike, *, expected: type | str | None = None, n_items: int | None = None
+def load_as(
+    path: str | os.PathLike,
+    cls: type,
+    *,
+    expected: type | str | None = None,
+    n_items: int | None = None,
+    record: dict[str, Any] | None = None,
 ):
-    """Load any model written by ``model.save(path)``; scores equal the saved model's.
+    """Load a file written by ``model.save(path)`` as an instance of ``cls``.
+
+    ``harness.models.load_model`` (the registry) finds ``cls`` from the file's class name;
+    a class's own ``load`` passes itself (and ``expected=cls``). Scores equal the saved
+    model's.
 
     Args:
-        path: a ``.keras`` (VAE) or ``.npz`` (EASE, Popularity) file.
-        expected: a model class or registry name the file must hold (None = any).
+        path: a ``.keras`` (Keras networks) or ``.npz`` (closed-form and factor models) file.
+        cls: the class that rebuilds the model (``cls._from_record(path, record)``).
+        expected: a model class (or its class name) the file must hold (None = any).
         n_items: the item count the file must have been trained on (None = any).
+        record: the file's record when the caller has read it already.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: not a model file, or another class / item count than expected (the
             message names both).
     """
-    record = read_record(path)
+    record = read_record(path) if record is None else record
     found = record["class"]
-    want = _expected_name(expected)
+    want = expected.__name__ if isinstance(expected, type) else expected
     if want is not None and want != found:
         raise ValueError(
             f"{path} holds a model of class {found}, not {want}: load it with "
             f"harness.models.load_model(path) or {found}.load(path)"
         )
+    if found != cls.__name__:
+        raise ValueError(f"{path} holds a model of class {found}, not {cls.__name__}")
     if n_items is not None and int(record["n_items"]) != int(n_items):
         raise ValueError(
             f"{path} holds a {found} model trained on {record['n_items']} items but {n_items} items "
             "were expected: load the model saved for this dataset/split"
         )
-    return _class_by_name(found)._from_record(Path(path), record)
+    return cls._from_record(Path(path), record)

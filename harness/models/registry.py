@@ -1,86 +1,108 @@
-"""Models by name, their default hyperparameters, and parameter-name checks for sweeps."""
+"""The model registry: every model described once, by a ``ModelSpec``.
+
+Stages ask the spec what a model can do (``model_spec(name).iterative``, ``.seeded``,
+``.has_beta``), never its name. A model's default hyperparameters live in one place, the
+harness's ``conf/model/<name>.yaml`` (``model_defaults(name)``); its class keeps its own
+constructor defaults for direct use of the class (the seed's, for the drop-in API).
+
+Each module of ``harness/models/`` that declares ``MODEL_SPECS = (ModelSpec(...), ...)`` is
+registered when this module is imported. Adding a model = one module in ``harness/models/``
+(its class and its ``MODEL_SPECS``), ``conf/model/<name>.yaml`` and
+``conf/search_space/<name>.yaml``.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
+import os
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from harness.models.baselines import EASE, Popularity
-from harness.models.mult_vae import MultVAE
-from harness.models.standard_vae import StandardVAE
+from harness.errors import UserError
+from harness.models.persistence import load_as, read_record
+from harness.models.spec import KERAS_FORMATS, NPZ_FORMATS, ModelSpec
+from harness.models.validation import MissingDependencyError
 
-MODEL_CLASSES: dict[str, type] = {
-    "standard_vae": StandardVAE,
-    "mult_vae": MultVAE,
-    "ease": EASE,
-    "popularity": Popularity,
-}
+__all__ = [
+    "KERAS_FORMATS",
+    "NPZ_FORMATS",
+    "MissingDependencyError",
+    "ModelSpec",
+    "UnknownModelError",
+    "build_model",
+    "check_available",
+    "load_model",
+    "model_defaults",
+    "model_param_names",
+    "model_spec",
+    "registered_models",
+]
+
+# Report and listing order of the shipped models; models added later follow by name.
+ORDER = ("standard_vae", "mult_vae", "ease", "popularity", "mult_dae", "recvae", "ials", "rp3beta")
+_MODELS_DIR = Path(__file__).resolve().parent
+
+
+class UnknownModelError(UserError, ValueError):
+    """A model name that is not registered (the message lists the registered ones)."""
+
+
+def _discover() -> tuple[ModelSpec, ...]:
+    """The ``MODEL_SPECS`` of every module in ``harness/models/`` that declares them (found
+    by a look at the source first, so modules without models, such as the plotting one,
+    are not imported)."""
+    specs: dict[str, ModelSpec] = {}
+    for path in sorted(_MODELS_DIR.glob("*.py")):
+        if path.stem in ("__init__", "registry") or "MODEL_SPECS =" not in path.read_text():
+            continue
+        module = importlib.import_module(f"{__package__}.{path.stem}")
+        for spec in getattr(module, "MODEL_SPECS", ()):
+            if spec.name in specs:
+                raise RuntimeError(f"model {spec.name!r} is declared twice ({path.name})")
+            specs[spec.name] = spec
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return tuple(sorted(specs.values(), key=lambda s: (rank.get(s.name, len(ORDER)), s.name)))
+
+
+SPECS: tuple[ModelSpec, ...] = _discover()
+_BY_NAME = {spec.name: spec for spec in SPECS}
+_BY_CLASS = {spec.cls.__name__: spec for spec in SPECS}
 
 # Arguments that build_model fills from the data; never hyperparameters.
 _STRUCTURAL = {"self", "n_users", "original_dim", "n_items"}
 
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    # The Recommenders seed's StandardVAE defaults (n_epochs 400 is the library default; the
-    # harness configs use fewer).
-    "standard_vae": {
-        "intermediate_dim": 200,
-        "latent_dim": 70,
-        "n_epochs": 400,
-        "batch_size": 100,
-        "k": 100,
-        "drop_encoder": 0.5,
-        "drop_decoder": 0.5,
-        "beta": 1.0,
-        "annealing": False,
-        "anneal_cap": 1.0,
-        "total_anneal_steps": None,
-        "learning_rate": 1e-3,
-        "output_activation": "softmax",
-        "n_hidden_layers": 1,
-        "l2_penalty": 0.0,
-        # the seed's ReduceLROnPlateau on val_loss (see VAERecommender: annealing defeats it)
-        "lr_schedule": "plateau",
-        "plateau_factor": 0.2,
-        "plateau_patience": 1,
-        "plateau_min_lr": 1e-4,
-        "adam_epsilon": 1e-7,
-    },
-    # Liang et al. 2018's Mult-VAE (600-200-600, input dropout 0.5, none in the decoder, beta
-    # annealed to 0.2, batch 500, 200 epochs). Liang anneal over a fixed 200,000 batches,
-    # tuned to ML-20M; None uses the seed formula instead, which reaches the cap after 80% of
-    # the epochs on any dataset size (with 200,000, beta would barely leave 0 on ml-100k).
-    "mult_vae": {
-        "intermediate_dim": 600,
-        "latent_dim": 200,
-        "n_epochs": 200,
-        "batch_size": 500,
-        "k": 100,
-        "drop_encoder": 0.5,
-        "drop_decoder": 0.0,
-        "beta": 1.0,
-        "annealing": True,
-        "anneal_cap": 0.2,
-        "total_anneal_steps": None,
-        "learning_rate": 1e-3,
-        "n_hidden_layers": 1,
-        "l2_penalty": 0.0,
-        # Liang et al.: constant Adam 1e-3 with TF1's epsilon 1e-8
-        "lr_schedule": "constant",
-        "plateau_factor": 0.2,
-        "plateau_patience": 1,
-        "plateau_min_lr": 1e-4,
-        "adam_epsilon": 1e-8,
-    },
-    "ease": {"lam": 500.0, "k": 100},
-    "popularity": {"k": 100},
-}
+
+def registered_models() -> tuple[str, ...]:
+    """Every registered model name, in registry order."""
+    return tuple(_BY_NAME)
 
 
-def _model_class(name: str) -> type:
+def model_spec(name: str) -> ModelSpec:
+    """The spec of model ``name``.
+
+    Raises:
+        UnknownModelError: one line listing the registered models.
+    """
     try:
-        return MODEL_CLASSES[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}: choose one of {sorted(MODEL_CLASSES)}") from None
+        return _BY_NAME[name]
+    except (KeyError, TypeError):
+        raise UnknownModelError(
+            f"unknown model {name!r}: choose one of {', '.join(registered_models())}"
+        ) from None
+
+
+def check_available(name: str) -> None:
+    """Raise ``MissingDependencyError`` (one line) when the model's dependency is missing."""
+    spec = model_spec(name)
+    if spec.module is not None and importlib.util.find_spec(spec.module) is None:
+        how = f"'vae-sweep[{spec.extra}]'" if spec.extra else spec.module
+        raise MissingDependencyError(
+            f"model {name!r} needs the package {spec.module!r}, which is not installed: "
+            f"pip install {how}"
+        )
 
 
 def model_param_names(name: str) -> set[str]:
@@ -88,28 +110,98 @@ def model_param_names(name: str) -> set[str]:
     such as verbose, seed, save_path; not n_users/n_items, which come from the data).
 
     Raises:
-        ValueError: unknown model name.
+        UnknownModelError: unknown model name.
     """
-    signature = inspect.signature(_model_class(name).__init__)
+    signature = inspect.signature(model_spec(name).cls.__init__)
     return set(signature.parameters) - _STRUCTURAL
+
+
+def _conf_model_dir() -> Path:
+    from harness.configs import conf_dir
+
+    return conf_dir() / "model"
+
+
+@cache
+def _defaults_from(path: str, mtime: float) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    return {k: v for k, v in dict(values or {}).items() if k != "name"}
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+    """The harness's defaults of model ``name``: ``conf/model/<name>.yaml`` (without "name").
+
+    The one source of default hyperparameters for every stage (the enqueued default trial,
+    integer-vs-float search intervals, the pre-flight checks).
+
+    Raises:
+        UnknownModelError: unknown model name.
+        FileNotFoundError: the registered model has no config file (a broken install).
+    """
+    model_spec(name)
+    path = _conf_model_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"model {name!r} has no config {path}: add conf/model/{name}.yaml")
+    return dict(_defaults_from(str(path), os.path.getmtime(path)))
 
 
 def build_model(name: str, n_users: int, n_items: int, **params: Any):
     """Construct a model by name for data with ``n_users`` training users and ``n_items``.
 
-    Unspecified parameters take the class defaults (the seed's), not MODEL_DEFAULTS.
+    Unspecified parameters take the class defaults (the seed's), not the yaml's; the harness
+    passes the composed ``conf/model/<name>.yaml`` explicitly.
 
     Raises:
-        ValueError: unknown model name or parameter (the message lists the valid ones), or
-            an invalid parameter value.
+        UnknownModelError: unknown model name (the message lists the registered ones).
+        MissingDependencyError: the model's optional dependency is not installed.
+        ValueError: unknown parameter (the message lists the valid ones), or an invalid
+            parameter value.
     """
-    cls = _model_class(name)
+    cls = model_spec(name).cls
+    check_available(name)
     unknown = set(params) - model_param_names(name)
     if unknown:
         raise ValueError(
             f"unknown parameter(s) {sorted(unknown)} for model {name!r}: valid parameters are "
             f"{sorted(model_param_names(name))}"
         )
-    if name in ("ease", "popularity"):
-        return cls(**params, n_items=n_items)
-    return cls(n_users, n_items, **params)
+    if "original_dim" in inspect.signature(cls.__init__).parameters:  # the seed's signature
+        return cls(n_users, n_items, **params)
+    return cls(**params, n_items=n_items)
+
+
+def spec_of_class(class_name: str) -> ModelSpec:
+    """The spec of the model class called ``class_name`` (as saved in a model file).
+
+    Raises:
+        ValueError: no registered model has that class.
+    """
+    if class_name not in _BY_CLASS:
+        raise ValueError(
+            f"unknown model class {class_name!r} in the file: expected one of {sorted(_BY_CLASS)}"
+        )
+    return _BY_CLASS[class_name]
+
+
+def load_model(
+    path: str | os.PathLike, *, expected: type | str | None = None, n_items: int | None = None
+):
+    """Load any model written by ``model.save(path)``; scores equal the saved model's.
+
+    Args:
+        path: a file written by ``save`` (``ModelSpec.formats``: .keras or .npz).
+        expected: a model class or registry name the file must hold (None = any).
+        n_items: the item count the file must have been trained on (None = any).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a model file, or another class / item count than expected (the
+            message names both).
+    """
+    if isinstance(expected, str):
+        expected = _BY_NAME[expected].cls if expected in _BY_NAME else expected
+    record = read_record(path)
+    cls = spec_of_class(record["class"]).cls
+    return load_as(path, cls, expected=expected, n_items=n_items, record=record)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-try:
-    from tensorflow.python.ops.linalg.sparse import sparse_csr_matrix_ops as _csr_ops
-except ImportError:  # a TensorFlow without them: the slower public op is used
-    _csr_ops = None
+from harness.compat.tensorflow import csr_matrix_ops, gradient_registry
+
+_csr_ops = csr_matrix_ops()  # None on a TensorFlow without them: the slower public op is used
 
 
 def to_sparse_tensor(rows, cols, values, n_rows, n_cols: int) -> tf.SparseTensor:
@@ -67,9 +66,7 @@ def forget_traced_gradients() -> int:
     registers a new one), so the entries can go once the models that traced them are done
     with: call this after a trial or fit. Returns how many were dropped.
     """
-    from tensorflow.python.framework import ops
-
-    registry = ops._gradient_registry._registry
+    registry = gradient_registry()
     names = [name for name in registry if name.startswith("CustomGradient-")]
     for name in names:
         del registry[name]

@@ -7,6 +7,7 @@ from keras import ops
 
 from harness.models.base import VAERecommender
 from harness.models.sparse_ops import gather_clicked, row_sum
+from harness.models.spec import KERAS_FORMATS, ModelSpec
 from harness.models.vae import VAENetwork, register
 
 # Keras' binary_crossentropy clips probabilities to [eps, 1 - eps]; the seed's loss inherits it.
@@ -110,3 +111,9 @@ class StandardVAE(VAERecommender):
         if self.output_activation == "sigmoid":
             return SigmoidBernoulliNetwork(**self._network_kwargs())
         return SoftmaxBernoulliNetwork(**self._network_kwargs())
+
+
+MODEL_SPECS = (
+    ModelSpec("standard_vae", StandardVAE, iterative=True, seeded=True, has_beta=True,
+              formats=KERAS_FORMATS),
+)  # fmt: skip

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 from keras import ops
 
+from harness.compat.keras import adam_slots, has_schedule
 from harness.models.batching import chunks
 from harness.models.sparse_ops import sparse_matmul, to_sparse_tensor
 
@@ -86,9 +87,7 @@ def _plain_adam(optimizer) -> bool:
         and not optimizer.use_ema
         and optimizer.loss_scale_factor is None
         and optimizer.gradient_accumulation_steps is None
-        and not isinstance(
-            optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule
-        )
+        and not has_schedule(optimizer)
     )
 
 
@@ -123,6 +122,10 @@ class VAENetwork(keras.Model):
 
     BIAS_STDDEV: float | None = None
     JOINT_LATENT_FAN = False
+    # False: a denoising autoencoder (Mult-DAE): no log_var layer, no sampling, no KL; the
+    # code layer gets LATENT_ACTIVATION (Liang et al.'s MultiDAE: tanh on every hidden layer)
+    VARIATIONAL = True
+    LATENT_ACTIVATION: str | None = None
 
     def __init__(
         self,
@@ -165,23 +168,34 @@ class VAENetwork(keras.Model):
                 units, activation=activation, kernel_initializer=kernel, bias_initializer=bias
             )
 
-        self.encoder_layers = [dense(intermediate_dim, i, "tanh") for i in range(n_hidden_layers)]
-        # Liang et al.'s last encoder layer is one (hidden x 2*latent) matrix split into mu and
-        # log_var: its Glorot range uses fan_out = 2 * latent_dim
-        fan_scale = 1.0
-        if self.JOINT_LATENT_FAN:
-            fan_scale = (intermediate_dim + latent_dim) / (intermediate_dim + 2 * latent_dim)
-        self.mu_layer = dense(latent_dim, 100, fan_scale=fan_scale)
-        self.log_var_layer = dense(latent_dim, 101, fan_scale=fan_scale)
-        self.sampling = Sampling(seed=_seeded(seed, 200))
-        self.decoder_layers = [
-            dense(intermediate_dim, 300 + i, "tanh") for i in range(n_hidden_layers)
-        ]
-        self.decoder_dropout = keras.layers.Dropout(drop_decoder, seed=_seeded(seed, 400))
-        self.output_layer = dense(original_dim, 500)
-        self.input_seed = keras.random.SeedGenerator(_seeded(seed, 600))
+        self._make_layers(dense)
         self._compile_steps(xla_optimizer)
         self.build()
+
+    def _make_layers(self, dense) -> None:
+        """Create the layers; ``dense(units, seed_offset, activation=None, fan_scale=1.0)``
+        makes a Dense layer with this network's initialisers (subclasses may build others)."""
+        self.encoder_layers = [
+            dense(self.intermediate_dim, i, "tanh") for i in range(self.n_hidden_layers)
+        ]
+        # Liang et al.'s last encoder layer is one (hidden x 2*latent) matrix split into mu and
+        # log_var: its Glorot range uses fan_out = 2 * self.latent_dim
+        fan_scale = 1.0
+        if self.JOINT_LATENT_FAN:
+            fan_scale = (self.intermediate_dim + self.latent_dim) / (
+                self.intermediate_dim + 2 * self.latent_dim
+            )
+        self.mu_layer = dense(self.latent_dim, 100, self.LATENT_ACTIVATION, fan_scale=fan_scale)
+        self.log_var_layer = (
+            dense(self.latent_dim, 101, fan_scale=fan_scale) if self.VARIATIONAL else None
+        )
+        self.sampling = Sampling(seed=_seeded(self.seed, 200))
+        self.decoder_layers = [
+            dense(self.intermediate_dim, 300 + i, "tanh") for i in range(self.n_hidden_layers)
+        ]
+        self.decoder_dropout = keras.layers.Dropout(self.drop_decoder, seed=_seeded(self.seed, 400))
+        self.output_layer = dense(self.original_dim, 500)
+        self.input_seed = keras.random.SeedGenerator(_seeded(self.seed, 600))
 
     def get_config(self) -> dict:
         """Constructor arguments (beta as its current value), for ``.keras`` files."""
@@ -238,7 +252,8 @@ class VAENetwork(keras.Model):
             layer.build((None, width))
             width = layer.units
         self.mu_layer.build((None, width))
-        self.log_var_layer.build((None, width))
+        if self.log_var_layer is not None:
+            self.log_var_layer.build((None, width))
         width = self.mu_layer.units
         for layer in self.decoder_layers:
             layer.build((None, width))
@@ -261,7 +276,7 @@ class VAENetwork(keras.Model):
 
     # --- forward ------------------------------------------------------------------------
     def encode(self, x: tf.SparseTensor, training: bool = False):
-        """Return (mu, log_var) for a sparse click batch."""
+        """Return (mu, log_var) for a sparse click batch (log_var None when not VARIATIONAL)."""
         x = self.transform_input(x)
         if training and self.drop_encoder > 0:
             # dropout of a zero is a zero, so dropping the stored clicks is the dense dropout
@@ -271,6 +286,8 @@ class VAENetwork(keras.Model):
         h = first.activation(sparse_matmul(x, first.kernel) + first.bias)
         for layer in self.encoder_layers[1:]:
             h = layer(h)
+        if self.log_var_layer is None:
+            return self.mu_layer(h), None
         return self.mu_layer(h), self.log_var_layer(h)
 
     def decode(self, z, training: bool = False):
@@ -328,10 +345,13 @@ class VAENetwork(keras.Model):
         self.apply_gradients([tf.convert_to_tensor(g) for g in grads])
         return tf.reduce_sum(loss) + self.penalty() * tf.cast(tf.size(loss), tf.float32)
 
-    def _apply_gradients(self, grads) -> None:
-        optimizer = self.optimizer
+    def _apply_gradients(self, grads, variables=None, optimizer=None) -> None:
+        """Adam step of ``variables`` (default: every trainable weight) with ``optimizer``
+        (default: the compiled one), which must have been built with them."""
+        optimizer = self.optimizer if optimizer is None else optimizer
+        variables = self.trainable_weights if variables is None else variables
         if not _plain_adam(optimizer):
-            optimizer.apply(grads, self.trainable_weights)
+            optimizer.apply(grads, variables)
             return
         # Keras' Adam.update_step, op for op (so the weights are bit-identical to
         # ``optimizer.apply``), without the bookkeeping around it: ``apply`` traces 418 graph
@@ -342,10 +362,8 @@ class VAENetwork(keras.Model):
         beta_1_power = tf.pow(tf.cast(optimizer.beta_1, tf.float32), step)
         beta_2_power = tf.pow(tf.cast(optimizer.beta_2, tf.float32), step)
         alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-        for grad, variable in zip(grads, self.trainable_weights, strict=True):
-            index = optimizer._get_variable_index(variable)
-            m = optimizer._momentums[index].value
-            v = optimizer._velocities[index].value
+        for grad, variable in zip(grads, variables, strict=True):
+            m, v = adam_slots(optimizer, variable)
             m.assign_add((grad - m) * (1 - optimizer.beta_1))
             v.assign_add((tf.square(grad) - v) * (1 - optimizer.beta_2))
             variable.value.assign_sub((m * alpha) / (tf.sqrt(v) + optimizer.epsilon))
@@ -369,8 +387,9 @@ class VAENetwork(keras.Model):
         return tf.math.top_k(scores, k=k)
 
     def train_batch_group(
-        self, rows, cols, values, row_bounds, entry_bounds, first_step, anneal, cap, steps
-    ):
+        self, rows, cols, values, row_bounds, entry_bounds, first_step, anneal, cap, steps,
+        step_fn=None,
+    ):  # fmt: skip
         """Adam steps on consecutive batches in one call (a ``batching.BatchGroup``).
 
         After each batch, as ``AnnealingCallback`` would, beta becomes
@@ -378,6 +397,8 @@ class VAENetwork(keras.Model):
         the batches done in this call, computed in float64 and rounded to float32 as Python
         floats are. Stops after the first batch whose loss is not finite (its update is
         applied, as with one call per batch).
+
+        ``step_fn(x)`` replaces ``train_step`` (RecVAE's encoder and decoder steps).
 
         Returns:
             float32 per-user loss sum of every batch run (fewer than the group's batches
@@ -390,7 +411,7 @@ class VAENetwork(keras.Model):
             lo, hi = entry_bounds[i], entry_bounds[i + 1]
             n_rows = row_bounds[i + 1] - row_bounds[i]
             x = to_sparse_tensor(rows[lo:hi], cols[lo:hi], values[lo:hi], n_rows, self.original_dim)
-            batch_sum = self.train_step(x)
+            batch_sum = (step_fn or self.train_step)(x)
             step = tf.cast(first_step + tf.cast(i, tf.int64) + 1, tf.float64)
             annealed = tf.cast(tf.minimum(step / steps, cap), tf.float32)
             self.beta.assign(tf.where(anneal, annealed, self.beta))

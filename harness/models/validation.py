@@ -9,6 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from harness.errors import UserError
+
+
+class MissingDependencyError(UserError, ImportError):
+    """A model's optional dependency is not installed (the message names what to install)."""
+
 
 def as_click_matrix(x, name: str, n_items: int | None = None) -> sp.csr_matrix:
     """Return ``x`` as a canonical float32 CSR click matrix, or raise ValueError.

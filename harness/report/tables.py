@@ -54,10 +54,17 @@ def interval_text(results: BenchmarkResults) -> str:
         return f"mean [95% t-interval over {seeds} seeds; test-user sampling not included]"
     settings = results.info.get("settings", {})
     conf = float(settings.get("confidence", 0.95))
+    if "bootstrap" in kinds:  # results written before the variance-components method
+        return (
+            f"mean [{conf:.0%} bootstrap interval over the {users} test users and the {seeds} "
+            f"training seeds, {settings.get('n_resamples', 2000)} resamples]"
+        )
+    folds = results.info.get("folds")
+    within = f" within each of the {folds} folds (each fold its own runs)" if folds else ""
     return (
-        f"mean [{conf:.0%} bootstrap interval over the {users} test users, nested with the "
-        f"{seeds} training seeds for stochastic models; users alone for deterministic ones, "
-        f"{settings.get('n_resamples', 2000)} resamples]"
+        f"mean [{conf:.0%} t-interval: the {users} test users crossed with the {seeds} "
+        f"training seeds{within} for stochastic models (variance components, Satterthwaite "
+        "df); users alone for deterministic ones]"
     )
 
 
@@ -90,17 +97,18 @@ def metrics_table(results: BenchmarkResults, names: Sequence[str] = MAIN_METRICS
         rows.append(cells)
     header = ["model", *shown, f"vs {baseline} ({test_metric}: mean Δ [CI], Holm p)"]
     settings = results.info.get("settings", {})
-    test = settings.get("test", "bootstrap")
     return Table(
         header,
         rows,
         caption=(
             f"Test users, {interval_text(results)}. recall@k is Liang's truncated recall "
             "(hits / min(k, n_heldout)); recall_std@k is hits / n_heldout. Δ = model − "
-            f"baseline on the same users, with its paired bootstrap interval; p from a paired "
-            f"{'bootstrap' if test == 'bootstrap' else 'sign-flip permutation'} test of the mean "
-            "difference, Holm-corrected over the models (* p<0.05, ** p<0.01, *** p<0.001); "
-            f"'equivalent' only when the Δ interval lies within ±{settings.get('margin', 0.01)}."
+            "baseline on the same users (users x seeds crossed, each model's seeds its own), "
+            "with its t-interval; p from the paired t-test of the mean difference (variance "
+            "components, Satterthwaite df), Holm-corrected over the models (* p<0.05, ** "
+            "p<0.01, *** p<0.001); 'equivalent' when a TOST against "
+            f"±{settings.get('margin', 0.01)}, Holm-corrected the same way, rejects a larger "
+            "difference."
         ),
     )
 
@@ -132,7 +140,6 @@ def tests_table(results: BenchmarkResults) -> Table:
         ]
         for _, r in results.tests.iterrows()
     ]
-    test = results.tests["test"].iloc[0] if len(results.tests) else "bootstrap"
     return Table(
         [
             "model",
@@ -149,9 +156,9 @@ def tests_table(results: BenchmarkResults) -> Table:
         rows,
         caption=(
             "Paired comparisons on the same test users; Δ = model − baseline (mean over seeds "
-            "and users). CI: two-way bootstrap (users jointly, each model's seeds on their "
-            f"own); p: paired {test} test of the mean difference (p >= 1 / (resamples + 1)), "
-            "Holm-corrected over the models. Detectable Δ: the smallest difference this test finds with 80% power at "
+            "and users). CI and p: t with Satterthwaite df from the variance components of "
+            "users x seeds crossed (each model's seeds its own), p Holm-corrected over the "
+            "models. Detectable Δ: the smallest difference this test finds with 80% power at "
             "Holm's strictest level."
         ),
     )
@@ -323,7 +330,7 @@ def budget_table(results: BenchmarkResults) -> Table:
             str(r.get("epochs_trained", "")),
             str(r["note"]),
         ]
-        for _, r in b.fillna("").iterrows()
+        for _, r in b.astype(object).where(b.notna(), "").iterrows()  # "" for missing cells
     ]
     tuned = b[b["n_trials_budget"] > 0]
     equal = tuned["n_trials_budget"].nunique() <= 1 and tuned["finished"].nunique() <= 1

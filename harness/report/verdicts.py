@@ -81,8 +81,8 @@ def _decision(row: pd.Series, margin: float) -> str:
             "equivalence"
         )
     return (
-        f"not distinguishable: no difference of ±{mdd:.4f} or more (80% power), but the "
-        f"interval is not inside ±{margin:g} either"
+        f"not distinguishable: no difference of ±{mdd:.4f} or more was found (80% power), "
+        f"but equivalence within ±{margin:g} was not shown either (two one-sided tests)"
     )
 
 
@@ -113,26 +113,82 @@ def summary_lines(results: BenchmarkResults) -> list[str]:
     unknown = tests[~tests["verdict"].astype(str).str.match(r"(better|worse|equivalent)")]
     if len(unknown):
         worst = float(unknown["mdd"].max())
-        needed = _users_needed(n_users, worst, margin)
+        needs = _users_needed(results, list(unknown["model"]), margin, len(tests))
         lines.append(
             f"- What this run cannot tell: whether {', '.join(map(str, unknown['model']))} "
             f"differ from {baseline} by less than ±{worst:.4f}"
-            + (f"; about {needed:,} test users would resolve ±{margin:g}" if needed else "")
+            + (f"; to resolve ±{margin:g}: {needs}" if needs else "")
             + "."
         )
     lines.append(
         f"- The other metrics in the tables are descriptive: only {metric} is tested, so "
         "they carry no verdict."
     )
+    planned = _planned(results)
+    if planned:
+        lines.append(
+            "- Planned before the sweep (power preflight): "
+            + "; ".join(
+                f"{c['model']} vs {c['baseline']} ±{c['mdd']:.4f}" for c in planned["comparisons"]
+            )
+            + f" detectable with {planned['comparisons'][0]['n_users']} test users "
+            f"({planned['comparisons'][0]['source']})."
+        )
     return lines
 
 
-def _users_needed(n_users: int, mdd: float, margin: float) -> int | None:
-    """Users for a detectable difference of ``margin``, if users dominate the variance
-    (the difference's standard error shrinks as 1 / sqrt(users))."""
-    if not (math.isfinite(mdd) and margin > 0 and mdd > margin):
-        return None
-    return int(math.ceil(n_users * (mdd / margin) ** 2))
+def _planned(results: BenchmarkResults) -> dict | None:
+    """The power preflight's plan saved beside the benchmark folder, if any."""
+    from harness.benchmark.power import load
+
+    plan = load(results.path.parent / f"{results.path.name}.power.json")
+    return plan if plan and plan.get("comparisons") else None
+
+
+def _users_needed(
+    results: BenchmarkResults, models: list[str], margin: float, n_comparisons: int
+) -> str:
+    """Per unresolved comparison, the test users that would detect ``margin``, from the
+    variance components this run's own per-user values show (the seed variance does not
+    shrink with users: then more seeds are needed)."""
+    from harness.benchmark.stats import VarianceComponents, users_needed
+
+    if margin <= 0:
+        return ""
+    info, baseline = results.info, results.info.get("baseline")
+    settings = info.get("settings", {})
+    metric = info.get("test_metric", "ndcg@100")
+    alpha = 1.0 - float(settings.get("confidence", 0.95))
+    try:
+        base = results.per_user(baseline)
+    except OSError:
+        return ""
+    folds = base.get("folds")
+    n_folds = int(info.get("folds") or 1) if folds is not None else 1
+    parts = []
+    for model in models:
+        try:
+            values = results.per_user(model)[metric]
+        except OSError:
+            continue
+        noisy = not info["models"].get(model, {}).get("deterministic", False)
+        base_noisy = not info["models"].get(baseline, {}).get("deterministic", False)
+        noisy, base_noisy = noisy and values.shape[0] > 1, base_noisy and base[metric].shape[0] > 1
+        comps = VarianceComponents.estimate(
+            values, base[metric], model_stochastic=noisy, baseline_stochastic=base_noisy,
+            folds=folds,
+        )  # fmt: skip
+        needed = users_needed(
+            comps, margin=margin, n_seeds_model=values.shape[0],
+            n_seeds_baseline=base[metric].shape[0], alpha=alpha, n_comparisons=n_comparisons,
+            model_stochastic=noisy, baseline_stochastic=base_noisy, n_folds=n_folds,
+        )  # fmt: skip
+        parts.append(
+            f"{model} about {needed:,} test users"
+            if needed
+            else f"{model} more seeds (its seed variance alone exceeds the margin)"
+        )
+    return ", ".join(parts)
 
 
 def _p(value: object) -> str:

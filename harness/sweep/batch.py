@@ -27,6 +27,7 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from harness import pool as worker_pool
+from harness.compat.optuna import optimize_loop_flag, storage_of, study_id_of, trial_id_of
 from harness.sweep.objective import TrialFailedError, objective
 from harness.sweep.space import SearchSpace
 from harness.sweep.study import make_pruner
@@ -67,7 +68,7 @@ class TrialOutcome:
 
 def make_task(study: optuna.Study, trial: optuna.Trial, history: tuple, plan: Any) -> TrialTask:
     """The task for an asked `trial` of `study` (`plan`: a `runner.WorkerPlan`)."""
-    frozen = study._storage.get_trial(trial._trial_id)
+    frozen = storage_of(study).get_trial(trial_id_of(trial))
     return TrialTask(
         study_name=study.study_name,
         number=trial.number,
@@ -135,14 +136,16 @@ def execute_trial(task: TrialTask, split: Any = None) -> TrialOutcome:
         intermediate_values={}, trial_id=0,
     )  # fmt: skip
     for number in range(task.number):  # same numbers as the real study (Hyperband uses them)
-        storage.create_new_trial(study._study_id, template_trial=by_number.get(number, placeholder))
+        storage.create_new_trial(
+            study_id_of(study), template_trial=by_number.get(number, placeholder)
+        )
     template = FrozenTrial(
         number=task.number, state=TrialState.RUNNING, value=None,
         datetime_start=dt.datetime.now(), datetime_complete=None, params=task.params,
         distributions=task.distributions, user_attrs={}, system_attrs=task.system_attrs,
         intermediate_values={}, trial_id=0,
     )  # fmt: skip
-    trial_id = storage.create_new_trial(study._study_id, template_trial=template)
+    trial_id = storage.create_new_trial(study_id_of(study), template_trial=template)
     storage.live_trial_id = trial_id
     trial = optuna.Trial(study, trial_id)
     from harness.models import TrainingDivergedError
@@ -184,36 +187,31 @@ def report_live(study: optuna.Study, trial: optuna.Trial, message: Any) -> None:
     """Write a worker's live per-epoch report to the real study (coordinator side)."""
     kind, step, value = message
     if kind == "report":
-        study._storage.set_trial_intermediate_value(trial._trial_id, step, value)
+        storage_of(study).set_trial_intermediate_value(trial_id_of(trial), step, value)
 
 
 def tell_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> FrozenTrial:
     """Record a worker's outcome on the real study and finish the trial; returns it frozen."""
-    storage = study._storage
-    reported = storage.get_trial(trial._trial_id).intermediate_values
+    storage, trial_id = storage_of(study), trial_id_of(trial)
+    reported = storage.get_trial(trial_id).intermediate_values
     for step, value in sorted(outcome.intermediate_values.items()):
         if step not in reported:
-            storage.set_trial_intermediate_value(trial._trial_id, step, value)
+            storage.set_trial_intermediate_value(trial_id, step, value)
     for key, value in outcome.user_attrs.items():
-        storage.set_trial_user_attr(trial._trial_id, key, value)
+        storage.set_trial_user_attr(trial_id, key, value)
     for key, value in outcome.system_attrs.items():
-        storage.set_trial_system_attr(trial._trial_id, key, value)
+        storage.set_trial_system_attr(trial_id, key, value)
     # The grid sampler calls study.stop() after the last grid point, which Optuna allows only
     # inside optimize(); the coordinator checks exhaustion itself, so the flag is moot here.
-    local = study._thread_local
-    in_loop = getattr(local, "in_optimize_loop", False)
-    local.in_optimize_loop = True
-    try:
+    with optimize_loop_flag(study):
         if outcome.state == TrialState.COMPLETE:
             study.tell(trial, outcome.value)
         else:
             study.tell(trial, state=outcome.state)
-    finally:
-        local.in_optimize_loop = in_loop
-    return storage.get_trial(trial._trial_id)
+    return storage.get_trial(trial_id)
 
 
 def fail_trial(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Mark an asked trial FAIL with `reason` (e.g. the sweep was interrupted)."""
-    study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
+    storage_of(study).set_trial_user_attr(trial_id_of(trial), "failure_reason", reason)
     study.tell(trial, state=TrialState.FAIL)

@@ -15,14 +15,15 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from harness.sweep.study import retry_callback
+from harness.compat.optuna import storage_of, trial_id_of
+from harness.sweep.retry import retry_callback
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class JournalHeartbeat:
         interval: Seconds between heartbeats.
         grace_period: Seconds of silence after which a RUNNING trial is declared dead.
         max_retry: How often one configuration is re-run after dying (None = unlimited).
+        clock: The current time in seconds since the epoch, as file mtimes count it (tests
+            pass a clock they control).
     """
 
     def __init__(
@@ -46,12 +49,14 @@ class JournalHeartbeat:
         interval: float,
         grace_period: float,
         max_retry: int | None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = journal_file.with_name(journal_file.name + ".heartbeats") / study_name
         self.directory.mkdir(parents=True, exist_ok=True)
         self.interval = interval
         self.grace_period = grace_period
         self.retry = retry_callback(max_retry)
+        self.clock = clock
 
     @contextlib.contextmanager
     def beating(self, trial_id: int) -> Iterator[None]:
@@ -83,10 +88,10 @@ class JournalHeartbeat:
         Returns:
             Numbers of the trials this call failed.
         """
-        now = time.time()
+        now = self.clock()
         failed = []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            path = self.directory / str(trial._trial_id)
+            path = self.directory / str(trial_id_of(trial))
             try:
                 last = path.stat().st_mtime
             except FileNotFoundError:
@@ -100,17 +105,17 @@ class JournalHeartbeat:
                 f"worker died: no heartbeat for {silent:.0f} s (grace period "
                 f"{self.grace_period:.0f} s); the trial is re-run"
             )
-            storage = study._storage
+            storage, trial_id = storage_of(study), trial_id_of(trial)
             try:
-                storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
-                if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                storage.set_trial_user_attr(trial_id, "failure_reason", reason)
+                if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                     continue
             except UpdateFinishedTrialError:
                 continue
             path.unlink(missing_ok=True)
             failed.append(trial.number)
             log.warning("trial %d: %s", trial.number, reason)
-            dead = copy.deepcopy(storage.get_trial(trial._trial_id))
+            dead = copy.deepcopy(storage.get_trial(trial_id))
             # The retry inherits the user attrs; the reason belongs to the dead trial only.
             dead.user_attrs = {k: v for k, v in dead.user_attrs.items() if k != "failure_reason"}
             self.retry(study, dead)

@@ -71,7 +71,7 @@ def objective(
         harness.models.TrainingDivergedError: Loss became NaN/inf (failure_reason recorded).
         TrialFailedError: Training ended without one finite NDCG (failure_reason recorded).
     """
-    from harness.models import TrainingDivergedError, build_model, model_param_names
+    from harness.models import TrainingDivergedError, build_model, model_param_names, model_spec
 
     params = dict(fixed_params)
     if "verbose" in model_param_names(model_name):
@@ -85,7 +85,7 @@ def objective(
     trial.set_user_attr("params_full", jsonable(params))
 
     epochs = EpochLog()
-    total = params.get("n_epochs") if model_name.endswith("vae") else 1
+    total = params.get("n_epochs") if model_spec(model_name).iterative else 1
     bar = tqdm(
         total=total,
         desc=f"trial {trial.number}",

@@ -1,8 +1,8 @@
 """Checks that run before any data is loaded: fail early, with one line naming key and range.
 
 - `check_model_config`: every fixed model parameter and every bound and choice of the search
-  space against the model's own parameter rules (`harness.models.validation` for the VAEs,
-  the constructors of the closed-form models), so `search_space.drop_encoder=
+  space against the model's own parameter rules (the class's `check_param` where it has one,
+  e.g. the VAEs' `harness.models.validation` rules; else its constructor, which is cheap), so `search_space.drop_encoder=
   'interval(0.9,1.5)'` is refused before the data loads, not inside trial 0.
 - `check_protocol`: the protocol's parameters (`harness.data.protocol`'s own normalisation)
   and that the stages have users to work with (a sweep needs validation users, a benchmark
@@ -22,8 +22,6 @@ from optuna.distributions import CategoricalDistribution
 from harness.sweep.settings import SweepConfigError
 from harness.sweep.space import SearchSpace
 
-VAES = ("standard_vae", "mult_vae")
-
 
 def _bounds(dist: Any) -> list[tuple[str, Any]]:
     """(description, value) of every value of a distribution that a rule must accept."""
@@ -32,17 +30,18 @@ def _bounds(dist: Any) -> list[tuple[str, Any]]:
     return [("has lower bound", dist.low), ("includes", dist.high)]
 
 
+def _model_class(model_name: str) -> type:
+    from harness.models.registry import model_spec
+
+    return model_spec(model_name).cls
+
+
 def _checker(model_name: str, context: Mapping[str, Any]):
     """A function (name, value) -> None raising ValueError/TypeError on a bad value."""
-    if model_name in VAES:
-        from harness.models.validation import check_vae_param
-
-        return lambda name, value: check_vae_param(name, value, dict(context))
-    from harness.models.registry import MODEL_CLASSES
-
-    cls = MODEL_CLASSES.get(model_name)
-    if cls is None:
-        return lambda name, value: None
+    cls = _model_class(model_name)
+    check_param = getattr(cls, "check_param", None)
+    if check_param is not None:  # models whose constructor is costly (builds a network)
+        return lambda name, value: check_param(name, value, dict(context))
     accepted = set(inspect.signature(cls).parameters) - {"n_items", "n_users", "original_dim"}
 
     def construct(name: str, value: Any) -> None:
@@ -71,20 +70,24 @@ def check_model_config(
     Raises:
         SweepConfigError: One line: the key, the offending value and the allowed range.
     """
-    from harness.models import MODEL_DEFAULTS
+    from harness.models.registry import check_available, model_defaults
 
+    try:
+        check_available(model_name)
+    except ImportError as error:
+        raise SweepConfigError(str(error)) from None
     fixed = {k: v for k, v in model_params.items() if k != "name"} | space.fixed
-    context = {**MODEL_DEFAULTS.get(model_name, {}), **fixed}
+    context = {**model_defaults(model_name), **fixed}
     check = _checker(model_name, context)
     for name, value in fixed.items():
         if name in space.distributions:
             continue  # sampled: its bounds are checked below
         try:
-            # A VAE's check covers every parameter at once (rules may depend on another
-            # one, e.g. anneal_cap on annealing): the message starts with the bad one's name.
+            # A check covers every parameter at once (rules may depend on another one, e.g.
+            # anneal_cap on annealing; a constructor checks them all).
             check(name, value)
         except (ValueError, TypeError) as error:
-            bad = str(error).split("=", 1)[0] if model_name in VAES else name
+            bad = str(error).split("=", 1)[0]  # messages start with the bad one's name
             bad = bad if bad in fixed else name
             key = f"search_space.{bad}" if bad in space.fixed else f"model.{bad}"
             raise SweepConfigError(f"{key} is invalid for {model_name}: {error}") from None

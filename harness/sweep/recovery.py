@@ -30,6 +30,19 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from harness.compat.optuna import (
+    journal_file_lock,
+    journal_file_path,
+    rdb_backend,
+    rdb_models,
+    storage_of,
+    study_id_of,
+    trial_id_of,
+)
+from harness.outputs import write_bytes
+from harness.sweep.objective import INTERRUPTED
+from harness.sweep.retry import retry_callback
+
 log = logging.getLogger("harness.sweep")
 OWNER = "harness:worker"
 CLAIM = "harness:claim:"
@@ -84,7 +97,7 @@ def is_dead(owner: Mapping[str, Any] | None) -> bool:
 
 def record_owner(trial: optuna.Trial) -> None:
     """Write this process as the trial's worker (call as the trial starts)."""
-    trial.storage.set_trial_system_attr(trial._trial_id, OWNER, this_worker())
+    trial.storage.set_trial_system_attr(trial_id_of(trial), OWNER, this_worker())
 
 
 def owned(func: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
@@ -97,8 +110,6 @@ def owned(func: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], flo
             return func(trial)
         except KeyboardInterrupt:
             # Ctrl-C/SIGTERM before the objective could record why (e.g. while suggesting)
-            from harness.sweep.objective import INTERRUPTED
-
             with contextlib.suppress(Exception):
                 if "failure_reason" not in trial.user_attrs:
                     trial.set_user_attr("failure_reason", INTERRUPTED)
@@ -116,10 +127,8 @@ def reap_dead_workers(study: optuna.Study, max_retry: int | None) -> list[int]:
     Returns:
         Numbers of the trials this call failed.
     """
-    from harness.sweep.study import retry_callback
-
     failed = []
-    storage = study._storage
+    storage = storage_of(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.system_attrs.get(OWNER)
         if not is_dead(owner):
@@ -128,14 +137,14 @@ def reap_dead_workers(study: optuna.Study, max_retry: int | None) -> list[int]:
             f"worker died: process {owner['pid']} on {owner['host']} is gone; the trial is re-run"
         )
         try:
-            storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
-            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            storage.set_trial_user_attr(trial_id_of(trial), "failure_reason", reason)
+            if not storage.set_trial_state_values(trial_id_of(trial), TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:
             continue
         failed.append(trial.number)
         log.warning("trial %d: %s", trial.number, reason)
-        dead = copy.deepcopy(storage.get_trial(trial._trial_id))
+        dead = copy.deepcopy(storage.get_trial(trial_id_of(trial)))
         dead.user_attrs = {k: v for k, v in dead.user_attrs.items() if k != "failure_reason"}
         retry_callback(max_retry)(study, dead)
     return failed
@@ -144,11 +153,12 @@ def reap_dead_workers(study: optuna.Study, max_retry: int | None) -> list[int]:
 def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
     """Seconds since the last heartbeat of each RUNNING trial that has one (RDB storages with
     heartbeats; empty otherwise), by trial number, measured by the database's clock."""
-    rdb = _backend(study._storage)
+    rdb = rdb_backend(storage_of(study))
     if not isinstance(rdb, optuna.storages.RDBStorage) or rdb.heartbeat_interval is None:
         return {}
     import sqlalchemy
-    from optuna.storages._rdb import models
+
+    models = rdb_models()
 
     session = rdb.scoped_session()
     try:
@@ -156,7 +166,7 @@ def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
         rows = (
             session.query(models.TrialModel.number, models.TrialHeartbeatModel.heartbeat)
             .join(models.TrialHeartbeatModel)
-            .filter(models.TrialModel.study_id == study._study_id)
+            .filter(models.TrialModel.study_id == study_id_of(study))
             .filter(models.TrialModel.state == TrialState.RUNNING)
             .all()
         )
@@ -177,7 +187,7 @@ def settle_stale_trials(study: optuna.Study, *, poll: float | None = None) -> li
     Returns:
         Numbers of the trials failed here.
     """
-    rdb = _backend(study._storage)
+    rdb = rdb_backend(storage_of(study))
     interval = getattr(rdb, "heartbeat_interval", None)
     if not isinstance(rdb, optuna.storages.RDBStorage) or interval is None:
         return []
@@ -217,30 +227,27 @@ def enqueue_once(study: optuna.Study, params: dict[str, Any], claim: str) -> boo
     """
     key = CLAIM + claim
     value = {**this_worker(), "time": time.time()}
-    backend = _backend(study._storage)
+    storage, study_id = storage_of(study), study_id_of(study)
+    backend = rdb_backend(storage)
     if isinstance(backend, optuna.storages.RDBStorage):
-        if not _insert_study_attr(backend, study._study_id, key, value):
+        if not _insert_study_attr(backend, study_id, key, value):
             return False
         study.enqueue_trial(params, skip_if_exists=False)
         return True
     with _journal_lock(backend):
-        if key in study._storage.get_study_system_attrs(study._study_id):
+        if key in storage.get_study_system_attrs(study_id):
             return False
-        study._storage.set_study_system_attr(study._study_id, key, value)
+        storage.set_study_system_attr(study_id, key, value)
         study.enqueue_trial(params, skip_if_exists=False)
     return True
-
-
-def _backend(storage: Any) -> Any:
-    return getattr(storage, "_backend", storage)  # _CachedStorage wraps the RDBStorage
 
 
 def _insert_study_attr(
     rdb: optuna.storages.RDBStorage, study_id: int, key: str, value: Any
 ) -> bool:
     import sqlalchemy.exc
-    from optuna.storages._rdb import models
 
+    models = rdb_models()
     session = rdb.scoped_session()
     try:
         session.add(
@@ -260,7 +267,7 @@ def _insert_study_attr(
 @contextlib.contextmanager
 def _journal_lock(backend: Any) -> Iterator[None]:
     """An exclusive flock beside a journal file (nothing to lock for in-memory storages)."""
-    path = getattr(backend, "_file_path", None)
+    path = journal_file_path(backend)
     if path is None:
         yield
         return
@@ -290,10 +297,7 @@ def repair_journal(path: Path) -> bool:
         return False
     if not _looks_torn(path):
         return False
-    from optuna.storages.journal import JournalFileSymlinkLock
-    from optuna.storages.journal._file import get_lock_file
-
-    with get_lock_file(JournalFileSymlinkLock(str(path))):
+    with journal_file_lock(str(path)):
         data = path.read_bytes()
         lines = data.split(b"\n")
         tail = lines.pop()  # bytes after the last newline: empty unless torn
@@ -310,8 +314,6 @@ def repair_journal(path: Path) -> bool:
             return False
         with open(path.with_name(path.name + ".torn"), "ab") as side:
             side.write(b"\n".join(cut) + b"\n")
-        from harness.outputs import write_bytes
-
         write_bytes(path, b"".join(line + b"\n" for line in kept))
     log.warning(
         "journal %s had %d torn line(s) from a killed writer; repaired (cut bytes kept in %s)",

@@ -34,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from harness.compat.optuna import storage_of, trial_id_of, unvisited_grid_ids
 from harness.errors import (
     interruptible,
     raise_if_terminated,
@@ -100,7 +101,7 @@ def run_sweep(
     Args:
         split: A `harness.data.Split` (loaded once by the caller).
         dataset_name: Dataset name, used in the derived study name.
-        model_name: "standard_vae", "mult_vae", "ease" or "popularity".
+        model_name: A registered model (`harness.models.registered_models()`).
         model_params: The model's configuration (`cfg.model`; a "name" key is ignored).
         search_space: Param -> Hydra Optuna Sweeper expression (or plain fixed value).
         settings: A `SweepSettings`.
@@ -439,7 +440,7 @@ class _Window:
                 return
             sampler = self.study.sampler
             if isinstance(sampler, optuna.samplers.GridSampler):  # no repeated grid points
-                if not sampler._get_unvisited_grid_ids(self.study):
+                if not unvisited_grid_ids(sampler, self.study):
                     return
             self._ask()
 
@@ -458,7 +459,7 @@ class _Window:
         self.asked = None
         self.beats[future] = stack = contextlib.ExitStack()
         if self.heartbeat is not None:
-            stack.enter_context(self.heartbeat.beating(trial._trial_id))
+            stack.enter_context(self.heartbeat.beating(trial_id_of(trial)))
         self.rdb_beat.trials = list(self.inflight.values())
         self.rdb_beat(force=True)
         self.ran += 1
@@ -554,7 +555,7 @@ class _Heartbeats:
     (journal files beat through `JournalHeartbeat`; other storages have none)."""
 
     def __init__(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
-        self.storage, self.trials, self.last = study._storage, trials, -float("inf")
+        self.storage, self.trials, self.last = storage_of(study), trials, -float("inf")
         self.interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()
 
     def __call__(self, force: bool = False) -> None:
@@ -563,7 +564,7 @@ class _Heartbeats:
         if not force and time.monotonic() - self.last < self.interval / 2:
             return
         for trial in self.trials:
-            self.storage.record_heartbeat(trial._trial_id)
+            self.storage.record_heartbeat(trial_id_of(trial))
         self.last = time.monotonic()
 
 
@@ -612,9 +613,9 @@ def _enqueue_defaults(study: optuna.Study, space: SearchSpace, model_name: str) 
     """
     if not space.distributions:
         return
-    from harness.models import MODEL_DEFAULTS
+    from harness.models.registry import model_defaults
 
-    params = default_trial_params(space, MODEL_DEFAULTS.get(model_name, {}))
+    params = default_trial_params(space, model_defaults(model_name))
     if not params:  # no default lies inside the space: nothing to enqueue
         return
     n_interrupted = 0
@@ -644,7 +645,7 @@ def _worker_seed(plan: WorkerPlan, study: optuna.Study) -> int:
 
 def _with_heartbeat(func: Callable[[optuna.Trial], float], heartbeat: JournalHeartbeat) -> Any:
     def beating_objective(trial: optuna.Trial) -> float:
-        with heartbeat.beating(trial._trial_id):
+        with heartbeat.beating(trial_id_of(trial)):
             return func(trial)
 
     return beating_objective

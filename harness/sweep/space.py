@@ -36,6 +36,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from harness.compat.optuna import distribution_contains
 from harness.sweep.settings import SweepConfigError
 
 SYNTAX_HINT = (
@@ -72,7 +73,7 @@ def parse_search_space(
         model_name: Model the space belongs to; used in messages and to look up defaults.
         param_names: Parameters the model accepts; None = `harness.models.model_param_names`.
         defaults: The model's default parameters (decides int vs float intervals); None =
-            `harness.models.MODEL_DEFAULTS[model_name]`.
+            `harness.models.model_defaults(model_name)` (its `conf/model/<name>.yaml`).
         key_prefix: Config path shown in error messages.
 
     Returns:
@@ -83,14 +84,14 @@ def parse_search_space(
         SweepConfigError: Naming the offending `search_space.<param>` key and the fix.
     """
     if param_names is None or defaults is None:
-        from harness.models import MODEL_DEFAULTS, model_param_names
+        from harness.models.registry import model_defaults, model_param_names, registered_models
 
-        if model_name not in MODEL_DEFAULTS:
+        if model_name not in registered_models():
             raise SweepConfigError(
-                f"unknown model {model_name!r}; use one of {', '.join(sorted(MODEL_DEFAULTS))}."
+                f"unknown model {model_name!r}; use one of {', '.join(registered_models())}."
             )
         param_names = model_param_names(model_name) if param_names is None else param_names
-        defaults = MODEL_DEFAULTS[model_name] if defaults is None else defaults
+        defaults = model_defaults(model_name) if defaults is None else defaults
     allowed = set(param_names)
     parsed = SearchSpace()
     for name, expression in space.items():
@@ -171,11 +172,7 @@ def default_trial_params(space: SearchSpace, defaults: Mapping[str, Any]) -> dic
     for name, distribution in space.distributions.items():
         if name not in defaults:
             continue
-        try:
-            inside = distribution._contains(distribution.to_internal_repr(defaults[name]))
-        except (ValueError, TypeError):
-            inside = False
-        if inside:
+        if distribution_contains(distribution, defaults[name]):
             params[name] = defaults[name]
     return params
 

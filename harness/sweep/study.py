@@ -23,8 +23,10 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from harness.errors import UserError
-from harness.secrets import with_env_password
+from harness.secrets import mask_text, with_env_password
 from harness.sweep.identity import identity_mismatch
+from harness.sweep.recovery import repair_journal
+from harness.sweep.retry import retry_callback
 from harness.sweep.settings import SweepConfigError, SweepSettings
 from harness.sweep.space import SearchSpace, grid_values
 
@@ -34,8 +36,52 @@ class StudyNotFoundError(UserError, LookupError):
 
 
 def default_storage(results_dir: Path | str) -> str:
-    """The default storage URL: one SQLite file for all studies under `results_dir`."""
-    return f"sqlite:///{(Path(results_dir) / 'optuna.db').resolve()}"
+    """The default storage URL: one SQLite file for all studies under `results_dir`.
+
+    ``%``, ``?`` and ``#`` in the path are percent-encoded: unencoded, SQLAlchemy would read
+    ``results?x/optuna.db`` as the file ``results`` with a query string.
+    """
+    from urllib.parse import quote
+
+    path = str((Path(results_dir) / "optuna.db").resolve())
+    return f"sqlite:///{quote(path, safe='/:@!$&()*+,;=~ ')}"
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a ``sqlite:///`` URL (query string dropped, percent-encoding decoded)."""
+    from urllib.parse import unquote
+
+    return Path(unquote(url[len("sqlite:///") :].split("?", 1)[0]))
+
+
+# A SQLite study file of 0 bytes, older than this, is a cut-off write, not one being created.
+EMPTY_DB_GRACE_SECONDS = 30.0
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse a 0-byte SQLite study file (a cut-off write or a full disk): opening it would
+    silently start every study anew and later overwrite the old exports.
+
+    Raises:
+        SweepConfigError: naming the file and the two ways out.
+    """
+    try:
+        info = path.stat()
+    except OSError:
+        return
+    if info.st_size:
+        return
+    for side in ("-wal", "-journal"):  # in WAL mode the data may sit in the -wal file
+        other = path.with_name(path.name + side)
+        if other.exists() and other.stat().st_size:
+            return
+    if time.time() - info.st_mtime < EMPTY_DB_GRACE_SECONDS:
+        return  # another process is creating it right now
+    raise SweepConfigError(
+        f"{path} is empty (0 bytes): a write to it was cut off (a kill or a full disk), so "
+        "its studies are lost or were never written. Restore it from a backup, or delete it "
+        f"(rm {path}) to start the studies anew; it is not reused silently."
+    )
 
 
 def study_name_for(dataset_name: str, fingerprint: str, model_name: str) -> str:
@@ -105,8 +151,6 @@ def open_storage(
             if read_only and path.exists() and not _writable(path):
                 path = _temp_copy(path)  # an archive: Optuna opens journals for appending
             path.parent.mkdir(parents=True, exist_ok=True)
-            from harness.sweep.recovery import repair_journal
-
             repair_journal(path)
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as error:
@@ -126,11 +170,14 @@ def open_storage(
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
         if url.startswith("sqlite:///"):
-            path = Path(url[len("sqlite:///") :])
+            path = sqlite_path(url)
+            check_sqlite_file(path)
             if read_only and path.exists() and not _writable(path):
                 return _read_only_sqlite(path)
             path.parent.mkdir(parents=True, exist_ok=True)
         return _rdb_storage(with_env_password(url), engine_kwargs, kwargs)
+    except SweepConfigError:
+        raise
     except Exception as error:  # sqlalchemy/driver errors have no common base we can rely on
         detail = str(error).splitlines()[0] if str(error) else ""
         raise SweepConfigError(
@@ -195,7 +242,9 @@ def _read_only_sqlite(path: Path) -> RDBStorage:
     if wal.exists() and wal.stat().st_size:
         uri = f"sqlite:///{_temp_copy(path, wal)}"
     else:
-        uri = f"sqlite:///file:{path.resolve()}?mode=ro&immutable=1&uri=true"
+        from urllib.parse import quote
+
+        uri = f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&immutable=1&uri=true"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RDBStorage(uri, skip_table_creation=True, skip_compatibility_check=True)
@@ -252,13 +301,6 @@ def _use_sqlite_wal(storage: RDBStorage) -> None:
 
     sqlalchemy.event.listen(storage.engine, "connect", on_connect)
     storage.engine.dispose()  # connections opened while creating the tables lack the pragmas
-
-
-def retry_callback(max_retry: int | None) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
-    """Optuna's re-enqueue-the-dead-trial callback (experimental API; warning silenced)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
 
 def make_sampler(
@@ -375,6 +417,6 @@ def _hide_password(url: str) -> str:
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparseable URL has no password to hide that we can find
-        return url
+        return mask_text(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # an unparseable URL: mask what looks like a password
+        return mask_text(url)
