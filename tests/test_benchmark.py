@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from pathlib import Path
 
@@ -273,7 +272,10 @@ def test_folds_are_benchmarked_on_their_own_splits_and_pooled(tmp_path):
 
     data = generate_synthetic(n_users=400, n_items=150, density=0.06, seed=0)
     settings = BenchmarkSettings(
-        name="cv", models=("ease", "popularity"), baseline="ease", fixed_models=("ease", "popularity")
+        name="cv",
+        models=("ease", "popularity"),
+        baseline="ease",
+        fixed_models=("ease", "popularity"),
     )
     splits = [make_split(data, n_val_users=40, folds=2, fold=k) for k in range(2)]
     for k, fold_split in enumerate(splits):
