@@ -40,7 +40,7 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from harness.data import default_cache_dir, load_interactions, make_split  # noqa: E402
-from harness.pool import close_shared_pool, current_pool  # noqa: E402
+from harness.execution import ExecutorSettings, make_executor  # noqa: E402
 from harness.sweep import SweepSettings, run_sweep  # noqa: E402
 
 MULT_SPACE = {
@@ -159,7 +159,6 @@ def throughput(trials: int, epochs: int, results: Path, batch_size: int | None =
     print(f"batch_size={window} for both (the same trials)")
     runs = (("1 worker", 1, "tp-1"), (f"auto ({layout.n_workers} workers)", "auto", "tp-auto"))
     for label, n_workers, study_name in runs:
-        close_shared_pool()  # each setting starts its own workers, inside the timing
         settings = SweepSettings(
             n_trials=trials,
             pruner="none",
@@ -173,7 +172,6 @@ def throughput(trials: int, epochs: int, results: Path, batch_size: int | None =
         wall = time.perf_counter() - start
         values = [t.value for t in study.trials]
         rows[label] = (wall, trials / wall * 60, max(values))
-    close_shared_pool()
     print(f"{'workers':<18} {'wall s':>8} {'trials/min':>11} {'best ndcg@100':>14}")
     for label, (wall, rate, best) in rows.items():
         print(f"{label:<18} {wall:>8.1f} {rate:>11.2f} {best:>14.4f}")
@@ -189,7 +187,7 @@ def memory(trials: int, epochs: int, results: Path, recycle_after: int | None) -
     """
     split = make_split(load_interactions("ml-100k"), cache_dir=default_cache_dir())
     model = {**MULT_MODEL, "n_epochs": epochs}
-    close_shared_pool()
+    executor = make_executor(ExecutorSettings(recycle_after=recycle_after), split)
     print(f"ml-100k Mult-VAE, {trials} trials x {epochs} epochs, recycle_after={recycle_after}")
     print(f"{'trials':>7} {'wall s':>7} {'worker':>7} {'processes':>10} {'RSS first':>10} "
           f"{'RSS max':>8} {'RSS last':>9} {'MiB/trial in a process':>23}")  # fmt: skip
@@ -199,9 +197,8 @@ def memory(trials: int, epochs: int, results: Path, recycle_after: int | None) -
         settings = SweepSettings(
             n_trials=done, pruner="none", quiet=True, recycle_after=recycle_after, study_name="mem"
         )
-        _run(split, "ml-100k", model, MULT_SPACE, settings, results, "mult_vae")
-        pool = current_pool(split.fingerprint)
-        assert pool is not None
+        _run(split, "ml-100k", model, MULT_SPACE, settings, results, "mult_vae", executor)
+        pool = executor.pool  # the same workers across chunks
         by_slot: dict[int, list] = defaultdict(list)
         for record in pool.memory:
             by_slot[record.slot].append(record)
@@ -221,10 +218,12 @@ def memory(trials: int, epochs: int, results: Path, recycle_after: int | None) -
             )
         if done >= trials:
             break
-    close_shared_pool()
+    executor.close()
 
 
-def _run(split, dataset, model, space, settings, results, name="standard_vae") -> optuna.Study:
+def _run(
+    split, dataset, model, space, settings, results, name="standard_vae", executor=None
+) -> optuna.Study:
     return run_sweep(
         split=split,
         dataset_name=dataset,
@@ -233,6 +232,7 @@ def _run(split, dataset, model, space, settings, results, name="standard_vae") -
         search_space=space,
         settings=settings,
         results_dir=results,
+        executor=executor,
     )
 
 

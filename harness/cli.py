@@ -17,12 +17,22 @@ os.environ.setdefault(
 
 
 def _check(command: str) -> None:
-    from harness.configs import check_argv_or_exit
+    import sys
 
+    from harness.configs import check_argv_or_exit
+    from harness.secrets import hide_argv_secrets
+
+    # Hydra never sees a password: it is taken off the command line here (see harness.secrets)
+    sys.argv = [sys.argv[0], *hide_argv_secrets(sys.argv[1:])]
     check_argv_or_exit(command)
 
 
 def sweep_main() -> None:
+    import sys
+
+    from harness.secrets import hide_argv_secrets
+
+    sys.argv = [sys.argv[0], *hide_argv_secrets(sys.argv[1:])]
     from harness.sweep.app import main
 
     main()  # checks its own arguments (it also rewrites search_space overrides)

@@ -18,12 +18,14 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 from harness.compat.optuna import OPTIMIZE_LOGGER
+from harness.secrets import mask_text
 
 T = TypeVar("T")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, the shell's code for Ctrl-C
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+MAX_MESSAGE = 4000  # characters of a one-line error
 
 
 class UserError(Exception):
@@ -163,6 +165,9 @@ def user_error_from(error: BaseException) -> UserError | None:
         return error
     from omegaconf.errors import MissingMandatoryValue
 
+    environment = environment_error(error)
+    if environment is not None:
+        return environment
     if isinstance(error, MissingMandatoryValue):
         key = getattr(error, "full_key", None) or str(error).split(":")[-1].strip()
         return UserError(
@@ -171,9 +176,40 @@ def user_error_from(error: BaseException) -> UserError | None:
     return None
 
 
+_FULL_DISK = ("database or disk is full", "no space left")
+_READ_ONLY = ("attempt to write a readonly database", "readonly database", "read-only file system")
+
+
+def environment_error(error: BaseException) -> UserError | None:
+    """A `UserError` for a full disk or a folder that can't be written (ENOSPC, EDQUOT, EROFS,
+    EACCES, or SQLite's own "database or disk is full" / "readonly database"), else None.
+    Finished trials and test scores are stored as they finish, so the fix is to free space
+    (or permissions) and rerun."""
+    import errno
+
+    text = str(error).lower()
+    number = getattr(error, "errno", None)
+    where = getattr(error, "filename", None)
+    at = f" ({where})" if where else ""
+    if number in (errno.ENOSPC, errno.EDQUOT) or any(t in text for t in _FULL_DISK):
+        return UserError(
+            f"no space left on the device{at}: free some space and rerun the same command "
+            "(finished trials and test scores are kept; unfinished ones are run again)."
+        )
+    if number in (errno.EROFS, errno.EACCES, errno.EPERM) or any(t in text for t in _READ_ONLY):
+        return UserError(
+            f"cannot write{at}: permission denied or a read-only file system ({error}). Give "
+            "writable folders with results_dir=DIR reports_dir=DIR and rerun."
+        )
+    return None
+
+
 def fail(command: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
     """Print ``<command>: error: <message>`` on one line and exit with ``code``."""
     text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    text = mask_text(text)
+    if len(text) > MAX_MESSAGE:  # a message quoting a huge value stays readable
+        text = f"{text[:MAX_MESSAGE]}... ({len(text) - MAX_MESSAGE:,} more characters cut)"
     print(f"{command}: error: {text}", file=sys.stderr)
     sys.exit(code)
 

@@ -7,9 +7,10 @@ wall time of each in the report's manifest.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,12 @@ def fold_config(cfg: dict[str, Any], fold: int) -> dict[str, Any]:
     if sweep.get("study_name"):
         sweep["study_name"] = f"{sweep['study_name']}-fold{fold}"
     bench = {**cfg["benchmark"], "name": fold_name(cfg["benchmark"]["name"], fold)}
-    return {**cfg, "protocol": {**cfg["protocol"], "fold": fold}, "sweep": sweep, "benchmark": bench}
+    return {
+        **cfg,
+        "protocol": {**cfg["protocol"], "fold": fold},
+        "sweep": sweep,
+        "benchmark": bench,
+    }
 
 
 def power_preflight(cfg: dict[str, Any], n_users: int, n_folds: int = 1) -> list[str]:
@@ -167,21 +173,34 @@ def pool_fold_benchmarks(
     )
 
 
-def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
+def run_benchmark_stage(cfg: dict[str, Any], split: Any = None, executor: Any = None) -> Path:
     """Benchmark every model of `cfg.models` on the split the sweeps used (with
-    `protocol.folds`: every fold on its own split, then the folds pooled)."""
+    `protocol.folds`: every fold on its own split, then the folds pooled), its trainings on
+    `executor` (made with that split; None = the one `cfg.executor` names, for this stage;
+    in this process with one local worker)."""
     folds = fold_count(cfg)
     if folds is not None and split is None:
         for fold in range(folds):
             run_benchmark_stage(fold_config(cfg, fold))
         return pool_fold_benchmarks(cfg, folds)
-    from harness.devices import parse_gpus, setup_worker
-    from harness.sweep import model_config
-    from harness.sweep.config import load_split
-    from harness.tracking import TrackingSettings, check_tracking, log_benchmark
+    from harness.benchmark.locking import remove_stale_staging, results_lock
+    from harness.tracking import TrackingSettings, check_tracking
 
     settings = benchmark_settings(cfg)  # before any data is loaded: bad options fail first
     tracking = check_tracking(TrackingSettings.from_mapping(cfg.get("tracking")))
+    with results_lock(_paths(cfg)[0]):  # one benchmark at a time per results folder
+        remove_stale_staging(_paths(cfg)[0])  # before the study file: a full disk is freed
+        return _benchmark_locked(cfg, settings, tracking, split, executor)
+
+
+def _benchmark_locked(
+    cfg: dict[str, Any], settings: Any, tracking: Any, split: Any, executor: Any
+) -> Path:
+    from harness.devices import parse_gpus, setup_worker
+    from harness.sweep import model_config
+    from harness.sweep.config import load_split
+    from harness.tracking import log_benchmark
+
     split = split if split is not None else load_split(cfg)
     storage = storage_url(cfg)
     studies = load_studies(
@@ -191,9 +210,17 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         sweep_hint=_sweep_hint(cfg),
     )
     params = {m: model_config(cfg, m)[0] for m in cfg["models"]}
-    open_worker_pool(cfg, split)  # the benchmark's retraining on the worker pool
-    setup_worker(None, parse_gpus(cfg["sweep"].get("gpus")))  # quiet TensorFlow, GPU choice
-    bench = run_benchmark(
+    with contextlib.ExitStack() as stack:
+        if executor is None:  # the benchmark's retraining on the configured executor
+            executor = stack.enter_context(benchmark_executor(cfg, split))
+        setup_worker(None, parse_gpus(cfg["sweep"].get("gpus")))  # quiet TensorFlow, GPU choice
+        bench = _run_benchmark(cfg, split, studies, params, settings, storage, executor)
+    log_benchmark(tracking, bench)
+    return bench
+
+
+def _run_benchmark(cfg, split, studies, params, settings, storage, executor) -> Path:
+    return run_benchmark(
         split=split,
         dataset_name=cfg["dataset"]["name"],
         studies=studies,
@@ -202,23 +229,28 @@ def run_benchmark_stage(cfg: dict[str, Any], split: Any = None) -> Path:
         results_dir=_paths(cfg)[0],
         storage=storage,
         fold=cfg["protocol"].get("fold"),
+        executor=executor,
     )
-    log_benchmark(tracking, bench)
-    return bench
 
 
-def open_worker_pool(cfg: dict[str, Any], split: Any) -> None:
-    """Open (or keep) the shared worker pool of `sweep.n_workers` for this split, so the
-    benchmark's retraining runs in parallel; one worker = fits run in this process."""
-    from harness.pool import current_pool, shared_pool
-    from harness.sweep import SweepSettings
+@contextlib.contextmanager
+def benchmark_executor(cfg: dict[str, Any], split: Any) -> Iterator[Any]:
+    """The executor `cfg.executor` names for a standalone benchmark; None (fits in this
+    process) for a local pool of one worker."""
+    from harness.execution import ExecutorSettings, make_executor
 
-    if current_pool(split.fingerprint) is not None:  # the sweep stage's pool: reuse it
+    settings = ExecutorSettings.from_config(cfg)
+    if settings.backend == "local" and settings.n_workers != "auto":
+        if int(settings.n_workers) <= 1:
+            yield None
+            return
+    executor = make_executor(settings, split)
+    if executor.n_workers <= 1 and settings.backend == "local":
+        executor.close()
+        yield None
         return
-    settings = SweepSettings.from_mapping(cfg.get("sweep") or {})
-    layout = settings.worker_layout()
-    if layout.n_workers > 1:
-        shared_pool(layout, split, split.fingerprint, recycle_after=settings.recycle_after)
+    with executor:
+        yield executor
 
 
 def run_report_stage(
@@ -234,6 +266,12 @@ def run_report_stage(
     bench_dir = results_dir / cfg["benchmark"]["name"]
     hint = f"harness-benchmark dataset={cfg['dataset']['name']}"
     results = None
+    import contextlib
+
+    from harness.outputs import recover
+
+    with contextlib.suppress(OSError):  # a kill between two renames: put the folder back first
+        recover(results_dir, cfg["benchmark"]["name"])
     if cfg["report"]["require_benchmark"] or (bench_dir / "benchmark.json").exists():
         results = load_results(bench_dir, hint=hint)
     else:
@@ -266,7 +304,22 @@ def run_report_stage(
         )
         if results:
             stages["benchmark"] = results.info.get("wall_seconds", float("nan"))
-    manifest = collect_manifest(config=cfg, split_fingerprint=fingerprint, stage_seconds=stages)
+    from harness.report.manifest import keep_provenance
+    from harness.sweep import model_config
+
+    configs = {}
+    for m in cfg["models"]:
+        try:
+            configs[m] = model_config(cfg, m)[0]
+        except Exception:  # a model without a config file of ours: shown in `config` only
+            continue
+    manifest = collect_manifest(
+        config=cfg, split_fingerprint=fingerprint, stage_seconds=stages, model_configs=configs
+    )
+    if not stage_seconds:  # a standalone report: keep the run's provenance, add this line
+        manifest = keep_provenance(
+            _previous_manifest(reports_dir / cfg["report"]["name"]), manifest
+        )
     k = next((int(s.user_attrs.get("k", 100)) for s in studies.values()), 100)
     return build_report(
         name=cfg["report"]["name"],
@@ -276,6 +329,16 @@ def run_report_stage(
         reports_dir=reports_dir,
         k=k,
     )
+
+
+def _previous_manifest(folder: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        found = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _split(cfg: dict[str, Any]) -> Any:
@@ -296,21 +359,21 @@ def run_all(cfg: dict[str, Any]) -> Path:
     folds = fold_count(cfg)
     if folds is not None:
         return _run_folds(cfg, tuned, folds)
+    from harness.execution import ExecutorSettings, make_executor
+
+    executor_settings = ExecutorSettings.from_config(cfg)  # bad executor keys: before the data
     start = time.perf_counter()
     split = _split(cfg)
     seconds["data"] = time.perf_counter() - start
     power_preflight(cfg, int(split.test_te.shape[0]))
     start = time.perf_counter()
-    try:  # one worker pool for the sweeps and the benchmark's retraining
-        run_many(cfg, tuned, split=split)
+    # one executor (worker pool, or Slurm jobs) for the sweeps and the benchmark's retraining
+    with make_executor(executor_settings, split) as executor:
+        run_many(cfg, tuned, split=split, executor=executor)
         seconds["sweep"] = time.perf_counter() - start
         start = time.perf_counter()
-        bench = run_benchmark_stage(cfg, split)
+        bench = run_benchmark_stage(cfg, split, executor)
         seconds["benchmark"] = time.perf_counter() - start
-    finally:
-        from harness.pool import close_shared_pool
-
-        close_shared_pool()
     report = run_report_stage(cfg, fingerprint=split.fingerprint, stage_seconds=seconds)
     print_summary(bench, report)
     return report
@@ -320,32 +383,31 @@ def _run_folds(cfg: dict[str, Any], tuned: list[str], folds: int) -> Path:
     """`harness-run` with `protocol.folds=K`: per fold, sweep and benchmark on that fold's
     split; then pool the folds and report. Each fold's sweep starts from its own (empty or
     resumed) studies only, never from another fold's trials."""
-    from harness.pool import close_shared_pool
+    from harness.execution import ExecutorSettings, make_executor
     from harness.sweep import run_many
 
     seconds: dict[str, float] = {}
     sweep_seconds: list[float] = []
+    executor_settings = ExecutorSettings.from_config(cfg)
     start = time.perf_counter()
     splits = [_split(fold_config(cfg, fold)) for fold in range(folds)]
     seconds["data"] = time.perf_counter() - start
     power_preflight(cfg, sum(int(s.test_te.shape[0]) for s in splits), folds)
-    try:
-        for fold, split in enumerate(splits):
-            fold_cfg = fold_config(cfg, fold)
-            start = time.perf_counter()
-            print(
-                f"fold {fold + 1}/{folds}: {split.test_te.shape[0]} test users, "
-                f"{split.val_te.shape[0]} validation users, {split.n_train_users} training users",
-                file=sys.stderr,
-            )
-            run_many(fold_cfg, tuned, split=split)
+    for fold, split in enumerate(splits):
+        fold_cfg = fold_config(cfg, fold)
+        start = time.perf_counter()
+        print(
+            f"fold {fold + 1}/{folds}: {split.test_te.shape[0]} test users, "
+            f"{split.val_te.shape[0]} validation users, {split.n_train_users} training users",
+            file=sys.stderr,
+        )
+        with make_executor(executor_settings, split) as executor:  # its jobs see the fold's split
+            run_many(fold_cfg, tuned, split=split, executor=executor)
             sweep_seconds.append(time.perf_counter() - start)
             seconds[f"fold {fold} sweep"] = sweep_seconds[-1]
             start = time.perf_counter()
-            run_benchmark_stage(fold_cfg, split)
+            run_benchmark_stage(fold_cfg, split, executor)
             seconds[f"fold {fold} benchmark"] = time.perf_counter() - start
-    finally:
-        close_shared_pool()
     bench = pool_fold_benchmarks(cfg, folds, sweep_seconds)
     report = run_report_stage(cfg, stage_seconds=seconds)
     print_summary(bench, report)
@@ -371,27 +433,54 @@ def _guarded(name: str, stage: Callable[[dict[str, Any]], Any], cfg: DictConfig)
     """Run a stage; user mistakes and interrupts end in one line and an exit status (2, 130,
     143); tracebacks only for bugs (see harness.errors)."""
     from harness.errors import guarded
-    from harness.secrets import scrub_hydra_output
+    from harness.outputs import scrub_hydra_output
 
     scrub_hydra_output()  # Hydra saved .hydra/*.yaml already: mask a storage password there
     matplotlib.use("Agg")  # figures are files: never open a window, work without a display
 
     def work() -> None:
+        from harness.benchmark.locking import remove_stale_staging
+
         config = plain_config(cfg)
         check_output_names(config)
+        remove_stale_staging(_paths(config)[0])  # left by a crashed benchmark (a full disk)
         stage(config)
 
     guarded(name, work, resume_hint="rerun the same command to resume (finished trials are kept)")
 
 
+# Names under results/ the harness itself uses: a benchmark of that name would collide.
+RESERVED_NAMES = frozenset({"hydra", "test_ledger", "test_ledger.jsonl", "optuna.db"})
+
+
 def check_output_names(cfg: dict[str, Any]) -> None:
-    """Refuse unsafe benchmark/report/study names before any work (see harness.outputs)."""
+    """Refuse unsafe benchmark/report/study names, reserved names and output folders that
+    are files, before any work (see harness.outputs)."""
+    from harness.errors import UserError
     from harness.outputs import check_name, check_study_name
 
-    check_name(cfg["benchmark"]["name"], "benchmark.name")
-    check_name(cfg["report"]["name"], "report.name")
+    bench = check_name(cfg["benchmark"]["name"], "benchmark.name")
+    report = check_name(cfg["report"]["name"], "report.name")
     if cfg["sweep"].get("study_name"):
         check_study_name(str(cfg["sweep"]["study_name"]))
+    if bench.lower() in RESERVED_NAMES or bench.endswith((".torn", ".lock")):
+        raise UserError(
+            f"benchmark.name={bench!r} is reserved: results/{bench} is where the harness keeps "
+            f"its own files ({', '.join(sorted(RESERVED_NAMES))}). Choose another name, e.g. "
+            f"benchmark.name={cfg['dataset']['name']}-bench."
+        )
+    results_dir, reports_dir = _paths(cfg)
+    for key, folder in (
+        ("results_dir", results_dir),
+        ("reports_dir", reports_dir),
+        ("benchmark.name", results_dir / bench),
+        ("report.name", reports_dir / report),
+    ):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(
+                f"{key}: {folder} is a file, but the harness writes a folder there. Move the "
+                f"file away or choose another {key}."
+            )
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="benchmark")

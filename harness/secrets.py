@@ -15,18 +15,87 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 PASSWORD_ENV = "VAE_SWEEP_DB_PASSWORD"
+# Masked URL -> real URL, for the URLs whose password `hide_argv_secrets` took off the
+# command line (JSON; inherited by spawned workers, never written anywhere).
+SECRET_URLS_ENV = "VAE_SWEEP_SECRET_URLS"
 MASK = "***"
 # scheme://user:password@ : the password ends at the last "@" before the host part.
 _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*:)[^\s'\"/]*@")
+# ?password=X / &password=X (any position of the query; also passwd, pwd, pass, secrets and
+# tokens), in a URL or a libpq-style string; the value ends at the next & ; # quote or space.
+_QUERY_PASSWORD = re.compile(
+    r"(?P<head>[?&;](?:password|passwd|pwd|pass|secret|token|api_key|access_token)=)"
+    r"(?P<value>[^&;#\s'\"\],}]*)",
+    re.IGNORECASE,
+)
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\",\]}]+")
 
 
 def mask_text(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", text)
+    """``text`` with the password of every URL in it replaced by ``***``.
+
+    Covers ``scheme://user:pw@host`` and the query forms ``?password=pw`` / ``&password=pw``.
+    """
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", text)
+    return _QUERY_PASSWORD.sub(
+        lambda m: m[0] if not m["value"] or m["value"].startswith(MASK) else f"{m['head']}{MASK}",
+        text,
+    )
+
+
+def hide_argv_secrets(argv: list[str]) -> list[str]:
+    """``argv`` with every URL password masked; the real URLs go to `SECRET_URLS_ENV`.
+
+    Console scripts call this before Hydra starts, so Hydra never sees a password: its
+    overrides.yaml, run log, console lines and "Error executing job with overrides" line all
+    carry the masked URL. `reveal` turns a masked URL back into the real one where a
+    connection is made (storage, MLflow).
+    """
+    known = _secret_urls()
+    out = []
+    for arg in argv:
+        def swap(match: re.Match[str]) -> str:
+            url = match[0]
+            masked = mask_text(url)
+            if masked != url:
+                known[masked] = url
+            return masked
+
+        out.append(_URL.sub(swap, arg))
+    if known:
+        import json
+
+        os.environ[SECRET_URLS_ENV] = json.dumps(known)
+    return out
+
+
+def _secret_urls() -> dict[str, str]:
+    import json
+
+    try:
+        found = json.loads(os.environ.get(SECRET_URLS_ENV) or "{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def reveal(url: str) -> str:
+    """The real URL behind a URL masked by `hide_argv_secrets` (else ``url`` unchanged).
+
+    The result holds the secret: use it to connect, never to store or print.
+    """
+    if MASK not in url:
+        return url
+    known = _secret_urls()
+    if url in known:
+        return known[url]
+    for masked, real in sorted(known.items(), key=lambda kv: -len(kv[0])):
+        if masked in url:
+            url = url.replace(masked, real)
+    return url
 
 
 def mask(value: Any) -> Any:
@@ -46,6 +115,7 @@ def with_env_password(url: str) -> str:
     URLs that carry a password, have no user, or are file storages are returned unchanged.
     The result holds the secret: use it to connect, never to store or print.
     """
+    url = reveal(url)
     password = os.environ.get(PASSWORD_ENV)
     if not password or "://" not in url or url.startswith(("sqlite", "journal")):
         return url
@@ -58,34 +128,3 @@ def with_env_password(url: str) -> str:
     if parsed.username is None or parsed.password is not None:
         return url
     return parsed.set(password=password).render_as_string(hide_password=False)
-
-
-def scrub_hydra_output() -> list[Path]:
-    """Mask passwords in the ``.hydra/*.yaml`` Hydra saved for the running job.
-
-    Hydra writes config.yaml, hydra.yaml and overrides.yaml before the task function starts;
-    each entry point calls this first thing, so the files hold no secret once work begins.
-
-    Returns:
-        The files rewritten.
-    """
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hydra_cfg = HydraConfig.get()
-        subdir = hydra_cfg.output_subdir
-        folder = Path(hydra_cfg.runtime.output_dir) / subdir if subdir else None
-    except Exception:  # not running under Hydra (a library call): nothing was saved
-        return []
-    if folder is None or not folder.is_dir():
-        return []
-    from harness.outputs import write_text
-
-    changed = []
-    for path in sorted(folder.glob("*.yaml")):
-        text = path.read_text()
-        masked = mask_text(text)
-        if masked != text:
-            write_text(path, masked)
-            changed.append(path)
-    return changed

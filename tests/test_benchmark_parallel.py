@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from harness.benchmark import BenchmarkSettings, run_benchmark
+from harness.benchmark import parallel as bench_parallel
 from harness.benchmark.layout import load_studies
 from harness.benchmark.ledger import TestLedger
 from harness.data.protocol import make_split
 from harness.data.synthetic import generate_synthetic
-from harness.pool import close_shared_pool, current_pool, plan_workers, shared_pool
+from harness.execution import ExecutorSettings, make_executor
 from harness.sweep import SweepSettings, run_sweep, study_name_for
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,7 @@ PARAMS = {
 N_SEEDS, N_CANDIDATES = 2, 2
 
 
-def _benchmark(split, studies, results: Path, name: str) -> Path:
+def _benchmark(split, studies, results: Path, name: str, executor=None) -> Path:
     settings = BenchmarkSettings(
         name=name,
         models=MODELS,
@@ -59,6 +60,7 @@ def _benchmark(split, studies, results: Path, name: str) -> Path:
         model_params=PARAMS,
         settings=settings,
         results_dir=results,
+        executor=executor,
     )
 
 
@@ -94,25 +96,28 @@ def runs(tmp_path_factory):
         studies = load_studies(
             f"sqlite:///{tmp / 'optuna.db'}", names, fixed=("popularity",), sweep_hint="x"
         )
-        pool = shared_pool(plan_workers(2), split, split.fingerprint)
-        assert current_pool(split.fingerprint) is pool
-        submit, pool_map = pool.submit, pool.map
+        with (
+            make_executor(ExecutorSettings(n_workers=2), split) as executor,
+            pytest.MonkeyPatch.context() as patch,
+        ):
+            submit, run_all = executor.submit, bench_parallel.run_all
 
-        def record_submit(func, job):  # the real pool's submit, its calls recorded
-            model = job[0] if func.__name__ == "_fit_in_worker" else Path(job[0]).name
-            submitted.append((func.__name__, model.split("-")[0]))
-            return submit(func, job)
+            def record_submit(func, *job):  # the real executor's submit, its calls recorded
+                model = job[0] if func.__name__ == "_fit_in_worker" else Path(job[0]).name
+                submitted.append((func.__name__, model.split("-")[0]))
+                return submit(func, *job)
 
-        def record_map(func, jobs, **kwargs):
-            maps.append(func.__name__)
-            return pool_map(func, jobs, **kwargs)
+            def record_map(executor, func, jobs):
+                maps.append(func.__name__)
+                return run_all(executor, func, jobs)
 
-        pool.submit, pool.map = record_submit, record_map
-        before = len(pool.memory)  # the sweeps' trials, when they ran on this pool
-        parallel = _benchmark(split, studies, tmp, "parallel")
-        jobs_run = len(pool.memory) - before
+            executor.submit = record_submit
+            patch.setattr(bench_parallel, "run_all", record_map)
+            before = len(executor.pool.memory)
+            parallel = _benchmark(split, studies, tmp, "parallel", executor)
+            jobs_run = len(executor.pool.memory) - before
     finally:
-        close_shared_pool()
+        pass
     # a results folder of its own: its test ledger must not hand it the pool run's scores
     serial = _benchmark(split, studies, tmp / "serial-results", "serial")
     return {
@@ -157,7 +162,8 @@ def test_pool_benchmark_runs_every_model_and_step_as_one_job_graph(runs) -> None
     submitted = runs["submitted"]
     fits = [model for func, model in submitted if func == "_fit_in_worker"]
     scorings = [model for func, model in submitted if func == "_evaluate_in_worker"]
-    per_model = N_CANDIDATES * N_SEEDS + 2 * N_SEEDS  # selection fits + Liang probes, retrains
+    # selection fits, test runs on fresh seeds, Liang probes and retrainings
+    per_model = N_CANDIDATES * N_SEEDS + N_SEEDS + 2 * N_SEEDS
     assert sorted(fits) == sorted([*SEEDED] * per_model)
     # mult_vae's selection fits all went out before standard_vae's last (Liang) fit: the
     # second model did not wait for the first one's selection, probes and retrainings

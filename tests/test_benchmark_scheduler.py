@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from harness.benchmark.parallel import PoolScheduler, fit_cost
-from harness.pool import WorkerError, WorkerPool, plan_workers
+from harness.execution.local import LocalExecutor
+from harness.pool import WorkerError, plan_workers
 
 
 def _double(x: int) -> int:
@@ -22,8 +23,8 @@ def _fail_on_three(x: int) -> int:
 
 @pytest.fixture(scope="module")
 def pool():
-    with WorkerPool(plan_workers(1), data=None, key="k", preload_tensorflow=False) as pool:
-        yield pool
+    with LocalExecutor(plan_workers(1), None, preload_tensorflow=False) as executor:
+        yield executor
 
 
 def test_jobs_go_out_highest_priority_first_and_callbacks_add_follow_ups(pool) -> None:
@@ -44,7 +45,7 @@ def test_jobs_go_out_highest_priority_first_and_callbacks_add_follow_ups(pool) -
     # one worker: submission order is priority order (ties in the order added)
     assert scheduler.submitted == ["b", "b2", "c", "d", "a"]
     assert results == {"a": 2, "b": 4, "b2": 8, "c": 6, "d": 8}
-    assert pool.idle
+    assert pool.pool.idle
 
 
 def test_a_failing_job_is_raised_naming_it_and_queued_jobs_are_dropped(pool) -> None:
@@ -56,7 +57,7 @@ def test_a_failing_job_is_raised_naming_it_and_queued_jobs_are_dropped(pool) -> 
         scheduler.run()
     assert done == [1]
     assert scheduler.submitted == ["job 1", "job 3"]
-    assert pool.idle  # nothing left running or queued for the next user of the pool
+    assert pool.pool.idle  # nothing left running or queued for the next user of the pool
 
 
 def test_a_failing_callback_is_raised_and_stops_the_graph(pool) -> None:
@@ -73,7 +74,7 @@ def test_a_failing_callback_is_raised_and_stops_the_graph(pool) -> None:
     with pytest.raises(RuntimeError, match="every candidate diverged"):
         scheduler.run()
     assert (done, scheduler.submitted) == ([2], [1, 2])
-    assert pool.idle
+    assert pool.pool.idle
 
 
 def test_fit_cost_ranks_wider_epoch_longer_smaller_batch_fits_longer() -> None:

@@ -403,11 +403,12 @@ def test_progress_bars_give_way_to_plain_lines_off_a_terminal(tmp_path):
 
 
 @pytest.mark.slow  # subprocesses or training: tens of seconds on 2 cores
-def test_the_benchmark_bar_counts_every_retraining(split, tmp_path, monkeypatch):
-    """The bar's total (planned_runs) is the number of retrainings, and every one ticks it:
-    on the worker pool (the VAEs' job graph) and serially (fit_many)."""
+def test_the_benchmark_progress_counts_every_retraining(split, tmp_path, monkeypatch):
+    """The progress lines' total (planned_runs) is the number of retrainings, and every one
+    ticks it: on an executor (the VAEs' job graph) and serially (fit_many)."""
     from harness.benchmark import BenchmarkSettings, core, run_benchmark
-    from harness.pool import close_shared_pool, current_pool
+    from harness.execution import ExecutorSettings, make_executor
+    from harness.execution.progress import JobProgress
 
     study = run_sweep(
         split=split,
@@ -420,23 +421,16 @@ def test_the_benchmark_bar_counts_every_retraining(split, tmp_path, monkeypatch)
     )
     bars: list[dict] = []
 
-    class Bar:  # records what run_benchmark tells its progress bar
-        def __init__(self, total=None, **_):
+    class Progress(JobProgress):  # records what run_benchmark tells its progress lines
+        def __init__(self, total, title, **kwargs):
+            super().__init__(total, title, **kwargs)
             bars.append({"total": total, "ticks": 0})
 
-        def update(self, n=1):
+        def tick(self, label="", n=1):
+            super().tick(label, n)
             bars[-1]["ticks"] += n
 
-        def set_postfix_str(self, _):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *_):
-            return False
-
-    monkeypatch.setattr(core, "tqdm", Bar)
+    monkeypatch.setattr(core, "JobProgress", Progress)
     studies = {"mult_vae": study, "popularity": None}
     params = {"mult_vae": {**MODEL, "n_epochs": 1}, "popularity": {}}
     settings = BenchmarkSettings(
@@ -444,12 +438,9 @@ def test_the_benchmark_bar_counts_every_retraining(split, tmp_path, monkeypatch)
     )
     planned = core.planned_runs(studies, params, settings)
     assert planned == 2 * 2 + 2 * 1 + 1  # candidates x seeds + Liang's pair + popularity once
-    try:
-        assert current_pool(split.fingerprint) is not None  # the sweep's pool: the job graph
-        for _ in ("pool", "serial"):
+    with make_executor(ExecutorSettings(n_workers=2), split) as executor:
+        for where in (executor, None):  # the job graph, then fit_many in this process
             run_benchmark(split=split, dataset_name="synthetic", studies=studies,
-                          model_params=params, settings=settings, results_dir=tmp_path)  # fmt: skip
-            close_shared_pool()  # the second run fits in this process (fit_many)
-    finally:
-        close_shared_pool()
+                          model_params=params, settings=settings, results_dir=tmp_path,
+                          executor=where)  # fmt: skip
     assert bars == [{"total": planned, "ticks": planned}] * 2

@@ -11,7 +11,6 @@ import optuna
 import pytest
 
 from harness.data import load_interactions, make_split
-from harness.pool import close_shared_pool
 from harness.sweep import SweepSettings, run_sweep
 
 pytestmark = pytest.mark.slow
@@ -56,14 +55,11 @@ def _record(study: optuna.Study) -> list[tuple]:
 def test_two_workers_give_the_one_worker_study_trial_by_trial(tmp_path: Path) -> None:
     frame = load_interactions("synthetic", n_users=300, n_items=150, density=0.05, seed=1)
     split = make_split(frame, n_val_users=50, n_test_users=50)
-    try:
-        # successive halving prunes often, and keeps its rungs in system attrs
-        # no batch_size: the default window, max(4, 2 x workers), is 4 for both
-        common = {"n_trials": 8, "pruner": "successive_halving"}
-        parallel = _record(_sweep(split, tmp_path / "parallel", n_workers=2, **common))
-        serial = _record(_sweep(split, tmp_path / "serial", n_workers=1, **common))
-    finally:
-        close_shared_pool()
+    # successive halving prunes often, and keeps its rungs in system attrs
+    # no batch_size: the default window, max(4, 2 x workers), is 4 for both
+    common = {"n_trials": 8, "pruner": "successive_halving"}
+    parallel = _record(_sweep(split, tmp_path / "parallel", n_workers=2, **common))
+    serial = _record(_sweep(split, tmp_path / "serial", n_workers=1, **common))
     assert parallel == serial
     states = [trial[1] for trial in serial]
     assert len(states) == 8 and optuna.trial.TrialState.PRUNED in states  # pruning took part

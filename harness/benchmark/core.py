@@ -36,30 +36,51 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
 from harness.benchmark.layout import write_results
 from harness.benchmark.ledger import TestLedger
+from harness.benchmark.locking import results_lock, staging_folder
+from harness.benchmark.parallel import PoolScheduler, fit_cost, fit_many, on_executor
 from harness.benchmark.power import POWER_KEYS, stated_components
-from harness.benchmark.parallel import PoolScheduler, fit_cost, fit_many, open_pool
 from harness.benchmark.stats import MeanCI, StatsConfigError, StatsSettings, model_interval
 from harness.benchmark.summary import ModelRun, summary_tables
 from harness.benchmark.training import FitResult, HeldOutTestScorer, has_beta, is_seeded
+from harness.execution.progress import JobProgress
 from harness.outputs import output_dir
 from harness.secrets import mask_text
 
 log = logging.getLogger("harness.benchmark")
 MIN_ANNEAL_CAP = 1e-3  # a best epoch at beta ~ 0 would give cap 0, which the models reject
-_BAR: Any = None  # the retraining-runs progress bar of the running benchmark (run_benchmark)
 
 
-def _fit_many(split, model: str, jobs: list, *, patience: int | None) -> list[FitResult]:
-    """`fit_seed` for each (params, seed) job (on the worker pool when one is open),
-    ticking the benchmark's progress bar."""
-    results = fit_many(split, model, jobs, patience=patience)
-    if _BAR is not None:
-        _BAR.update(len(results))
+@dataclass
+class _Jobs:
+    """Where a benchmark's trainings run (None = this process) and its progress lines."""
+
+    executor: Any = None
+    progress: JobProgress | None = None
+
+    def tick(self, label: Any) -> None:
+        if self.progress is not None:
+            self.progress.tick(label)
+
+
+def _fit_many(
+    split, model: str, jobs: list, *, patience: int | None, run: _Jobs | None = None
+) -> list[FitResult]:
+    """`fit_seed` for each (params, seed) job (on the run's executor when it holds this
+    split), one progress line per fit."""
+    run = run or _Jobs()
+    results = fit_many(split, model, jobs, patience=patience, executor=run.executor)
+    for (_, seed), fit in zip(jobs, results, strict=True):
+        run.tick((model, f"seed {seed}:", _fit_text(fit)))
     return results
+
+
+def _fit_text(fit: FitResult) -> str:
+    ndcg = fit.facts.get("val_ndcg")
+    ndcg_text = f"validation NDCG {ndcg:.4f}" if isinstance(ndcg, float) else "fitted"
+    return f"{ndcg_text} in {fit.facts.get('wall_seconds', 0.0):.0f} s"
 
 
 @dataclass(frozen=True)
@@ -212,11 +233,19 @@ def candidates(study: optuna.Study | None, fixed_params: dict[str, Any], n: int)
     return out
 
 
-def _select(split, model: str, cands: list[dict], seeds: list[int], patience: int | None):
+def _select(
+    split,
+    model: str,
+    cands: list[dict],
+    seeds: list[int],
+    patience: int | None,
+    run: _Jobs | None = None,
+):
     """Retrain every candidate over ``seeds``; keep the fits of the best mean validation NDCG."""
     best: tuple[float, dict, list[FitResult]] | None = None
     for cand in cands:
-        fits = _fit_many(split, model, [(cand["params"], s) for s in seeds], patience=patience)
+        jobs = [(cand["params"], s) for s in seeds]
+        fits = _fit_many(split, model, jobs, patience=patience, run=run)
         best = _rate(model, cand, fits, seeds, best)
         del fits
         gc.collect()  # drop the losing candidate's models before training the next
@@ -260,18 +289,20 @@ def _liang(
     seeds: list[int],
     scorer: HeldOutTestScorer,
     settings: BenchmarkSettings,
+    run: _Jobs | None = None,
 ) -> dict[str, Any]:
     """Liang et al.'s optimal beta: anneal to 1.0, take beta at the best epoch, retrain."""
     base = _liang_base(params)
-    # all probes, then all retrainings: each batch runs on the worker pool when there is one
+    # all probes, then all retrainings: each batch runs on the executor when there is one
     probes = _fit_many(
-        split, model, [(_liang_probe(base), s) for s in seeds], patience=settings.patience
+        split, model, [(_liang_probe(base), s) for s in seeds], patience=settings.patience, run=run
     )
     retrains = [
         _liang_retrain(base, seed, probe) for seed, probe in zip(seeds, probes, strict=True)
     ]
     del probes
-    finals = _fit_many(split, model, [r["job"] for r in retrains], patience=settings.patience)
+    jobs = [r["job"] for r in retrains]
+    finals = _fit_many(split, model, jobs, patience=settings.patience, run=run)
     return _liang_result(model, seeds, retrains, finals, scorer, settings)
 
 
@@ -335,6 +366,7 @@ def _liang_result(
         "total_anneal_steps": retrains[-1]["steps"] if retrains else None,
         "seed": seeds[0],
         "history": retrains[0]["history"] if retrains else None,
+        "histories": [r["history"] for r in retrains],  # every seed: the report's band
     }
 
 
@@ -366,21 +398,22 @@ def benchmark_model(
     settings: BenchmarkSettings,
     scorer: HeldOutTestScorer,
     models_dir: Path | None = None,
+    run: _Jobs | None = None,
 ) -> ModelRun:
     """Select, retrain over seeds and test one model (steps 1-4 of the module docstring);
     with ``models_dir``, each final run's model is saved there (``info["saved_models"]``)."""
     seeded = is_seeded(model)
     seeds = settings.seeds if seeded else settings.seeds[:1]  # closed form: seeds change nothing
     cands = candidates(study, fixed_params, settings.n_candidates)
-    chosen, fits = _select(split, model, cands, seeds, settings.patience)
+    chosen, fits = _select(split, model, cands, seeds, settings.patience, run)
     if seeded:  # fresh seeds for the runs that meet the test users
         del fits
         gc.collect()
         jobs = [(chosen["params"], s) for s in settings.test_seeds]
-        fits = _fit_many(split, model, jobs, patience=settings.patience)
+        fits = _fit_many(split, model, jobs, patience=settings.patience, run=run)
 
     def liang(params: dict, liang_seeds: list[int]) -> dict[str, Any]:
-        return _liang(split, model, params, liang_seeds, scorer, settings)
+        return _liang(split, model, params, liang_seeds, scorer, settings, run)
 
     return _model_run(model, study, settings, scorer, models_dir, cands, chosen, fits, liang)
 
@@ -515,12 +548,13 @@ class _Pooled:
 
 
 def _pooled_models(
-    pool,
+    executor,
     split,
     studies: Mapping[str, optuna.Study | None],
     model_params: Mapping[str, dict[str, Any]],
     settings: BenchmarkSettings,
     scorer: HeldOutTestScorer,
+    run: _Jobs | None = None,
 ) -> dict[str, _Pooled]:
     """Every seeded model's selection fits, Liang probes and retrainings and test scorings,
     as one graph on the pool (no barrier between models or steps): a model's probes start
@@ -528,15 +562,15 @@ def _pooled_models(
     its fit is. Decisions use all of a step's results in a fixed order, and scorings are
     handed to the scorer later in model order (`_Pooled.run`), so nothing depends on timing.
     """
-    scheduler = PoolScheduler(pool)
+    scheduler = PoolScheduler(executor)
+    run = run or _Jobs()
     seeds, test_seeds = settings.seeds, settings.test_seeds
     liang_seeds = test_seeds[: settings.liang_seeds or len(seeds)] if settings.liang else []
     chain = 3 if liang_seeds else 2  # fits on the path from a candidate fit to the end
     out: dict[str, _Pooled] = {}
 
-    def tick() -> None:
-        if _BAR is not None:
-            _BAR.update(1)
+    def tick(label: Any, fit: FitResult) -> None:
+        run.tick((*label, ":", _fit_text(fit)))
 
     def evaluate(st: _Pooled, variant: str, seed: int, fit: FitResult, params: dict) -> None:
         if scorer.needs_scoring(st.model, variant, seed, params):
@@ -549,7 +583,8 @@ def _pooled_models(
             scheduler.evaluate(fit.model, scorer, keep, label=label)
 
     def candidate_done(st: _Pooled, key: tuple[int, int], fit: FitResult) -> None:
-        tick()
+        i, j = key
+        tick((st.model, f"trial {st.cands[i]['trial']}", f"seed {seeds[j]}"), fit)
         st.fits[key] = fit
         if len(st.fits) < len(st.cands) * len(seeds):
             return
@@ -584,7 +619,7 @@ def _pooled_models(
             )
 
     def final_done(st: _Pooled, j: int, seed: int, params: dict, fit: FitResult) -> None:
-        tick()
+        tick((st.model, "test run", f"seed {seed}"), fit)
         assert st.tests is not None
         st.tests[j] = fit
         evaluate(st, "final", seed, fit, params)
@@ -593,7 +628,7 @@ def _pooled_models(
             st.tests = None
 
     def probe_done(st: _Pooled, base: dict, i: int, seed: int, probe: FitResult) -> None:
-        tick()
+        tick((st.model, "Liang probe", f"seed {seed}"), probe)
         assert st.retrains is not None
         retrain = st.retrains[i] = _liang_retrain(base, seed, probe)
         params, _ = retrain["job"]
@@ -609,7 +644,7 @@ def _pooled_models(
         )
 
     def retrain_done(st: _Pooled, i: int, seed: int, params: dict, fit: FitResult) -> None:
-        tick()
+        tick((st.model, "Liang retraining", f"seed {seed}"), fit)
         assert st.finals is not None
         st.finals[i] = fit
         evaluate(st, "liang", seed, fit, params)
@@ -621,9 +656,7 @@ def _pooled_models(
         study = studies.get(model)
         cands = candidates(study, dict(model_params.get(model, {})), settings.n_candidates)
         cost = max(fit_cost(c["params"], n_users, n_items) for c in cands)
-        st = out[model] = _Pooled(
-            model, study, cands, {}, cost, retrains={}, finals={}, tests={}
-        )
+        st = out[model] = _Pooled(model, study, cands, {}, cost, retrains={}, finals={}, tests={})
         st.evaluated = {}
         for i, cand in enumerate(cands):
             for j, seed in enumerate(seeds):
@@ -681,12 +714,28 @@ def _models_staging(results_dir: Path, settings: BenchmarkSettings) -> Path | No
     ``write_results`` moves it in (a stale one from a crashed run is removed first)."""
     if not settings.save_models:
         return None
-    staging = results_dir / f".{settings.name}.models-tmp"
+    staging = staging_folder(results_dir, settings.name)
     shutil.rmtree(staging, ignore_errors=True)
     return staging / "models"
 
 
-def run_benchmark(
+def run_benchmark(**kwargs: Any) -> Path:
+    """Benchmark every model of ``settings.models`` and write ``results_dir/<name>/``.
+
+    Holds the results folder's benchmark lock (a second benchmark there waits), and removes
+    the models' staging folder when it fails (a full disk must not stay full). Arguments and
+    errors: see `_run_benchmark`.
+    """
+    results_dir = Path(kwargs["results_dir"])
+    with results_lock(results_dir):
+        try:
+            return _run_benchmark(**kwargs)
+        except BaseException:
+            shutil.rmtree(staging_folder(results_dir, kwargs["settings"].name), True)
+            raise
+
+
+def _run_benchmark(
     *,
     split,
     dataset_name: str,
@@ -696,6 +745,7 @@ def run_benchmark(
     results_dir: Path,
     storage: str | None = None,
     fold: int | None = None,
+    executor: Any = None,
 ) -> Path:
     """Benchmark every model of ``settings.models`` and write ``results_dir/<name>/``.
 
@@ -708,6 +758,8 @@ def run_benchmark(
         results_dir: parent folder of the benchmark folder.
         storage: storage URL, recorded.
         fold: with user-level cross-validation, which fold ``split`` is (recorded).
+        executor: where the seeded models' trainings and scorings run, as one job graph
+            (`harness.execution`, made with ``split``); None = in this process.
 
     Returns:
         The benchmark folder.
@@ -729,34 +781,24 @@ def run_benchmark(
     ledger = TestLedger(results_dir, rescore=settings.rescore)
     scorer = HeldOutTestScorer(split, settings.ks, ledger=ledger)
     models_dir = _models_staging(results_dir, settings)  # None when not saving models
-    global _BAR
-    # disable=None: no bar when stderr is not a terminal (log files get the per-run lines)
-    bar = tqdm(
-        total=planned_runs(studies, model_params, settings),
-        desc=f"benchmark {settings.name}",
-        unit="run",
-        disable=None,
+    progress = JobProgress(
+        planned_runs(studies, model_params, settings), f"benchmark {settings.name}", logger=log
     )
-    _BAR = bar
-    try:
-        with bar:
-            pool = open_pool(split)
-            pooled: dict[str, _Pooled] = {}
-            if pool is not None:  # the VAEs' trainings and scorings as one graph on the pool
-                bar.set_postfix_str("VAEs on the worker pool")
-                pooled = _pooled_models(pool, split, studies, model_params, settings, scorer)
-            runs = []
-            for m in settings.models:
-                bar.set_postfix_str(m)
-                if m in pooled:
-                    runs.append(pooled.pop(m).run(settings, scorer, models_dir))
-                    continue
-                params = dict(model_params.get(m, {}))
-                runs.append(
-                    benchmark_model(split, m, studies.get(m), params, settings, scorer, models_dir)
-                )
-    finally:
-        _BAR = None
+    jobs = _Jobs(executor if on_executor(executor, split) else None, progress)
+    where = jobs.executor.describe() if jobs.executor is not None else "this process"
+    progress.start(f"{where} ({', '.join(settings.models)}; {settings.n_seeds} seed(s))")
+    pooled: dict[str, _Pooled] = {}
+    if jobs.executor is not None:  # the VAEs' trainings and scorings as one job graph
+        pooled = _pooled_models(jobs.executor, split, studies, model_params, settings, scorer, jobs)
+    runs = []
+    for m in settings.models:
+        if m in pooled:
+            runs.append(pooled.pop(m).run(settings, scorer, models_dir))
+            continue
+        params = dict(model_params.get(m, {}))
+        runs.append(
+            benchmark_model(split, m, studies.get(m), params, settings, scorer, models_dir, jobs)
+        )
     info = {
         "name": settings.name,
         "dataset": dataset_name,

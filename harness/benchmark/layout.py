@@ -172,10 +172,11 @@ def _storage_missing(storage: str) -> Path | None:
 
     Checked before opening because opening a SQLite URL silently creates an empty database.
     """
-    from harness.sweep.study import is_journal_url, journal_path
+    from harness.sweep.study import check_sqlite_file, is_journal_url, journal_path, sqlite_path
 
     if storage.startswith("sqlite:///"):
-        path = Path(storage[len("sqlite:///") :])
+        path = sqlite_path(storage)
+        check_sqlite_file(path)
     elif is_journal_url(storage):
         path = journal_path(storage)
     else:

@@ -14,6 +14,11 @@ users of this split over all runs.
 
 Writes are atomic: the arrays go to a temp file renamed into place, then the line is
 appended with one ``write`` under an exclusive ``flock`` (one line, never half of one).
+
+Reading survives a torn write all the same (a kill or a full disk outside our control, an
+edit by hand): a line that is not a complete entry is cut from the ledger and kept aside in
+``test_ledger.jsonl.torn`` with a warning, like Optuna's journal; an arrays file that can't be
+read is moved aside (``.torn``) with a warning and its configuration and seed are scored again.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ import json
 import logging
 import os
 import tempfile
-from importlib import metadata
 from collections import Counter
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +72,21 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+TORN_SUFFIX = ".torn"
+_REQUIRED = ("split_fingerprint", "config_hash", "seed", "arrays", "coverage")
+
+
+def _entry(line: str) -> dict[str, Any] | None:
+    """The ledger entry on ``line``, or None when it is torn, garbage or lacks a field."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or any(key not in entry for key in _REQUIRED):
+        return None
+    return entry
+
+
 def configuration_hash(model: str, params: Mapping[str, Any], variant: str, ks: tuple) -> str:
     """Hash of what a test scoring depends on, besides split and seed."""
     kept = {k: v for k, v in params.items() if k not in RUN_OPTIONS}
@@ -91,13 +111,98 @@ class TestLedger:
         self.rescore = rescore
         self.code = code if code is not None else code_fingerprint()
         self._warned_unversioned = False
+        self._checked: set[str] = set()  # arrays files read back once and found whole
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every line of the ledger (oldest first); [] when there is none."""
+        """Every entry of the ledger (oldest first); [] when there is none.
+
+        Torn or garbage lines are cut from the file (under the ledger's lock) and appended to
+        ``test_ledger.jsonl.torn``, with a warning; the entries before and after them stay.
+        """
         if not self.path.exists():
             return []
-        with self.path.open(encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        raw = self.path.read_bytes()
+        entries, torn = self._parse(raw)
+        if torn:
+            entries = self._cut_torn_lines()
+        return entries
+
+    @staticmethod
+    def _parse(raw: bytes) -> tuple[list[dict[str, Any]], list[bytes]]:
+        entries, torn = [], []
+        for line in raw.splitlines(keepends=True):
+            if not line.strip():
+                continue
+            entry = _entry(line.decode("utf-8", errors="replace"))
+            if entry is None or not line.endswith(b"\n"):
+                torn.append(line)
+            else:
+                entries.append(entry)
+        return entries, torn
+
+    def _cut_torn_lines(self) -> list[dict[str, Any]]:
+        """Rewrite the ledger without its torn lines (kept aside in ``.torn``), locked."""
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # no append lands between the read and the rewrite
+            with open(self.path, "rb") as handle:
+                raw = handle.read()
+            entries, torn = self._parse(raw)
+            if not torn:
+                return entries
+            aside = self.path.with_name(self.path.name + TORN_SUFFIX)
+            with open(aside, "ab") as handle:
+                for line in torn:
+                    handle.write(line if line.endswith(b"\n") else line + b"\n")
+            kept = b"".join(json.dumps(e, sort_keys=True).encode() + b"\n" for e in entries)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as handle:
+                handle.write(kept)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, os.stat(self.path).st_mode & 0o777)
+            os.replace(tmp, self.path)
+            log.warning(
+                "%s: %d torn or unreadable line(s) cut and kept aside in %s; the %d complete "
+                "entries are kept (their configurations and seeds are not scored again)",
+                self.path,
+                len(torn),
+                aside,
+                len(entries),
+            )
+            return entries
+        finally:
+            os.close(fd)
+
+    def _arrays_ok(self, entry: Mapping[str, Any]) -> bool:
+        """True when the entry's arrays file exists and reads back whole; a damaged one is
+        moved aside with a warning (its configuration and seed are then scored again)."""
+        path = self.dir / entry["arrays"]
+        if str(path) in self._checked:
+            return True
+        if not path.exists():
+            return False
+        try:
+            with np.load(path) as data:
+                for name in data.files:
+                    data[name]
+        except Exception as error:  # BadZipFile, EOFError, ValueError, OSError, zlib.error
+            aside = path.with_name(path.name + TORN_SUFFIX)
+            try:
+                os.replace(path, aside)
+            except OSError:
+                aside = path
+            log.warning(
+                "%s: cannot read the stored test scores (%s: %s); moved to %s, this "
+                "configuration and seed are scored again",
+                path,
+                type(error).__name__,
+                str(error)[:200],
+                aside.name,
+            )
+            return False
+        self._checked.add(str(path))
+        return True
 
     def find(self, fingerprint: str, config: str, seed: int) -> dict[str, Any] | None:
         """The latest entry for (split, configuration, seed) made with this code fingerprint
@@ -107,7 +212,7 @@ class TestLedger:
                 (entry["split_fingerprint"], entry["config_hash"], entry["seed"])
                 == (fingerprint, config, seed)
                 and entry.get("code") == self.code
-                and (self.dir / entry["arrays"]).exists()
+                and self._arrays_ok(entry)
             ):
                 return entry
         return None
@@ -176,6 +281,9 @@ class TestLedger:
         try:
             with os.fdopen(fd, "wb") as handle:
                 np.savez_compressed(handle, **per_user)
+            from harness.outputs import give_umask_mode
+
+            give_umask_mode(tmp)  # mkstemp made it 0600: the user's umask decides
             os.replace(tmp, self.dir / arrays)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -192,7 +300,7 @@ class TestLedger:
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         line = (json.dumps(entry, sort_keys=True) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.write(fd, line)

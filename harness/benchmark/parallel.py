@@ -1,4 +1,4 @@
-"""Benchmark fits dispatched to the shared worker pool (`harness.pool`), if one is open.
+"""Benchmark fits dispatched as jobs to the run's executor (`harness.execution`).
 
 Every fit is seeded (and the models turn on TensorFlow's op determinism), so a fit gives the
 same weights in a worker as in this process, whatever the thread count: results are
@@ -14,7 +14,9 @@ Closed-form models (EASE, popularity) are fitted here: they take no seed and the
 
 `PoolScheduler` runs a graph of such jobs without barriers: jobs wait in a priority queue
 here and go to a worker as soon as one is free (longest chain first); a finished job's
-callback, run here, may add the jobs it unblocks. Test-user scoring can run as such a job
+callback, run here, may add the jobs it unblocks. A job whose worker was lost (died, hung,
+cancelled by the cluster) is run again on a fresh worker (seeded: the same result), up to
+`LOST_RETRIES` times. Test-user scoring can run as such a job
 too (`PoolScheduler.evaluate`: the worker computes the per-user metrics from the file); the
 caller then hands the result to the scorer (`HeldOutTestScorer.score(evaluated=...)`) in
 its own, deterministic, order.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import heapq
+import logging
 import math
 import shutil
 import tempfile
@@ -38,13 +41,22 @@ import numpy as np
 from harness import pool as worker_pool
 from harness.benchmark.training import FitResult, HeldOutTestScorer, fit_seed, is_seeded
 from harness.devices import free_model_memory
+from harness.execution import WorkerError, WorkerLost
 
+log = logging.getLogger("harness.benchmark")
 _FIT_DIR: Path | None = None
+LOST_RETRIES = 2  # re-runs of a job whose worker was lost
 
 
-def _fit_dir() -> Path:
-    """A process-wide temporary folder for the workers' fitted models (removed at exit)."""
+def _fit_dir(executor: Any = None) -> Path:
+    """A process-wide temporary folder for the workers' fitted models (removed at exit); for
+    cluster jobs, one under the executor's folder (a filesystem the jobs share)."""
     global _FIT_DIR
+    shared = getattr(executor, "folder", None)
+    if shared is not None:
+        path = Path(shared) / "fits"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     if _FIT_DIR is None:
         _FIT_DIR = Path(tempfile.mkdtemp(prefix="harness-fits-"))
         atexit.register(shutil.rmtree, _FIT_DIR, ignore_errors=True)
@@ -52,36 +64,74 @@ def _fit_dir() -> Path:
 
 
 def fit_many(
-    split, model_name: str, jobs: Sequence[tuple[dict[str, Any], int]], *, patience: int | None
+    split,
+    model_name: str,
+    jobs: Sequence[tuple[dict[str, Any], int]],
+    *,
+    patience: int | None,
+    executor: Any = None,
 ) -> list[FitResult]:
     """`fit_seed(split, model_name, params, seed, patience=patience)` for each (params, seed)
-    job, on the pool's workers when a pool for this split is open; results in job order."""
-    pool = worker_pool.current_pool(split.fingerprint)
-    if pool is None or not is_seeded(model_name):
+    job, on `executor` when its jobs see this split; results in job order."""
+    if not on_executor(executor, split) or not is_seeded(model_name):
         return [fit_seed(split, model_name, p, s, patience=patience) for p, s in jobs]
-    paths = [_fit_path(model_name) for _ in jobs]
+    paths = [_fit_path(model_name, executor) for _ in jobs]
     args = [
         (model_name, p, s, patience, str(path)) for (p, s), path in zip(jobs, paths, strict=True)
     ]
-    outs = pool.map(_fit_in_worker, args)
-    return [_remote_fit(pool, path, out) for path, out in zip(paths, outs, strict=True)]
+    outs = run_all(executor, _fit_in_worker, args)
+    return [_remote_fit(executor, path, out) for path, out in zip(paths, outs, strict=True)]
 
 
-def _fit_path(model_name: str) -> Path:
+def _fit_path(model_name: str, executor: Any = None) -> Path:
     """A fresh temporary file for a worker's fitted model, in the model's own format."""
     from harness.models.registry import model_spec
 
-    return _fit_dir() / f"{model_name}-{uuid.uuid4().hex}{model_spec(model_name).formats[0]}"
+    name = f"{model_name}-{uuid.uuid4().hex}{model_spec(model_name).formats[0]}"
+    return _fit_dir(executor) / name
 
 
-def open_pool(split) -> worker_pool.WorkerPool | None:
-    """The shared pool whose workers hold ``split``, if one is open."""
-    return worker_pool.current_pool(split.fingerprint)
+def on_executor(executor: Any, split) -> bool:
+    """True when `executor`'s jobs hold `split` (else fits run in this process)."""
+    return executor is not None and getattr(executor, "key", None) == split.fingerprint
 
 
-def _remote_fit(pool: worker_pool.WorkerPool, path: Path, out: tuple) -> FitResult:
+def run_all(executor: Any, func: Callable[..., Any], jobs: Sequence[tuple]) -> list[Any]:
+    """`func(*job)` for each job on `executor`, results in job order; a lost job runs again.
+
+    Raises:
+        WorkerError: a job failed (the first in job order), after every job has ended.
+    """
+    futures = [executor.submit(func, *job) for job in jobs]
+    attempts = [0] * len(jobs)
+    results: list[Any] = [None] * len(jobs)
+    errors: dict[int, BaseException] = {}
+    left = set(range(len(jobs)))
+    while left:
+        executor.wait([futures[i] for i in left])
+        for i in sorted(left):
+            if not futures[i].done():
+                continue
+            error = futures[i].exception()
+            if isinstance(error, WorkerLost) and attempts[i] < LOST_RETRIES:
+                attempts[i] += 1
+                log.warning("%s: %s; running it again", func.__name__, error.reason)
+                futures[i] = executor.submit(func, *jobs[i])
+                continue
+            left.discard(i)
+            if error is None:
+                results[i] = futures[i].result()
+            else:
+                errors[i] = error
+    if errors:
+        first = min(errors)
+        raise WorkerError(f"job {first} of {func.__name__} failed: {errors[first]}")
+    return results
+
+
+def _remote_fit(executor: Any, path: Path, out: tuple) -> FitResult:
     facts, history, attrs = out
-    return FitResult(RemoteModel(pool, path, attrs), facts, history)
+    return FitResult(RemoteModel(executor, path, attrs), facts, history)
 
 
 def fit_cost(params: dict[str, Any], n_users: int, n_items: int) -> float:
@@ -106,11 +156,12 @@ class PoolScheduler:
         submitted: the ``label`` of every job, in the order it went to a worker.
     """
 
-    def __init__(self, pool: worker_pool.WorkerPool) -> None:
-        self.pool = pool
+    def __init__(self, executor: Any) -> None:
+        self.executor = executor
         self.submitted: list[Any] = []
+        self.lost: list[Any] = []  # labels of the jobs run again after their worker was lost
         self._ready: list[tuple] = []  # heap of (-priority, sequence, func, args, then, label)
-        self._running: dict[int, tuple[Callable[[Any], None], Any]] = {}
+        self._running: dict[Any, tuple] = {}  # future -> (then, label, func, args, attempts)
         self._sequence = 0
 
     def add(
@@ -144,11 +195,11 @@ class PoolScheduler:
         `RemoteModel`)."""
         if not is_seeded(model_name):
             raise ValueError(f"{model_name} is fitted in this process, not on the pool")
-        path = _fit_path(model_name)
+        path = _fit_path(model_name, self.executor)
         self.add(
             _fit_in_worker,
             (model_name, params, seed, patience, str(path)),
-            lambda out: then(_remote_fit(self.pool, path, out)),
+            lambda out: then(_remote_fit(self.executor, path, out)),
             priority=priority,
             label=label,
         )
@@ -163,8 +214,8 @@ class PoolScheduler:
         label: Any = None,
     ) -> None:
         """Queue `scorer.evaluate(model)` (test users' per-user metrics and coverage) in a
-        worker; the pool's split must be the scorer's."""
-        if scorer.split.fingerprint != self.pool.key:
+        worker; the executor's split must be the scorer's."""
+        if scorer.split.fingerprint != self.executor.key:
             raise ValueError("the scorer's split is not the one the pool's workers hold")
         args = (str(model.path), scorer.ks, scorer.coverage_k)
         alive = [model]  # the file lives as long as its RemoteModel: keep it until scored
@@ -185,27 +236,44 @@ class PoolScheduler:
         """
         failure: BaseException | None = None
         while self._ready or self._running:
-            while failure is None and self._ready and len(self._running) < self.pool.n_workers:
+            while failure is None and self._ready and len(self._running) < self.executor.n_workers:
                 _, _, func, args, then, label = heapq.heappop(self._ready)
-                self._running[self.pool.submit(func, args)] = (then, label)
+                future = self.executor.submit(func, *args)
+                self._running[future] = (then, label, func, args, 0)
                 self.submitted.append(label)
             if failure is not None:
                 self._ready.clear()
             if not self._running:
                 break
-            for ticket, ok, value in self.pool.poll(None):
-                then, label = self._running.pop(ticket)
+            for future in self.executor.wait(list(self._running)):
+                then, label, func, args, attempts = self._running.pop(future)
                 if failure is not None:
                     continue
-                if not ok:
-                    failure = worker_pool.WorkerError(f"{label} failed in a worker:\n{value}")
+                error = future.exception()
+                if isinstance(error, WorkerLost) and attempts < LOST_RETRIES:
+                    log.warning("%s: %s; running it again", _text(label), error.reason)
+                    self.lost.append(label)
+                    again = self.executor.submit(func, *args)
+                    self._running[again] = (then, label, func, args, attempts + 1)
+                    continue
+                if error is not None:
+                    detail = error if isinstance(error, WorkerLost) else _traceback(error)
+                    failure = WorkerError(f"{_text(label)} failed in a worker:\n{detail}")
                     continue
                 try:
-                    then(value)
+                    then(future.result())
                 except Exception as exc:  # noqa: BLE001 - raised once the workers are idle
                     failure = exc
         if failure is not None:
             raise failure
+
+
+def _traceback(error: BaseException) -> str:
+    return str(error).split(":\n", 1)[-1]
+
+
+def _text(label: Any) -> str:
+    return " ".join(str(part) for part in label) if isinstance(label, tuple) else str(label)
 
 
 class RemoteModel:
@@ -214,15 +282,15 @@ class RemoteModel:
     Attributes set on the fitted model that callers read (`total_anneal_steps_`) are copied.
     """
 
-    def __init__(self, pool: worker_pool.WorkerPool, path: Path, attrs: dict[str, Any]) -> None:
-        self.pool, self.path = pool, Path(path)
+    def __init__(self, executor: Any, path: Path, attrs: dict[str, Any]) -> None:
+        self.executor, self.path = executor, Path(path)
         for key, value in attrs.items():
             setattr(self, key, value)
         weakref.finalize(self, self.path.unlink, missing_ok=True)
 
     def score(self, x) -> np.ndarray:
         """Dense scores (users x items) of the fitted model, computed in a worker."""
-        return self.pool.map(_score_in_worker, [(str(self.path), x)])[0]
+        return run_all(self.executor, _score_in_worker, [(str(self.path), x)])[0]
 
     def save(self, path) -> Path:
         """Write the fitted model to `path` (a copy of the file the worker saved)."""

@@ -238,11 +238,36 @@ def load_file(
                 '(e.g. "," or "\\t" or "parquet").'
             )
     if sep == "parquet":
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataError(
+                f"{path} is not a readable Parquet file ({type(error).__name__}: "
+                f"{_short(error)}). Fix: point dataset.options.path at a Parquet file, or set "
+                "dataset.options.sep for a text file."
+            ) from None
         line_offset = 0
     else:
+        compressed = path.suffix.lower() in {".gz", ".bz2", ".zip", ".xz"}
+        if not compressed:
+            with path.open("rb") as handle:
+                start = handle.read(8192)
+            if b"\x00" in start:
+                raise DataError(
+                    f"{path} is not a text file (it holds NUL bytes): a binary or compressed "
+                    "file? Fix: point dataset.options.path at a UTF-8 CSV/TSV (compressed ones "
+                    'need their suffix, e.g. .csv.gz) or a .parquet file, or set '
+                    'dataset.options.sep="parquet".'
+                )
         try:
             frame = pd.read_csv(path, sep=sep, header=0 if header else None)
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"{path} is not a text file (byte {error.object[error.start:error.start + 1]!r} "
+                f"at offset {error.start} is not UTF-8): a binary or compressed file? Fix: point "
+                "dataset.options.path at a UTF-8 CSV/TSV (compressed ones need their suffix, "
+                'e.g. .csv.gz) or a .parquet file, or set dataset.options.sep="parquet".'
+            ) from None
         except pd.errors.EmptyDataError:
             raise DataError(
                 f"{path} is empty (no header, no rows). Fix: point dataset.options.path at a "
@@ -250,7 +275,7 @@ def load_file(
             ) from None
         except pd.errors.ParserError as error:
             raise DataError(
-                f"{path} is not a readable {sep!r}-separated file ({error}). Fix: set "
+                f"{path} is not a readable {sep!r}-separated file ({_short(error)}). Fix: set "
                 "dataset.options.sep or clean the file."
             ) from None
         if frame.empty:
@@ -266,7 +291,7 @@ def load_file(
         keys = ", ".join(f"{k}={v!r}" for k, v in missing.items())
         raise DataError(
             f"{path.name}: configured column(s) {keys} not found; the file has columns "
-            f"{list(frame.columns)}. Fix: set dataset.options.{next(iter(missing))} (and the "
+            f"{_short(list(frame.columns))}. Fix: set dataset.options.{next(iter(missing))} (and the "
             "other *_col keys) to the file's column names"
             + ("" if header else " or positions (header=false)")
             + "; rating_col/timestamp_col may be null."
@@ -294,13 +319,23 @@ def _numeric(
     return values
 
 
+def _short(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` (str() for exceptions) cut to ``limit`` characters: a data file's
+    50 MB line must not become a 50 MB error message."""
+    text = str(value) if isinstance(value, BaseException) else repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _bad_row(
     path: Path, bad: Any, line_offset: int, col: Any, frame: pd.DataFrame, what: str
 ) -> None:
     row = int(bad.argmax())
     where = f"line {row + line_offset}" if line_offset else f"row {row}"
     raise DataError(
-        f"{path.name} {where} (data row {row}), column {col!r}: value {frame[col].iloc[row]!r} "
+        f"{path.name} {where} (data row {row}), column {_short(col)}: value "
+        f"{_short(frame[col].iloc[row])} "
         f"{what} ({int(bad.sum())} bad row(s) in total). Fix: clean the file or map "
         "the *_col options to the right columns."
     )

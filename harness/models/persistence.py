@@ -41,6 +41,9 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> P
     os.close(fd)
     try:
         write(tmp)
+        from harness.outputs import give_umask_mode
+
+        give_umask_mode(tmp)  # mkstemp made it 0600: the user's umask decides, as for open()
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

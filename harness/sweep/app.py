@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from harness.configs import hydra_config_path
 from harness.errors import guarded
-from harness.secrets import scrub_hydra_output
+from harness.outputs import scrub_hydra_output
 from harness.sweep.config import sweep_from_config
 
 log = logging.getLogger("harness.sweep")
@@ -30,9 +30,16 @@ _SPACE_ARG = re.compile(r"^(?P<key>[+~]?search_space\.[\w.\-]+)=(?P<value>.*\(.*
 def _main(cfg: DictConfig) -> float | None:
     scrub_hydra_output()  # Hydra saved .hydra/*.yaml already: mask a storage password there
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our per-trial line replaces Optuna's
+    def work() -> optuna.Study:
+        from harness.benchmark.locking import remove_stale_staging
+        from harness.sweep.config import results_dir_of
+
+        remove_stale_staging(results_dir_of(cfg))  # left by a crashed benchmark (a full disk)
+        return sweep_from_config(cfg)
+
     study = guarded(
         "harness-sweep",
-        lambda: sweep_from_config(cfg),
+        work,
         resume_hint="rerun the same command to resume",
     )
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -63,6 +63,7 @@ class TrialOutcome:
     system_attrs: dict[str, Any] = field(default_factory=dict)  # set by the pruner
     expected_failure: str | None = None  # diverged / no finite NDCG: logged, the sweep goes on
     error: str | None = None  # any other exception (a bug): the sweep stops after the batch
+    lost: str | None = None  # the worker died/hung/was cancelled: failed, then retried
 
 
 def make_task(study: optuna.Study, trial: optuna.Trial, history: tuple, plan: Any) -> TrialTask:

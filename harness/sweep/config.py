@@ -7,7 +7,8 @@ before the data is loaded or any trial starts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.configs import conf_dir
 from harness.data.protocol import protocol_params
+from harness.outputs import results_dir_of
 from harness.sweep.runner import run_sweep
 from harness.sweep.settings import SweepConfigError, SweepSettings
 from harness.sweep.space import parse_search_space
@@ -24,13 +26,17 @@ from harness.sweep.study import open_storage, resolve_storage_url
 CONF_DIR = conf_dir()  # the checkout's conf/, or the copy in an installed wheel
 
 
-def sweep_from_config(cfg: DictConfig | Mapping[str, Any], *, split: Any = None) -> optuna.Study:
+def sweep_from_config(
+    cfg: DictConfig | Mapping[str, Any], *, split: Any = None, executor: Any = None
+) -> optuna.Study:
     """Run the study for `cfg.model` (or, with `sweep.models` set, for each listed model).
 
     Args:
         cfg: The composed `sweep` config (dataset, protocol, model, search_space, sweep,
             results_dir, data_dir), as a DictConfig or plain mapping.
         split: An already loaded split; None = `harness.data.split_from_config` (cached).
+        executor: Where trials run (made with this split); None = one from `cfg.executor`
+            for this call.
 
     Returns:
         The study of `cfg.model` (with `sweep.models`: the study of the last model).
@@ -41,28 +47,58 @@ def sweep_from_config(cfg: DictConfig | Mapping[str, Any], *, split: Any = None)
     cfg_dict = _plain(cfg)
     settings = SweepSettings.from_mapping(cfg_dict.get("sweep") or {})
     if settings.models:
-        studies = run_many(cfg_dict, settings.models, split=split)
+        studies = run_many(cfg_dict, settings.models, split=split, executor=executor)
         return list(studies.values())[-1]
-    model_cfg = cfg_dict["model"]
+    model_cfg = model_config(cfg_dict, cfg_dict["model"]["name"])[0]  # a budget's epochs: VAEs
+    cfg_dict = {**cfg_dict, "model": model_cfg}
     preflight(cfg_dict, [model_cfg["name"]], protocol=split is None)
     _validate(model_cfg["name"], cfg_dict.get("search_space") or {}, settings, cfg_dict)
     callbacks = tracking_callbacks(cfg_dict)
     split = split if split is not None else load_split(cfg_dict)
-    return run_sweep(
-        split=split,
-        dataset_name=cfg_dict["dataset"]["name"],
-        model_name=model_cfg["name"],
-        model_params=model_cfg,
-        search_space=cfg_dict.get("search_space") or {},
-        settings=settings,
-        results_dir=results_dir_of(cfg_dict),
-        config=cfg_dict,
-        callbacks=callbacks,
-    )
+    with _executor(cfg_dict, settings, split, executor) as executor:
+        return run_sweep(
+            split=split,
+            dataset_name=cfg_dict["dataset"]["name"],
+            model_name=model_cfg["name"],
+            model_params=model_cfg,
+            search_space=cfg_dict.get("search_space") or {},
+            settings=settings,
+            results_dir=results_dir_of(cfg_dict),
+            config=cfg_dict,
+            callbacks=callbacks,
+            executor=executor,
+        )
+
+
+@contextlib.contextmanager
+def _executor(
+    cfg_dict: Mapping[str, Any], settings: SweepSettings, split: Any, given: Any
+) -> Iterator[Any]:
+    """`given`, or the executor `cfg.executor` names, for this call only (storage coordination
+    on the local machine: None, its workers are started by the runner)."""
+    from harness.execution import ExecutorSettings, make_executor
+
+    executor_settings = ExecutorSettings.from_config(cfg_dict)
+    local = executor_settings.backend == "local"
+    if given is not None or (settings.coordination != "pool" and local):
+        yield given
+        return
+    executor = make_executor(executor_settings, split)
+    try:
+        yield executor
+    except BaseException:
+        executor.close(cancel=getattr(executor, "settings", None) is None
+                       or executor.settings.cancel_on_exit)  # fmt: skip
+        raise
+    executor.close()
 
 
 def run_many(
-    cfg_dict: Mapping[str, Any], model_names: Sequence[str], *, split: Any = None
+    cfg_dict: Mapping[str, Any],
+    model_names: Sequence[str],
+    *,
+    split: Any = None,
+    executor: Any = None,
 ) -> dict[str, optuna.Study]:
     """Sweep several models one after another on one split, each with the same budget.
 
@@ -84,21 +120,23 @@ def run_many(
     callbacks = tracking_callbacks(cfg_dict)
     split = split if split is not None else load_split(cfg_dict)
     studies = {}
-    for name, (model_cfg, space) in per_model.items():
-        model_settings = settings
-        if settings.study_name:
-            model_settings = settings.replace(study_name=f"{settings.study_name}-{name}")
-        studies[name] = run_sweep(
-            split=split,
-            dataset_name=cfg_dict["dataset"]["name"],
-            model_name=name,
-            model_params=model_cfg,
-            search_space=space,
-            settings=model_settings,
-            results_dir=results_dir_of(cfg_dict),
-            config={**cfg_dict, "model": model_cfg, "search_space": space},
-            callbacks=callbacks,
-        )
+    with _executor(cfg_dict, settings, split, executor) as executor:
+        for name, (model_cfg, space) in per_model.items():
+            model_settings = settings
+            if settings.study_name:
+                model_settings = settings.replace(study_name=f"{settings.study_name}-{name}")
+            studies[name] = run_sweep(
+                split=split,
+                dataset_name=cfg_dict["dataset"]["name"],
+                model_name=name,
+                model_params=model_cfg,
+                search_space=space,
+                settings=model_settings,
+                results_dir=results_dir_of(cfg_dict),
+                config={**cfg_dict, "model": model_cfg, "search_space": space},
+                callbacks=callbacks,
+                executor=executor,
+            )
     return studies
 
 
@@ -110,7 +148,12 @@ def model_config(cfg_dict: Mapping[str, Any], name: str) -> tuple[dict, dict]:
     """
     current = cfg_dict.get("model") or {}
     if current.get("name") == name:
-        return dict(current), dict(cfg_dict.get("search_space") or {})
+        own = dict(current)
+        model_file = CONF_DIR / "model" / f"{name}.yaml"
+        if cfg_dict.get("budget") and "n_epochs" in own and model_file.exists():
+            if "n_epochs" not in OmegaConf.load(model_file):  # a budget's epochs: VAEs only
+                own.pop("n_epochs")
+        return own, dict(cfg_dict.get("search_space") or {})
     model_file = CONF_DIR / "model" / f"{name}.yaml"
     if not model_file.exists():
         known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
@@ -139,11 +182,6 @@ def load_split(cfg_dict: Mapping[str, Any]) -> Any:
 
     cache_dir = cfg_dict.get("data_dir") or default_cache_dir()
     return split_from_config(cfg_dict["dataset"], cfg_dict["protocol"], Path(cache_dir))
-
-
-def results_dir_of(cfg_dict: Mapping[str, Any]) -> Path:
-    """`results_dir` as an absolute path (relative = to the directory the command ran in)."""
-    return Path(cfg_dict.get("results_dir") or "results").expanduser().resolve()
 
 
 def _validate(

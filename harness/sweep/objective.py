@@ -18,6 +18,7 @@ from harness.sweep.records import EpochLog, jsonable, record_trial
 from harness.sweep.space import SearchSpace, suggest
 
 INTERRUPTED = "interrupted (KeyboardInterrupt); rerun the command to resume"
+LOST = "worker lost"  # prefix of the reason of a trial whose worker died, hung or was cancelled
 
 
 def trial_seed(sweep_seed: int, trial_number: int) -> int:

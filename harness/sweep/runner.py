@@ -1,8 +1,10 @@
 """Run a sweep: validate, open the study, enqueue the defaults, run worker(s), export.
 
 Default ("pool" coordination): this process owns the study and runs `run_coordinator`: it keeps
-`batch_size` asked trials in flight on a pool of spawned worker processes (`harness.pool`) and
-tells the results back in trial-number order (`batch.py` explains why that is reproducible). `sweep.coordination=storage` runs `run_worker` in one or more processes
+`batch_size` asked trials in flight as jobs on an executor (`harness.execution`: the local pool of
+spawned workers, submitit's local executor or Slurm) and tells the results back in trial-number
+order (`batch.py` explains why that is reproducible). A trial whose worker died, hung or was
+cancelled is failed with the reason and its parameters are retried (`sweep.max_retry`). `sweep.coordination=storage` runs `run_worker` in one or more processes
 that share only the storage, as workers on other machines do:
 
 A worker repeats "reap dead trials, count finished trials, run one trial" until the study holds
@@ -14,6 +16,7 @@ any number of workers share one budget (each may overshoot by the one trial it h
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import logging
@@ -31,7 +34,6 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from harness import pool as worker_pool
 from harness.compat.optuna import storage_of, trial_id_of, unvisited_grid_ids
 from harness.errors import (
     interruptible,
@@ -40,6 +42,7 @@ from harness.errors import (
     sigterm_as_interrupt,
 )
 from harness.outputs import check_study_name, output_dir
+from harness.pool import WorkerLost
 from harness.secrets import mask
 from harness.sweep import batch, recovery
 from harness.sweep.effects import ineffective_params
@@ -47,7 +50,7 @@ from harness.sweep.export import export_study
 from harness.sweep.failures import check_failures, failure_limit_reached
 from harness.sweep.heartbeat import JournalHeartbeat
 from harness.sweep.identity import study_identity
-from harness.sweep.objective import INTERRUPTED, TrialFailedError, objective
+from harness.sweep.objective import INTERRUPTED, LOST, TrialFailedError, objective
 from harness.sweep.space import SearchSpace, default_trial_params, parse_search_space
 from harness.sweep.study import (
     create_or_load_study,
@@ -91,6 +94,7 @@ def run_sweep(
     results_dir: Path | str,
     config: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    executor: Any = None,
 ) -> optuna.Study:
     """Run (or resume) the study of one model on one split and export its records.
 
@@ -106,6 +110,9 @@ def run_sweep(
         callbacks: Optuna callbacks called after each finished trial, as in
             `study.optimize(callbacks=...)` (e.g. `harness.tracking.make_callbacks`). With
             several workers they are pickled into each worker process.
+        executor: Where the trials run (`harness.execution.make_executor`, made with this
+            split; the caller closes it). None = a local pool of `settings.n_workers` for this
+            call only.
 
     Returns:
         The study (loaded from its storage; usable after this returns).
@@ -153,8 +160,13 @@ def run_sweep(
     log.info("study %s (%s): %s", study_name, _safe_url(storage_url), _budget_text(settings))
     try:
         with sigterm_as_interrupt():  # SIGTERM = Ctrl-C: trial failed with a reason, exports
-            if settings.coordination == "pool":
-                run_coordinator(plan, study, _pool_for(plan))
+            if settings.coordination == "pool" and executor is not None:
+                run_coordinator(plan, study, executor)
+            elif settings.coordination == "pool":
+                with _executor_for(plan) as own:
+                    run_coordinator(plan, study, own)
+            elif executor is not None and getattr(executor, "cluster", None) is not None:
+                run_storage_jobs(plan, study, executor)
             elif settings.worker_layout().n_workers > 1:
                 layout = settings.worker_layout()
                 plans = [with_worker_id(plan, i) for i in range(layout.n_workers)]
@@ -167,6 +179,48 @@ def run_sweep(
         log.info("exported %s", ", ".join(str(p) for p in paths.values()))
     check_failures(study, settings)
     return study
+
+
+def run_storage_jobs(plan: WorkerPlan, study: optuna.Study, executor: Any) -> None:
+    """`sweep.coordination=storage` on submitit/Slurm: `n_workers` jobs, each a storage worker
+    (`run_worker`) against the shared storage (PostgreSQL or a journal file; not SQLite).
+    The throughput mode: trials are not reproducible, and dead jobs' trials are failed and
+    retried by the others' heartbeat checks.
+
+    Raises:
+        SweepConfigError: SQLite storage (several jobs would write one SQLite file).
+        RuntimeError: A worker job failed (others are waited for first).
+    """
+    from harness.sweep.settings import SweepConfigError
+
+    if plan.storage_url.startswith("sqlite"):
+        raise SweepConfigError(
+            f"sweep.coordination=storage on executor={executor.settings.backend} is refused with "
+            f"SQLite storage ({_safe_url(plan.storage_url)}): several jobs would write one "
+            "SQLite file. Use PostgreSQL (sweep.storage=postgresql://user@host/db) or a journal "
+            "file on the shared filesystem (sweep.storage=journal:///shared/path/optuna.log), or "
+            "drop sweep.coordination=storage (the default pool coordination is reproducible)."
+        )
+    n = executor.n_workers
+    plans = [dataclasses.replace(with_worker_id(plan, i), split=None) for i in range(n)]
+    log.info("submitting %d storage-coordinated worker job(s) on %s", n, executor.describe())
+    futures = [executor.submit(storage_worker_job, p) for p in plans]
+    errors = []
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            errors.append(str(error).strip().splitlines()[-1])
+    if errors:
+        raise RuntimeError(
+            f"{len(errors)} worker job(s) failed: {errors[0]}; rerun the same command to resume"
+        )
+
+
+def storage_worker_job(plan: WorkerPlan) -> int:
+    """A submitit job: `run_worker` on the split read from the cache by fingerprint."""
+    from harness.execution import job_split
+
+    return run_worker(dataclasses.replace(plan, split=job_split()))
 
 
 def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
@@ -243,21 +297,28 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
     return ran
 
 
-def run_coordinator(plan: WorkerPlan, study: optuna.Study, pool: worker_pool.WorkerPool) -> int:
-    """Run trials on `pool` until the study's budget or the timeout is reached.
+def run_coordinator(plan: WorkerPlan, study: optuna.Study, executor: Any) -> int:
+    """Run trials on `executor` until the study's budget or the timeout is reached.
 
     A window of `batch_size` trials is in flight: trial n is asked right after trial
     n - batch_size is told, and outcomes are told in trial-number order, so what the sampler
     and the pruner see when a trial starts depends only on trial numbers, not on timing
     (`batch.py`). Trials other processes are running count against the budget. An expected
     failure (diverged, no finite NDCG) is recorded and the sweep goes on; any other exception
-    in a trial stops asking, and is raised once the trials in flight are told. On Ctrl-C the
-    trials in flight are failed as interrupted.
+    in a trial stops asking, and is raised once the trials in flight are told. A trial whose
+    worker was lost (died, hung past `sweep.worker_timeout`, cancelled) is failed with the
+    reason and its parameters enqueued again (up to `sweep.max_retry` times). On Ctrl-C the
+    trials already finished are told, and the ones in flight are failed as interrupted.
 
     Returns:
         The number of trials this coordinator ran.
     """
     settings = plan.settings
+    key = getattr(executor, "key", None)
+    if key is not None and key != plan.split.fingerprint:
+        raise ValueError(
+            f"the executor's jobs see split {key[:12]}, the sweep's is {plan.split.fingerprint[:12]}"
+        )
     study.sampler = make_sampler(settings, plan.space, seed=_worker_seed(plan, study))
     heartbeat = _journal_heartbeat(plan)
     show = not settings.quiet
@@ -267,7 +328,7 @@ def run_coordinator(plan: WorkerPlan, study: optuna.Study, pool: worker_pool.Wor
     )
     console = log if log.handlers else logging.getLogger()
     redirect = logging_redirect_tqdm(loggers=[console]) if show else contextlib.nullcontext()
-    window = _Window(plan, study, pool, heartbeat, bar)
+    window = _Window(plan, study, executor, heartbeat, bar)
     with bar, redirect, _quiet_optuna(), window:
         while True:
             window.reap()
@@ -303,25 +364,26 @@ class _Window:
         self,
         plan: WorkerPlan,
         study: optuna.Study,
-        pool: worker_pool.WorkerPool,
+        executor: Any,
         heartbeat: JournalHeartbeat | None,
         bar: Any,
     ) -> None:
-        self.plan, self.study, self.pool, self.heartbeat, self.bar = (
+        self.plan, self.study, self.executor, self.heartbeat, self.bar = (
             plan,
             study,
-            pool,
+            executor,
             heartbeat,
             bar,
         )
-        self.size = plan.settings.window(pool.n_workers)
-        self.inflight: dict[int, optuna.Trial] = {}  # ticket -> trial, in ask (= number) order
+        self.size = plan.settings.window(executor.n_workers)
+        self.inflight: dict[Any, optuna.Trial] = {}  # future -> trial, in ask (= number) order
         self.asked: optuna.Trial | None = None  # between study.ask and inflight
-        self.outcomes: dict[int, batch.TrialOutcome] = {}  # finished, not yet told
-        self.beats: dict[int, contextlib.ExitStack] = {}
+        self.outcomes: dict[Any, batch.TrialOutcome] = {}  # finished, not yet told
+        self.beats: dict[Any, contextlib.ExitStack] = {}
         self.errors: list[str] = []
         self.start, self.ran, self.last_reap = time.monotonic(), 0, -float("inf")
         self.rdb_beat = _Heartbeats(study, [])
+        self.slowest_epoch = 0.0
 
     def __enter__(self) -> _Window:
         return self
@@ -331,11 +393,21 @@ class _Window:
             return
         # Interrupted (or an unexpected error): the trials in flight won't be told normally.
         reason = INTERRUPTED if issubclass(kind, KeyboardInterrupt) else f"{kind.__name__}: {error}"
-        worker_pool.close_shared_pool()  # their workers are abandoned
-        for ticket, trial in list(self.inflight.items()):
+        with contextlib.suppress(BaseException):  # outcomes that arrived meanwhile
+            self._collect(0)
+        # Finished trials are told (in number order), never discarded with the interrupt.
+        for future, trial in list(self.inflight.items()):
+            if future in self.outcomes:
+                with contextlib.suppress(Exception):
+                    self._tell(future, trial, self.outcomes.pop(future))
+                    del self.inflight[future]
+        cancel = getattr(getattr(self.executor, "settings", None), "cancel_on_exit", True)
+        with contextlib.suppress(Exception):
+            self.executor.close(cancel=cancel)  # their workers/jobs are abandoned
+        for future, trial in list(self.inflight.items()):
             with contextlib.suppress(Exception):  # a trial told just before: already finished
                 batch.fail_trial(self.study, trial, reason)
-            self._stop_beating(ticket)
+            self._stop_beating(future)
         if self.asked is not None:  # asked, not yet sent to a worker
             with contextlib.suppress(Exception):
                 batch.fail_trial(self.study, self.asked, reason)
@@ -381,52 +453,83 @@ class _Window:
         recovery.record_owner(trial)  # this process: a rerun on this host sees when it died
         history = batch.history_before(self.study, trial.number)
         task = batch.make_task(self.study, trial, history, self.plan)
-        ticket = self.pool.submit(batch.execute_trial, (task,))
-        self.inflight[ticket] = trial
+        future = self.executor.submit(batch.execute_trial, task)
+        future.on_message = functools.partial(batch.report_live, self.study, trial)
+        self.inflight[future] = trial
         self.asked = None
-        self.beats[ticket] = stack = contextlib.ExitStack()
+        self.beats[future] = stack = contextlib.ExitStack()
         if self.heartbeat is not None:
             stack.enter_context(self.heartbeat.beating(trial_id_of(trial)))
         self.rdb_beat.trials = list(self.inflight.values())
         self.rdb_beat(force=True)
         self.ran += 1
 
+    def _collect(self, timeout: float | None) -> None:
+        waiting = [f for f in self.inflight if f not in self.outcomes]
+        if not waiting:
+            return
+        for future in self.executor.wait(waiting, timeout):
+            error = future.exception()
+            if error is None:
+                self.outcomes[future] = future.result()
+            elif isinstance(error, WorkerLost):  # died, hung, cancelled: retried
+                reason = f"{LOST}: {error.reason}"
+                self.outcomes[future] = batch.TrialOutcome(
+                    TrialState.FAIL, None, {"failure_reason": reason}, {}, lost=reason
+                )
+            else:  # execute_trial itself raised
+                self.outcomes[future] = batch.TrialOutcome(
+                    TrialState.FAIL, None, {}, {}, error=str(error)
+                )
+
     def wait(self) -> None:
         """Wait for outcomes; tell them in number order, refilling after each tell."""
-        interval = self.plan.settings.heartbeat_interval
-        for ticket, ok, value in self.pool.poll(interval, self._message):
-            if not ok:  # the worker died, or execute_trial itself raised
-                value = batch.TrialOutcome(TrialState.FAIL, None, {}, {}, error=str(value))
-            self.outcomes[ticket] = value
+        self._collect(self.plan.settings.heartbeat_interval)
         while self.inflight:
-            ticket = next(iter(self.inflight))
-            if ticket not in self.outcomes:
+            future = next(iter(self.inflight))
+            if future not in self.outcomes:
                 break
             # in flight until told: a Ctrl-C/SIGTERM during the tell still fails the trial
-            self._tell(ticket, self.inflight[ticket], self.outcomes.pop(ticket))
-            del self.inflight[ticket]
+            self._tell(future, self.inflight[future], self.outcomes.pop(future))
+            del self.inflight[future]
             self.fill()
         self.rdb_beat.trials = list(self.inflight.values())
         self.rdb_beat()
 
-    def _message(self, ticket: int, message: Any) -> None:
-        batch.report_live(self.study, self.inflight[ticket], message)
-
-    def _tell(self, ticket: int, trial: optuna.Trial, outcome: batch.TrialOutcome) -> None:
+    def _tell(self, future: Any, trial: optuna.Trial, outcome: batch.TrialOutcome) -> None:
         if outcome.error and not outcome.user_attrs:
             outcome.user_attrs["failure_reason"] = outcome.error.strip().splitlines()[-1]
         frozen = batch.tell_outcome(self.study, trial, outcome)
-        self._stop_beating(ticket)
+        self._stop_beating(future)
+        if outcome.lost:
+            log.warning("trial %d failed: %s", trial.number, outcome.lost)
+            retry = copy.deepcopy(frozen)
+            retry.user_attrs = {}
+            from harness.sweep.study import retry_callback
+
+            retry_callback(self.plan.settings.max_retry)(self.study, retry)
         if outcome.expected_failure:
             log.warning("trial %d failed: %s", trial.number, outcome.expected_failure)
         if outcome.error:
             self.errors.append(f"trial {trial.number}:\n{outcome.error}")
+        self._scale_worker_timeout(frozen)
         _summarize(self.study, frozen, k=self.plan.k, worker_id=self.plan.settings.worker_id)
         for callback in self.plan.callbacks:  # as study.optimize would, in trial order
             callback(self.study, frozen)
 
-    def _stop_beating(self, ticket: int) -> None:
-        stack = self.beats.pop(ticket, None)
+    def _scale_worker_timeout(self, trial: FrozenTrial) -> None:
+        """Keep the silence limit of local workers above 10 x the slowest epoch seen."""
+        epochs = trial.user_attrs.get("epochs_run") or 0
+        seconds = trial.user_attrs.get("wall_seconds") or 0.0
+        if not epochs or not hasattr(self.executor, "set_worker_timeout"):
+            return
+        self.slowest_epoch = max(self.slowest_epoch, seconds / epochs)
+        limit = self.plan.settings.worker_timeout
+        if limit is not None and 10 * self.slowest_epoch > limit:
+            self.executor.set_worker_timeout(10 * self.slowest_epoch)
+
+    def _stop_beating(self, future: Any) -> None:
+        stack = self.beats.pop(future, None)
         if stack is not None:
             stack.close()
 
@@ -465,15 +568,18 @@ class _Heartbeats:
         self.last = time.monotonic()
 
 
-def _pool_for(plan: WorkerPlan) -> worker_pool.WorkerPool:
-    """The shared worker pool for this split (kept open for later studies and the benchmark)."""
+def _executor_for(plan: WorkerPlan) -> Any:
+    """A local pool of `sweep.n_workers` for this sweep only (library calls without one)."""
+    from harness.execution import ExecutorSettings, make_executor
+
     settings = plan.settings
-    return worker_pool.shared_pool(
-        settings.worker_layout(),
-        plan.split,
-        plan.split.fingerprint,
+    executor_settings = ExecutorSettings(
+        n_workers=settings.n_workers,
         recycle_after=settings.recycle_after,
+        gpus=settings.gpus,
+        worker_timeout=settings.worker_timeout,
     )
+    return make_executor(executor_settings, plan.split)
 
 
 @contextlib.contextmanager

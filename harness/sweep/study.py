@@ -23,7 +23,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from harness.errors import UserError
-from harness.secrets import with_env_password
+from harness.secrets import mask_text, with_env_password
 from harness.sweep.identity import identity_mismatch
 from harness.sweep.recovery import repair_journal
 from harness.sweep.retry import retry_callback
@@ -36,8 +36,52 @@ class StudyNotFoundError(UserError, LookupError):
 
 
 def default_storage(results_dir: Path | str) -> str:
-    """The default storage URL: one SQLite file for all studies under `results_dir`."""
-    return f"sqlite:///{(Path(results_dir) / 'optuna.db').resolve()}"
+    """The default storage URL: one SQLite file for all studies under `results_dir`.
+
+    ``%``, ``?`` and ``#`` in the path are percent-encoded: unencoded, SQLAlchemy would read
+    ``results?x/optuna.db`` as the file ``results`` with a query string.
+    """
+    from urllib.parse import quote
+
+    path = str((Path(results_dir) / "optuna.db").resolve())
+    return f"sqlite:///{quote(path, safe='/:@!$&()*+,;=~ ')}"
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a ``sqlite:///`` URL (query string dropped, percent-encoding decoded)."""
+    from urllib.parse import unquote
+
+    return Path(unquote(url[len("sqlite:///") :].split("?", 1)[0]))
+
+
+# A SQLite study file of 0 bytes, older than this, is a cut-off write, not one being created.
+EMPTY_DB_GRACE_SECONDS = 30.0
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse a 0-byte SQLite study file (a cut-off write or a full disk): opening it would
+    silently start every study anew and later overwrite the old exports.
+
+    Raises:
+        SweepConfigError: naming the file and the two ways out.
+    """
+    try:
+        info = path.stat()
+    except OSError:
+        return
+    if info.st_size:
+        return
+    for side in ("-wal", "-journal"):  # in WAL mode the data may sit in the -wal file
+        other = path.with_name(path.name + side)
+        if other.exists() and other.stat().st_size:
+            return
+    if time.time() - info.st_mtime < EMPTY_DB_GRACE_SECONDS:
+        return  # another process is creating it right now
+    raise SweepConfigError(
+        f"{path} is empty (0 bytes): a write to it was cut off (a kill or a full disk), so "
+        "its studies are lost or were never written. Restore it from a backup, or delete it "
+        f"(rm {path}) to start the studies anew; it is not reused silently."
+    )
 
 
 def study_name_for(dataset_name: str, fingerprint: str, model_name: str) -> str:
@@ -126,17 +170,37 @@ def open_storage(
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
         if url.startswith("sqlite:///"):
-            path = Path(url[len("sqlite:///") :])
+            path = sqlite_path(url)
+            check_sqlite_file(path)
             if read_only and path.exists() and not _writable(path):
                 return _read_only_sqlite(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-        return _rdb_storage(with_env_password(url), engine_kwargs, kwargs)
+        retry = settings.db_retry_seconds if settings is not None else 60.0
+        return _rdb_storage(with_env_password(url), engine_kwargs, kwargs, retry)
+    except SweepConfigError:
+        raise
     except Exception as error:  # sqlalchemy/driver errors have no common base we can rely on
         detail = str(error).splitlines()[0] if str(error) else ""
+        if url.startswith("sqlite:///") and _disk_full(sqlite_path(url).parent):
+            raise SweepConfigError(
+                f"sweep.storage={_hide_password(url)}: cannot open the study file ({detail}): "
+                "no space left on the device. Free some space and rerun the same command "
+                "(finished trials are kept)."
+            ) from None
         raise SweepConfigError(
             f"sweep.storage={_hide_password(url)}: cannot connect ({type(error).__name__}: "
             f"{_hide_password(detail)}). {_connect_hint(url)}"
         ) from None
+
+
+def _disk_full(folder: Path, reserve: int = 1 << 20) -> bool:
+    """True when the file system of ``folder`` has less than ``reserve`` bytes free."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < reserve
+    except OSError:
+        return False
 
 
 def _connect_hint(url: str) -> str:
@@ -195,7 +259,9 @@ def _read_only_sqlite(path: Path) -> RDBStorage:
     if wal.exists() and wal.stat().st_size:
         uri = f"sqlite:///{_temp_copy(path, wal)}"
     else:
-        uri = f"sqlite:///file:{path.resolve()}?mode=ro&immutable=1&uri=true"
+        from urllib.parse import quote
+
+        uri = f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&immutable=1&uri=true"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RDBStorage(uri, skip_table_creation=True, skip_compatibility_check=True)
@@ -214,8 +280,101 @@ def _with_installed_driver(url: str) -> str:
     return url
 
 
-def _rdb_storage(url: str, engine_kwargs: dict, kwargs: dict) -> RDBStorage:
+def _connection_lost(error: BaseException) -> bool:
+    """True when ``error`` (or its cause) says the database server can't be reached now."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return True
+        if type(seen).__name__ in ("OperationalError", "InterfaceError") and type(
+            seen
+        ).__module__.startswith(("psycopg", "pymysql", "MySQLdb")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class RetryingRDBStorage(RDBStorage):
+    """An RDBStorage (PostgreSQL/MySQL) that rides out short server outages.
+
+    Every storage call that fails because the connection was lost is retried with backoff
+    (0.5 s doubling to 10 s) for up to ``retry_seconds`` (`sweep.db_retry_seconds`); a
+    warning says so once per outage. Longer outages raise the last error.
+    """
+
+    retry_seconds: float = 60.0
+
+    def _retrying(self, name: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        start, delay, warned = time.monotonic(), 0.5, False
+        while True:
+            try:
+                result = call(*args, **kwargs)
+            except Exception as error:
+                if not _connection_lost(error):
+                    raise
+                waited = time.monotonic() - start
+                if waited + delay > self.retry_seconds:
+                    raise
+                if not warned:
+                    warned = True
+                    import logging
+
+                    logging.getLogger("harness.sweep").warning(
+                        "the study database stopped answering (%s); retrying for up to %g s "
+                        "(sweep.db_retry_seconds)",
+                        type(error).__name__,
+                        self.retry_seconds,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if warned:
+                import logging
+
+                logging.getLogger("harness.sweep").warning(
+                    "the study database answers again after %.0f s", time.monotonic() - start
+                )
+            return result
+
+
+def _retry_wrapper(name: str) -> Any:
+    method = getattr(RDBStorage, name)
+
+    def call(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._retrying(name, method, self, *args, **kwargs)
+
+    call.__name__ = name
+    call.__doc__ = method.__doc__
+    return call
+
+
+# The private ones: Optuna's cache in front of an RDBStorage calls them directly.
+from harness.compat.optuna import RDB_PRIVATE_CALLS  # noqa: E402
+
+for _name in dir(RDBStorage):
+    if (_name.startswith("_") and _name not in RDB_PRIVATE_CALLS) or _name in ("remove_session", "upgrade") or _name.endswith(
+        "_version"
+    ) or _name.endswith("_versions"):
+        continue
+    if callable(getattr(RDBStorage, _name, None)):
+        setattr(RetryingRDBStorage, _name, _retry_wrapper(_name))
+
+
+def _rdb_storage(
+    url: str, engine_kwargs: dict, kwargs: dict, retry_seconds: float = 60.0
+) -> RDBStorage:
     url = _with_installed_driver(url)
+    server = url.startswith(("postgresql", "mysql"))
+
+    def RDBStorage(url: str, **options: Any) -> Any:  # noqa: N802 (the class it stands for)
+        if not server:
+            return optuna.storages.RDBStorage(url, **options)
+        storage = RetryingRDBStorage(url, **options)
+        storage.retry_seconds = float(retry_seconds)
+        return storage
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
@@ -368,6 +527,6 @@ def _hide_password(url: str) -> str:
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparseable URL has no password to hide that we can find
-        return url
+        return mask_text(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # an unparseable URL: mask what looks like a password
+        return mask_text(url)

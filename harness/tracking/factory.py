@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harness.secrets import mask_text, reveal
 from harness.tracking.settings import TrackingConfigError, TrackingSettings
 
 log = logging.getLogger("harness.tracking")
@@ -54,18 +55,19 @@ def _check_mlflow(uri: str) -> None:
         import mlflow  # noqa: F401
     except ImportError as error:
         raise TrackingConfigError(
-            f"tracking.mlflow.uri={uri} is set but MLflow is not installed ({error.name} "
+            f"tracking.mlflow.uri={mask_text(uri)} is set but MLflow is not installed ({error.name} "
             f"missing): {INSTALL_HINT}, or set tracking.mlflow.uri=null."
         ) from None
     from mlflow.tracking import MlflowClient
 
     with _no_http_retries():
         try:
-            MlflowClient(uri).search_experiments(max_results=1)
+            MlflowClient(reveal(uri)).search_experiments(max_results=1)
         except Exception as error:  # mlflow raises many types (MlflowException, OSError, ...)
             first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            first = mask_text(first.replace(reveal(uri), uri))
             raise TrackingConfigError(
-                f"tracking.mlflow.uri={uri}: cannot reach the MLflow tracking store "
+                f"tracking.mlflow.uri={mask_text(uri)}: cannot reach the MLflow tracking store "
                 f"({type(error).__name__}: {first}). Use a reachable server "
                 "(http://host:5000) or a local store such as sqlite:///$PWD/mlflow.db, or "
                 "tracking.mlflow.required=false to go on without MLflow."

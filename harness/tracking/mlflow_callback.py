@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.secrets import reveal
 from harness.tracking.series import epoch_series, study_k, study_tags, summary_values
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -84,7 +85,7 @@ class MLflowCallback:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> str:
         """Log `trial`; returns the MLflow run id."""
-        client = MlflowClient(self.tracking_uri)
+        client = MlflowClient(reveal(self.tracking_uri))
         name = self.experiment or study.study_name
         if name not in self._ids:
             self._ids[name] = experiment_id(client, name)
@@ -134,7 +135,7 @@ def log_benchmark_run(tracking_uri: str, bench_dir: Path, *, experiment: str | N
     import pandas as pd
 
     info = json.loads((bench_dir / "benchmark.json").read_text())
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(reveal(tracking_uri))
     exp = experiment_id(client, experiment or f"{info.get('dataset', 'benchmark')}-benchmark")
     tags = {
         "stage": "benchmark",

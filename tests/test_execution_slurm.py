@@ -1,0 +1,207 @@
+"""`executor=slurm` on a real Slurm started on localhost (`tests/slurm_cluster.py`; skipped
+with the reason where Slurm's binaries are missing): a 6-trial sweep equals the local pool's
+trials and values; `scancel` of a running job fails that trial with Slurm's state and retries
+it; kill -9 of the coordinator, then a rerun, loses and duplicates nothing; `harness-run
+budget=smoke dataset=synthetic executor=slurm` writes the local run's metrics.csv; Slurm's
+refusal of a partition is one line with its message. Event-driven with generous deadlines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from slurm_cluster import missing, slurm_cluster
+
+from harness.data import load_interactions, make_split
+from harness.execution import ExecutorConfigError, ExecutorSettings, make_executor
+from harness.sweep import SweepSettings, run_sweep
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(missing() is not None, reason=str(missing())),
+]
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DEADLINE = 900.0
+MODEL = {"name": "mult_vae", "intermediate_dim": 16, "latent_dim": 6, "n_epochs": 3,
+         "batch_size": 50, "k": 20}  # fmt: skip
+SPACE = {"learning_rate": "tag(log, interval(1e-4, 1e-2))", "anneal_cap": "interval(0.1, 1.0)"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        old = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = cluster.env["SLURM_CONF"]
+        try:
+            yield cluster
+        finally:
+            if old is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = old
+
+
+@pytest.fixture(scope="module")
+def split():
+    frame = load_interactions("synthetic", n_users=240, n_items=100, density=0.06, seed=5)
+    return make_split(frame, n_val_users=40, n_test_users=40)
+
+
+def _slurm(tmp: Path, **changes) -> ExecutorSettings:
+    return ExecutorSettings(backend="slurm", n_workers=2, folder=str(tmp / "executor"),
+                            cpus_per_task=1, timeout_min=30, **changes)  # fmt: skip
+
+
+def _sweep(split, results: Path, executor, n_trials: int = 6) -> optuna.Study:
+    settings = SweepSettings(n_trials=n_trials, quiet=True, n_startup_trials=2, batch_size=3,
+                             n_warmup_epochs=1, pruner="successive_halving", n_workers=2)  # fmt: skip
+    return run_sweep(split=split, dataset_name="synthetic", model_name="mult_vae",
+                     model_params=MODEL, search_space=SPACE, settings=settings,
+                     results_dir=results, executor=executor)  # fmt: skip
+
+
+def _record(study: optuna.Study) -> list[tuple]:
+    return [(t.number, t.state, t.value, t.params, t.intermediate_values) for t in study.trials]
+
+
+def test_a_six_trial_sweep_on_slurm_equals_the_local_pool(cluster, split, tmp_path) -> None:
+    with make_executor(_slurm(tmp_path), split) as executor:
+        on_slurm = _record(_sweep(split, tmp_path / "slurm", executor))
+    with make_executor(ExecutorSettings(n_workers=2), split) as executor:
+        local = _record(_sweep(split, tmp_path / "local", executor))
+    assert on_slurm == local
+    assert len([r for r in on_slurm if r[1] in (TrialState.COMPLETE, TrialState.PRUNED)]) == 6
+
+
+def test_scancel_of_a_running_job_fails_its_trial_and_retries_it(cluster, split, tmp_path):
+    long_model = {**MODEL, "n_epochs": 400}
+    executor = make_executor(_slurm(tmp_path), split)
+    cancelled: dict[str, str] = {}
+
+    def cancel_first_running() -> None:  # called by the coordinator's waits (its own thread)
+        if cancelled:
+            return
+        running = [j for j, state in cluster.jobs().items() if state == "RUNNING"]
+        if running:
+            job = min(running, key=int)
+            subprocess.run(["scancel", job], env=cluster.env, check=True)
+            cancelled["job"] = job
+
+    wait = executor.wait
+
+    def waiting(futures, timeout=None):
+        cancel_first_running()
+        return wait(futures, timeout if timeout is None else min(timeout, 1.0))
+
+    executor.wait = waiting
+    settings = SweepSettings(n_trials=2, quiet=True, pruner="none", batch_size=2, n_workers=2)
+    with executor:
+        study = run_sweep(split=split, dataset_name="synthetic", model_name="mult_vae",
+                          model_params=long_model, search_space=SPACE, settings=settings,
+                          results_dir=tmp_path, executor=executor)  # fmt: skip
+    assert cancelled, "no job was seen running"
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1
+    reason = failed[0].user_attrs["failure_reason"]
+    assert reason.startswith("worker lost: job") and "CANCELLED" in reason, reason
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == failed[0].params
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 2
+
+
+def _cli_env(cluster, tmp: Path) -> dict[str, str]:
+    return {**cluster.env, "PYTHONPATH": str(ROOT), "VAE_SWEEP_DATA_DIR": str(tmp / "data"),
+            "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}  # fmt: skip
+
+
+SWEEP_ARGS = ["dataset=synthetic", "dataset.options.n_users=300", "dataset.options.n_items=200",
+              "dataset.options.density=0.05", "dataset.n_heldout_users=40",
+              "model=mult_vae", "model.n_epochs=60", "sweep.n_trials=4", "sweep.quiet=true",
+              "sweep.pruner=none", "sweep.n_workers=2", "executor=slurm",
+              "executor.cpus_per_task=1"]  # fmt: skip
+
+
+def test_kill_9_of_the_coordinator_then_a_rerun_loses_and_duplicates_nothing(cluster, tmp_path):
+    env = _cli_env(cluster, tmp_path)
+    command = [str(BIN / "harness-sweep"), *SWEEP_ARGS, f"results_dir={tmp_path / 'results'}"]
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=log)  # fmt: skip
+    db = tmp_path / "results" / "optuna.db"
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:  # one trial told, others running: kill the coordinator
+        if _states(db).count("COMPLETE") >= 1 and "RUNNING" in _states(db):
+            break
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.2)
+    else:
+        pytest.fail("no COMPLETE and RUNNING trial seen")
+    before = [s for s in _states(db) if s == "COMPLETE"]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    log.close()
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=DEADLINE)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    states = _states(db)
+    assert states.count("COMPLETE") == 4  # exactly the budget: nothing duplicated
+    assert "RUNNING" not in states and len(before) >= 1
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+    (summary,) = storage.get_all_studies()
+    trials = storage.get_all_trials(summary._study_id)
+    for dead in (t for t in trials if t.state == TrialState.FAIL):  # the killed run's trials
+        assert dead.user_attrs["failure_reason"].startswith("worker died")
+        assert any(t.system_attrs.get("failed_trial") == dead.number for t in trials)
+
+
+def _states(db: Path) -> list[str]:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return [row[0] for row in con.execute("SELECT state FROM trials ORDER BY number")]
+    except sqlite3.Error:
+        return []
+
+
+def test_smoke_run_on_slurm_writes_the_local_metrics(cluster, tmp_path) -> None:
+    env = _cli_env(cluster, tmp_path)
+    tables = {}
+    for name, extra in (("slurm", ["executor=slurm", "executor.cpus_per_task=1"]),
+                        ("local", [])):  # fmt: skip
+        command = [str(BIN / "harness-run"), "budget=smoke", "dataset=synthetic",
+                   "sweep.n_workers=2", *extra, f"results_dir={tmp_path / name / 'results'}",
+                   f"reports_dir={tmp_path / name / 'reports'}"]  # fmt: skip
+        done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=DEADLINE)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        (metrics,) = (tmp_path / name / "results").rglob("metrics.csv")
+        tables[name] = metrics.read_bytes()
+    assert tables["slurm"] == tables["local"]
+
+
+def test_a_partition_slurm_rejects_is_one_line_with_its_message(cluster, split, tmp_path):
+    with make_executor(_slurm(tmp_path, partition="nope"), split) as executor:
+        with pytest.raises(ExecutorConfigError) as info:
+            executor.submit(divmod, 7, 2)
+    message = str(info.value)
+    assert "\n" not in message and "invalid partition" in message.lower()
+
+
+def test_storage_coordination_on_slurm_refuses_sqlite(cluster, split, tmp_path) -> None:
+    from harness.sweep import SweepConfigError
+
+    settings = SweepSettings(n_trials=2, quiet=True, coordination="storage", n_workers=1)
+    with make_executor(_slurm(tmp_path), split) as executor:
+        with pytest.raises(SweepConfigError, match="(?s)refused with SQLite.*PostgreSQL.*journal"):
+            run_sweep(split=split, dataset_name="synthetic", model_name="mult_vae",
+                      model_params=MODEL, search_space=SPACE, settings=settings,
+                      results_dir=tmp_path, executor=executor)  # fmt: skip
