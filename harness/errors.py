@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 from harness.compat.optuna import OPTIMIZE_LOGGER
+from harness.secrets import mask_text
 
 T = TypeVar("T")
 
@@ -205,8 +206,6 @@ def environment_error(error: BaseException) -> UserError | None:
 
 def fail(command: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
     """Print ``<command>: error: <message>`` on one line and exit with ``code``."""
-    from harness.secrets import mask_text
-
     text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
     text = mask_text(text)
     if len(text) > MAX_MESSAGE:  # a message quoting a huge value stays readable

@@ -28,10 +28,12 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from harness.errors import UserError
+from harness.secrets import mask_text
 
 MARKER = ".vae-sweep-output"
 _HOST = socket.gethostname()
@@ -309,3 +311,37 @@ def _swap_in(tmp: Path, target: Path, parent: Path, name: str, key: str) -> None
         raise
     _step("swapped")
     shutil.rmtree(old, ignore_errors=True)
+
+
+def results_dir_of(cfg_dict: Mapping[str, Any]) -> Path:
+    """`results_dir` as an absolute path (relative = to the directory the command ran in)."""
+    return Path(cfg_dict.get("results_dir") or "results").expanduser().resolve()
+
+
+def scrub_hydra_output() -> list[Path]:
+    """Mask passwords in the ``.hydra/*.yaml`` Hydra saved for the running job.
+
+    Hydra writes config.yaml, hydra.yaml and overrides.yaml before the task function starts;
+    each entry point calls this first thing, so the files hold no secret once work begins.
+
+    Returns:
+        The files rewritten.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        subdir = hydra_cfg.output_subdir
+        folder = Path(hydra_cfg.runtime.output_dir) / subdir if subdir else None
+    except Exception:  # not running under Hydra (a library call): nothing was saved
+        return []
+    if folder is None or not folder.is_dir():
+        return []
+    changed = []
+    for path in sorted(folder.glob("*.yaml")):
+        text = path.read_text()
+        masked = mask_text(text)
+        if masked != text:
+            write_text(path, masked)
+            changed.append(path)
+    return changed

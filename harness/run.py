@@ -433,7 +433,7 @@ def _guarded(name: str, stage: Callable[[dict[str, Any]], Any], cfg: DictConfig)
     """Run a stage; user mistakes and interrupts end in one line and an exit status (2, 130,
     143); tracebacks only for bugs (see harness.errors)."""
     from harness.errors import guarded
-    from harness.secrets import scrub_hydra_output
+    from harness.outputs import scrub_hydra_output
 
     scrub_hydra_output()  # Hydra saved .hydra/*.yaml already: mask a storage password there
     matplotlib.use("Agg")  # figures are files: never open a window, work without a display

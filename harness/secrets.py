@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 PASSWORD_ENV = "VAE_SWEEP_DB_PASSWORD"
@@ -129,35 +128,3 @@ def with_env_password(url: str) -> str:
     if parsed.username is None or parsed.password is not None:
         return url
     return parsed.set(password=password).render_as_string(hide_password=False)
-
-
-def scrub_hydra_output() -> list[Path]:
-    """Mask passwords in the ``.hydra/*.yaml`` Hydra saved for the running job.
-
-    Hydra writes config.yaml, hydra.yaml and overrides.yaml before the task function starts;
-    each entry point calls this first thing, so the files hold no secret once work begins.
-
-    Returns:
-        The files rewritten.
-    """
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hydra_cfg = HydraConfig.get()
-        subdir = hydra_cfg.output_subdir
-        folder = Path(hydra_cfg.runtime.output_dir) / subdir if subdir else None
-    except Exception:  # not running under Hydra (a library call): nothing was saved
-        return []
-    if folder is None or not folder.is_dir():
-        return []
-    changed = []
-    for path in sorted(folder.glob("*.yaml")):
-        text = path.read_text()
-        masked = mask_text(text)
-        if masked != text:
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic, same mode
-            tmp.write_text(masked)
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-            os.replace(tmp, path)
-            changed.append(path)
-    return changed

@@ -125,7 +125,8 @@ def _cli_env(cluster, tmp: Path) -> dict[str, str]:
             "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}  # fmt: skip
 
 
-SWEEP_ARGS = ["dataset=synthetic", "dataset.options.n_users=240", "dataset.options.n_items=100",
+SWEEP_ARGS = ["dataset=synthetic", "dataset.options.n_users=300", "dataset.options.n_items=200",
+              "dataset.options.density=0.05", "dataset.n_heldout_users=40",
               "model=mult_vae", "model.n_epochs=60", "sweep.n_trials=4", "sweep.quiet=true",
               "sweep.pruner=none", "sweep.n_workers=2", "executor=slurm",
               "executor.cpus_per_task=1"]  # fmt: skip
@@ -134,20 +135,21 @@ SWEEP_ARGS = ["dataset=synthetic", "dataset.options.n_users=240", "dataset.optio
 def test_kill_9_of_the_coordinator_then_a_rerun_loses_and_duplicates_nothing(cluster, tmp_path):
     env = _cli_env(cluster, tmp_path)
     command = [str(BIN / "harness-sweep"), *SWEEP_ARGS, f"results_dir={tmp_path / 'results'}"]
-    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)  # fmt: skip
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=log)  # fmt: skip
     db = tmp_path / "results" / "optuna.db"
     end = time.monotonic() + DEADLINE
     while time.monotonic() < end:  # one trial told, others running: kill the coordinator
         if _states(db).count("COMPLETE") >= 1 and "RUNNING" in _states(db):
             break
-        assert first.poll() is None, "the sweep ended before it could be killed"
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         time.sleep(0.2)
     else:
         pytest.fail("no COMPLETE and RUNNING trial seen")
     before = [s for s in _states(db) if s == "COMPLETE"]
     first.send_signal(signal.SIGKILL)
     first.wait()
+    log.close()
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=DEADLINE)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

@@ -61,32 +61,26 @@ def test_a_sweep_on_submitit_local_equals_the_local_pool(split, tmp_path) -> Non
     assert remote == local
 
 
-def _hold(folder: str) -> int:
-    Path(folder, "job.pid").write_text(str(os.getpid()))
-    while True:
-        time.sleep(0.05)
-
-
 def test_a_killed_job_is_lost_not_failed(split, tmp_path) -> None:
     with make_executor(ExecutorSettings(backend="submitit_local", n_workers=1,
                                         folder=str(tmp_path / "jobs")), split) as executor:  # fmt: skip
-        future = executor.submit(_hold, str(tmp_path))
-        end = time.monotonic() + DEADLINE
-        while not (tmp_path / "job.pid").exists():
-            executor.wait([future], 0.2)
-            assert time.monotonic() < end, "the job never started"
-        os.kill(int((tmp_path / "job.pid").read_text()), signal.SIGKILL)
+        future = executor.submit(time.sleep, 3600)
+        (pid,) = executor.job_ids().values()  # a local job's id is its process id
+        os.kill(int(pid), signal.SIGKILL)
         with pytest.raises(WorkerLost, match="ended without a result"):
             future.result(timeout=DEADLINE)
 
 
-def test_a_benchmark_on_submitit_local_equals_the_serial_one(split, tmp_path) -> None:
+def test_a_benchmark_on_submitit_local_equals_the_serial_one(tmp_path) -> None:
+    frame = load_interactions("synthetic", n_users=300, n_items=200, density=0.05, seed=5)
+    split = make_split(frame, n_val_users=40, n_test_users=40)  # coverage@100 needs 100 items
     study = run_sweep(split=split, dataset_name="synthetic", model_name="mult_vae",
                       model_params=MODEL, search_space=SPACE,
                       settings=SweepSettings(n_trials=2, quiet=True, pruner="none"),
                       results_dir=tmp_path)  # fmt: skip
     settings = BenchmarkSettings(name="b", models=("mult_vae", "popularity"), n_seeds=2,
                                  n_candidates=1, liang=False, ks=(10, 20), n_resamples=200,
+                                 test_metric="ndcg@20",
                                  baseline="popularity")  # fmt: skip
     common = {"split": split, "dataset_name": "synthetic", "settings": settings,
               "studies": {"mult_vae": study, "popularity": None},

@@ -101,9 +101,7 @@ def _failing_runs(tmp_path: Path) -> list[tuple[str, subprocess.CompletedProcess
             args = command("harness-sweep", tmp_path / form, *TINY, f"sweep.storage='{url}'")
             done.append((f"{form} full={full}", run(args, env={"HYDRA_FULL_ERROR": full})))
     mlflow = url_forms(1)["userinfo"]
-    args = command(
-        "harness-sweep", tmp_path / "mlflow", *TINY, f"tracking.mlflow.uri='{mlflow}'"
-    )
+    args = command("harness-sweep", tmp_path / "mlflow", *TINY, f"tracking.mlflow.uri='{mlflow}'")
     done.append(("mlflow", run(args, env={"HYDRA_FULL_ERROR": "1"})))
     return done
 
@@ -427,7 +425,12 @@ def test_unknown_keys_name_the_closest_valid_key(tmp_path):
 
 def test_budget_works_on_the_sweep_and_logs_hold_no_carriage_returns(tmp_path):
     args = command(
-        "harness-sweep", tmp_path, *TINY, "budget=smoke", "model=ease", "+dataset.options.progress=true"
+        "harness-sweep",
+        tmp_path,
+        *TINY,
+        "budget=smoke",
+        "model=ease",
+        "+dataset.options.progress=true",
     )
     done = run(args)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -471,7 +474,7 @@ def test_figures_bold_the_benchmarked_trial_and_draw_closed_form_models_as_lines
     for line in ease_ax.get_lines():  # a line across the epoch axis, not a dot at epoch 1
         assert list(line.get_xdata()) == [1, 3] and len(set(line.get_ydata())) == 1
     searched = F.ndcg_per_epoch_figure({"vae": vae}, k=100)  # no benchmark: the search's best
-    assert max(l.get_linewidth() for l in searched.axes[0].get_lines()) == 2.4
+    assert max(ln.get_linewidth() for ln in searched.axes[0].get_lines()) == 2.4
     assert "best: trial 1" in searched.axes[0].get_legend().get_texts()[0].get_text()
 
 
@@ -517,7 +520,12 @@ def test_a_standalone_report_keeps_the_runs_provenance_and_adds_its_line():
     assert merged["command"] == "harness-run dataset=x" and merged["device"] == "GPU 0"
     assert merged["stage_seconds"] == {"sweep": 10.0, "benchmark": 5.0}
     assert merged["reports"] == [
-        {"command": "harness-report dataset=x", "created": "t1", "git": {"commit": "b"}, "device": "CPU"}
+        {
+            "command": "harness-report dataset=x",
+            "created": "t1",
+            "git": {"commit": "b"},
+            "device": "CPU",
+        }
     ]
     again = keep_provenance(merged, {**report, "created": "t2"})
     assert len(again["reports"]) == 2 and again["command"] == "harness-run dataset=x"

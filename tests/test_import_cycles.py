@@ -17,19 +17,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "harness"
 
-# Imports that close circles another change removes: circles through one of these edges are
-# tolerated until then. Delete the entry when that change lands (the test then keeps the
-# circles from coming back).
-KNOWN_EDGES: set[tuple[str, str]] = {
-    # models/persistence.py -> models/registry.py (registry -> models -> base -> persistence):
-    # removed by the model-registry change
-    ("harness.models.persistence", "harness.models.registry"),
-}
-
-
-def edges(circle: tuple[str, ...]) -> set[tuple[str, str]]:
-    return set(zip(circle, (*circle[1:], circle[0]), strict=True))
-
 
 def module_name(path: Path, root: Path = ROOT) -> str:
     parts = list(path.relative_to(root.parent).with_suffix("").parts)
@@ -90,9 +77,8 @@ def circles(graph: dict[str, set[str]]) -> list[tuple[str, ...]]:
 
 def test_no_import_circles() -> None:
     found = circles(import_graph())
-    new = [c for c in found if not edges(c) & KNOWN_EDGES]
-    assert not new, "import circles among harness modules:\n" + "\n".join(
-        " -> ".join((*c, c[0])) for c in new
+    assert not found, "import circles among harness modules:\n" + "\n".join(
+        " -> ".join((*c, c[0])) for c in found
     )
 
 

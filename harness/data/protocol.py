@@ -73,7 +73,9 @@ def _normalised_params(**p: Any) -> dict[str, Any]:
                 "drop protocol.n_test_users (or protocol.folds)"
             )
         if fold is not None and (
-            isinstance(fold, bool) or not isinstance(fold, int | np.integer) or not 0 <= fold < folds
+            isinstance(fold, bool)
+            or not isinstance(fold, int | np.integer)
+            or not 0 <= fold < folds
         ):
             raise DataError(
                 f"protocol.fold={fold!r} must be an integer in [0, protocol.folds={folds}) "

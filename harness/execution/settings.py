@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.outputs import results_dir_of
 
 BACKENDS = ("local", "submitit_local", "slurm")
 DEFAULT_WORKER_TIMEOUT = 600.0
@@ -94,8 +95,6 @@ class ExecutorSettings:
 
             values["gpus"] = parse_gpus(values["gpus"])
         if values.get("folder") is None:
-            from harness.sweep.config import results_dir_of
-
             values["folder"] = str(results_dir_of(cfg) / "executor")
         return cls(backend=backend, **values)
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from harness.configs import hydra_config_path
 from harness.errors import guarded
-from harness.secrets import scrub_hydra_output
+from harness.outputs import scrub_hydra_output
 from harness.sweep.config import sweep_from_config
 
 log = logging.getLogger("harness.sweep")

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.configs import conf_dir
 from harness.data.protocol import protocol_params
+from harness.outputs import results_dir_of
 from harness.sweep.runner import run_sweep
 from harness.sweep.settings import SweepConfigError, SweepSettings
 from harness.sweep.space import parse_search_space
@@ -187,11 +188,6 @@ def load_split(cfg_dict: Mapping[str, Any]) -> Any:
 
     cache_dir = cfg_dict.get("data_dir") or default_cache_dir()
     return split_from_config(cfg_dict["dataset"], cfg_dict["protocol"], Path(cache_dir))
-
-
-def results_dir_of(cfg_dict: Mapping[str, Any]) -> Path:
-    """`results_dir` as an absolute path (relative = to the directory the command ran in)."""
-    return Path(cfg_dict.get("results_dir") or "results").expanduser().resolve()
 
 
 def _validate(
