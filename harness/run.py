@@ -328,6 +328,7 @@ def run_report_stage(
         manifest=manifest,
         reports_dir=reports_dir,
         k=k,
+        published=cfg["report"].get("published"),
     )
 
 

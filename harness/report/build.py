@@ -220,8 +220,11 @@ def build_report(
     manifest: dict[str, Any],
     reports_dir: Path,
     k: int = 100,
+    published: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``reports_dir/<name>/`` (report.md, report.html, manifest.json, figures/).
+
+    ``published`` (``report.published``): published numbers shown beside the measured ones.
 
     Works with studies that hold pruned, failed or running trials; without benchmark results
     (``results=None``) the test sections are replaced by a note. Nothing partial is left in
@@ -247,6 +250,9 @@ def build_report(
         if results is not None:
             doc.sections.append(_findings(results))
             doc.sections += _benchmark_sections(w, results, reports_dir / name)
+            reference = T.published_table(results, published)
+            if reference is not None:
+                doc.sections.append(Section("Published references", [reference]))
             comparisons_frame(results).to_csv(folder / "comparisons.csv", index=False)
             for table in ("metrics", "tests", "seeds", "budget", "folds"):
                 frame = getattr(results, table)

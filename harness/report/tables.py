@@ -491,3 +491,32 @@ def saved_models_table(results: BenchmarkResults, report_dir: Path) -> Table | N
         rows,
         caption="Final trained models, one per seed (load with `harness.models.load_model(path)`)",
     )
+
+
+def published_table(results: BenchmarkResults, published: Mapping | None) -> Table | None:
+    """Published numbers (``report.published``) beside the measured means, per model and
+    metric; None when nothing is published for the benchmarked models."""
+    if not published or not published.get("models"):
+        return None
+    measured = results.metrics.set_index(["model", "metric"])
+    rows = []
+    for model, values in published["models"].items():
+        for metric, value in (values or {}).items():
+            key = (model, metric)
+            here = measured.loc[key] if key in measured.index else None
+            rows.append(
+                [
+                    model,
+                    metric,
+                    fmt(float(value), 3),
+                    "not run" if here is None else ci_cell(here),
+                    "–" if here is None else f"{float(here['mean']) - float(value):+.3f}",
+                ]
+            )
+    if not rows:
+        return None
+    return Table(
+        ["model", "metric", "published", "measured [CI]", "measured − published"],
+        rows,
+        caption=f"Published numbers beside this run's: {published.get('source', 'source not given')}",
+    )
