@@ -111,6 +111,9 @@ def _override(argv: Sequence[str], key: str) -> str | None:
     return found
 
 
+MIN_FREE_BYTES = 256 * 1024  # Hydra's run records alone need a few pages
+
+
 def check_results_dir(argv: Sequence[str]) -> None:
     """Refuse a results folder that can't be written, before Hydra tries to create its run
     folder in it (which would end in a long traceback).
@@ -134,6 +137,14 @@ def check_results_dir(argv: Sequence[str]) -> None:
             f"results_dir={value}: {existing} is a file, not a folder. Give a folder with "
             "results_dir=DIR."
         )
+    import shutil
+
+    if existing.is_dir() and shutil.disk_usage(existing).free < MIN_FREE_BYTES:
+        raise ConfigDirError(
+            f"results_dir={value}: no space left on the device of {existing} "
+            f"({shutil.disk_usage(existing).free:,} bytes free). Free some space and rerun the "
+            "same command (finished trials and test scores are kept)."
+        )
     if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigDirError(
             f"results_dir={value}: {existing} is not writable (a read-only folder or file "
@@ -142,11 +153,110 @@ def check_results_dir(argv: Sequence[str]) -> None:
         )
 
 
+class UnknownKeyError(ValueError):
+    """An override names a key the composed config doesn't have."""
+
+
+def _all_keys(node: object, prefix: str = "") -> list[str]:
+    """Every dotted key of a composed config (interpolations left unresolved)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    keys = []
+    if isinstance(node, dict):
+        for key, child in node.items():
+            path = f"{prefix}{key}"
+            keys.append(path)
+            keys.extend(_all_keys(child, path + "."))
+    return keys
+
+
+def check_override_keys(config_name: str, argv: Sequence[str]) -> None:
+    """Raise `UnknownKeyError` naming the closest valid key when an override's key is not in
+    the composed config (Hydra's own message only suggests adding it with ``+``).
+
+    Skipped with user config folders (their groups are composed by Hydra itself) and for
+    ``search_space.*`` (free-form); any other composition problem is left to Hydra.
+    """
+    import difflib
+    import re
+
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    if any(a.startswith(("hydra.searchpath", "+hydra.searchpath")) for a in args) or any(
+        a.startswith(("--config-dir", "-cd", "--config-name", "-cn")) for a in argv
+    ):
+        return
+    overrides = [
+        a
+        for a in args
+        if not a.lstrip("+~").startswith(("search_space.", "hydra."))
+        and not a.startswith(("+", "~"))
+    ]
+    if not overrides:
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+
+    def composed(items: list[str]):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            return compose(config_name, overrides=items)
+
+    try:
+        composed(overrides)
+        return
+    except ConfigCompositionException as error:
+        found = re.search(r"Could not override '([^']+)'", str(error))
+        if not found:
+            return
+        bad = found.group(1)
+    except Exception:  # not ours to judge: Hydra reports it
+        return
+    finally:
+        GlobalHydra.instance().clear()
+    rest = [a for a in overrides if a.split("=", 1)[0] != bad]
+    try:
+        cfg = composed(rest)
+    except Exception:
+        cfg = None
+    finally:
+        GlobalHydra.instance().clear()
+    keys = _all_keys(cfg) if cfg is not None else []
+    parent = bad.rsplit(".", 1)[0] if "." in bad else ""
+    siblings = [k for k in keys if (k.rsplit(".", 1)[0] if "." in k else "") == parent]
+    close = difflib.get_close_matches(bad, siblings, n=1, cutoff=0.6) or difflib.get_close_matches(
+        bad, keys, n=1, cutoff=0.75
+    )
+    hint = f": did you mean {close[0]}?" if close else ""
+    listed = ""
+    if not close and siblings:
+        listed = f" Valid keys there: {', '.join(sorted(siblings)[:30])}."
+    raise UnknownKeyError(
+        f"unknown key {bad}{hint}{listed} (to add a new key on purpose, write +{bad}=...)"
+    )
+
+
+COMMAND_CONFIGS = {
+    "harness-sweep": "sweep",
+    "harness-run": "run",
+    "harness-benchmark": "benchmark",
+    "harness-report": "report",
+    "harness-split": "split",
+}
+
+
 def check_argv_or_exit(command: str, argv: Sequence[str] | None = None) -> None:
     """`check_user_config_dirs` for a console script: one line on stderr and exit status 2."""
+    args = sys.argv[1:] if argv is None else argv
     try:
-        check_user_config_dirs(sys.argv[1:] if argv is None else argv)
-        check_results_dir(sys.argv[1:] if argv is None else argv)
-    except ConfigDirError as error:
+        check_user_config_dirs(args)
+        check_results_dir(args)
+        if command in COMMAND_CONFIGS and not any(
+            a in ("--help", "-h", "--cfg", "-c", "--info") for a in args
+        ):
+            check_override_keys(COMMAND_CONFIGS[command], args)
+    except (ConfigDirError, UnknownKeyError) as error:
         print(f"{command}: error: {error}", file=sys.stderr)
         sys.exit(2)

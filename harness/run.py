@@ -266,6 +266,12 @@ def run_report_stage(
     bench_dir = results_dir / cfg["benchmark"]["name"]
     hint = f"harness-benchmark dataset={cfg['dataset']['name']}"
     results = None
+    import contextlib
+
+    from harness.outputs import recover
+
+    with contextlib.suppress(OSError):  # a kill between two renames: put the folder back first
+        recover(results_dir, cfg["benchmark"]["name"])
     if cfg["report"]["require_benchmark"] or (bench_dir / "benchmark.json").exists():
         results = load_results(bench_dir, hint=hint)
     else:
@@ -298,7 +304,22 @@ def run_report_stage(
         )
         if results:
             stages["benchmark"] = results.info.get("wall_seconds", float("nan"))
-    manifest = collect_manifest(config=cfg, split_fingerprint=fingerprint, stage_seconds=stages)
+    from harness.report.manifest import keep_provenance
+    from harness.sweep import model_config
+
+    configs = {}
+    for m in cfg["models"]:
+        try:
+            configs[m] = model_config(cfg, m)[0]
+        except Exception:  # a model without a config file of ours: shown in `config` only
+            continue
+    manifest = collect_manifest(
+        config=cfg, split_fingerprint=fingerprint, stage_seconds=stages, model_configs=configs
+    )
+    if not stage_seconds:  # a standalone report: keep the run's provenance, add this line
+        manifest = keep_provenance(
+            _previous_manifest(reports_dir / cfg["report"]["name"]), manifest
+        )
     k = next((int(s.user_attrs.get("k", 100)) for s in studies.values()), 100)
     return build_report(
         name=cfg["report"]["name"],
@@ -308,6 +329,16 @@ def run_report_stage(
         reports_dir=reports_dir,
         k=k,
     )
+
+
+def _previous_manifest(folder: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        found = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _split(cfg: dict[str, Any]) -> Any:

@@ -55,11 +55,18 @@ def postgres_server(password: str | None = None) -> Iterator[dict]:
         init += ["-A", "trust"]
     subprocess.run(init, check=True, capture_output=True)
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [*pg_ctl, "-l", str(root / "server.log"), "-w", "-o", options, "start"],
-        check=True,
-        capture_output=True,
-    )
+
+    def start() -> None:
+        subprocess.run(
+            [*pg_ctl, "-l", str(root / "server.log"), "-w", "-o", options, "start"],
+            check=True,
+            capture_output=True,
+        )
+
+    def stop() -> None:  # an outage: connections are cut, the data stays
+        subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], check=True, capture_output=True)
+
+    start()
     try:
         import psycopg2
 
@@ -75,6 +82,8 @@ def postgres_server(password: str | None = None) -> Iterator[dict]:
             "user": "postgres",
             "password": password,
             "url": f"postgresql://postgres@127.0.0.1:{port}/sweep",
+            "stop": stop,
+            "start": start,
         }
     finally:
         subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)

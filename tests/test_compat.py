@@ -119,6 +119,23 @@ def test_optuna_rdb_backend_and_models(tmp_path: Path) -> None:
                 assert hasattr(getattr(models, table), column), f"{table}.{column}"
 
 
+def test_optuna_rdb_private_calls_exist_and_the_cache_calls_them() -> None:
+    import inspect
+
+    from optuna.storages import RDBStorage
+    from optuna.storages import _cached_storage as cached
+
+    from harness.compat.optuna import RDB_PRIVATE_CALLS
+
+    source = inspect.getsource(cached)
+    for name in RDB_PRIVATE_CALLS:
+        assert callable(getattr(RDBStorage, name)), name
+    called = {n for n in RDB_PRIVATE_CALLS if f"_backend.{n}(" in source}
+    assert called == set(RDB_PRIVATE_CALLS)
+    used = set(__import__("re").findall(r"_backend\.(_[a-z_]+)\(", source))
+    assert used <= set(RDB_PRIVATE_CALLS), used - set(RDB_PRIVATE_CALLS)
+
+
 def test_optuna_journal_file_path_and_lock(tmp_path: Path) -> None:
     import optuna
     from optuna.storages.journal import JournalFileBackend

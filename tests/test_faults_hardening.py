@@ -101,9 +101,7 @@ def _failing_runs(tmp_path: Path) -> list[tuple[str, subprocess.CompletedProcess
             args = command("harness-sweep", tmp_path / form, *TINY, f"sweep.storage='{url}'")
             done.append((f"{form} full={full}", run(args, env={"HYDRA_FULL_ERROR": full})))
     mlflow = url_forms(1)["userinfo"]
-    args = command(
-        "harness-sweep", tmp_path / "mlflow", *TINY, f"tracking.mlflow.uri='{mlflow}'"
-    )
+    args = command("harness-sweep", tmp_path / "mlflow", *TINY, f"tracking.mlflow.uri='{mlflow}'")
     done.append(("mlflow", run(args, env={"HYDRA_FULL_ERROR": "1"})))
     return done
 
@@ -287,3 +285,340 @@ def test_binary_and_huge_data_files_are_one_short_line(tmp_path):
     )
     done = run(fixed)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+# --- full disk, read-only folder, two benchmarks at once, outputs refused before compute ----
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount small tmpfs file systems under tmp_path (root only); unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str, *options: str) -> Path:
+        where = tmp_path / name
+        where.mkdir()
+        opts = ",".join([f"size={size}", *options])
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)])
+        if done.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)])
+
+
+def test_a_read_only_results_folder_is_one_line(tmp_path, tmpfs):
+    read_only = tmpfs("ro", "1m", "ro")
+    for script in ("harness-sweep", "harness-run"):
+        done = run([str(BIN / script), *TINY, f"results_dir={read_only}"], cwd=tmp_path)
+        assert_one_line_error(done, script, "not writable", "results_dir=DIR")
+
+
+def test_outputs_that_would_be_refused_are_refused_before_any_compute(tmp_path):
+    in_the_way = tmp_path / "reports-file"
+    in_the_way.write_text("mine")
+    cases = [
+        ("harness-run", [f"reports_dir={in_the_way}"], "reports_dir"),
+        ("harness-run", ["benchmark.name=hydra"], "reserved"),
+        ("harness-benchmark", ["benchmark.name=test_ledger"], "reserved"),
+        ("harness-report", [f"reports_dir={in_the_way}"], "is a file"),
+    ]
+    for script, extra, needle in cases:
+        done = run(command(script, tmp_path, *TINY, *extra))
+        assert_one_line_error(done, script, needle)
+    assert not (tmp_path / "cache").exists()  # no data was even loaded
+    assert in_the_way.read_text() == "mine"
+
+
+def test_a_full_disk_in_the_benchmark_leaves_no_staging_and_the_rerun_completes(tmp_path, tmpfs):
+    first = closed_form_run(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    disk = tmpfs("disk", "8m")
+    results = disk / "results"
+    subprocess.run(["cp", "-a", str(tmp_path / "results"), str(results)], check=True)
+    before = sorted(p.relative_to(results) for p in results.rglob("*"))
+    stats = os.statvfs(disk)
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (stats.f_bavail * stats.f_frsize - 48 * 1024))
+    bench = [
+        str(BIN / "harness-benchmark"),
+        *TINY,
+        *CLOSED_FORM,
+        "benchmark.name=again",
+        f"results_dir={results}",
+        f"data_dir={tmp_path / 'cache'}",
+    ]
+    before_hydra = run(bench)  # checked before Hydra writes its run records there
+    assert_one_line_error(before_hydra, "harness-benchmark", "no space left", "rerun")
+    bench.append(f"hydra.run.dir={tmp_path / 'runs'}")
+    opened = run(bench)  # the study file can't even be opened: one line, not "disk I/O error"
+    assert_one_line_error(opened, "harness-benchmark", "no space left", "rerun")
+    storage = f"sweep.storage=sqlite:///{tmp_path / 'results' / 'optuna.db'}"
+    bench.append(storage)  # the studies elsewhere: the models' files fill the disk
+    full = run(bench)
+    assert_one_line_error(full, "harness-benchmark", "no space left", "rerun")
+    assert not list(results.glob(".*.models-tmp")), list(results.glob(".*"))
+    assert not (results / "again").exists()
+    kept = sorted(p.relative_to(results) for p in results.rglob("*"))
+    assert set(before) <= set(kept)  # nothing finished was lost
+    # a staging folder left by a kill is removed at the next start of any command
+    (results / ".again.models-tmp" / "models").mkdir(parents=True)
+    filler.unlink()
+    again = run(bench)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (results / "again" / "benchmark.json").exists()
+    assert not list(results.glob(".*.models-tmp"))
+
+
+def test_two_benchmarks_at_once_are_serialised_by_the_lock(tmp_path):
+    import fcntl
+    import time
+
+    first = closed_form_run(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = tmp_path / "results"
+    running = results / ".other.models-tmp" / "models"  # a running benchmark's staging
+    running.mkdir(parents=True)
+    lock = os.open(results / ".benchmark.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # "another benchmark" holds the results folder
+    log = tmp_path / "second.err"
+    args = command("harness-benchmark", tmp_path, *TINY, *CLOSED_FORM, "benchmark.name=b2")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with log.open("w") as err:
+        second = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    try:
+        deadline = time.monotonic() + 600
+        while "another benchmark" not in log.read_text():
+            assert second.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the second benchmark never waited"
+            time.sleep(0.2)
+        assert running.is_dir()  # a running benchmark's staging folder is never touched
+        assert not (results / "b2").exists()
+    finally:
+        os.close(lock)  # the first one finishes
+    assert second.wait(timeout=900) == 0, log.read_text()[-3000:]
+    assert (results / "b2" / "benchmark.json").exists()
+    assert not running.exists()  # stale once the lock is free: removed
+    entries = ledger_lines(results)
+    assert len(entries) == 2  # the second reused the first one's test scores
+
+
+# --- a newcomer's path -----------------------------------------------------------------------
+
+
+def test_unknown_keys_name_the_closest_valid_key(tmp_path):
+    cases = [
+        ("harness-sweep", "sweep.n_trial=3", "did you mean sweep.n_trials?"),
+        ("harness-sweep", "model.latnet_dim=5", "did you mean model.latent_dim?"),
+        ("harness-run", "benchmark.n_seed=3", "did you mean benchmark.n_seeds?"),
+        ("harness-report", "report.nmae=x", "did you mean report.name?"),
+    ]
+    for script, override, needle in cases:
+        done = run(command(script, tmp_path, override))
+        line = assert_one_line_error(done, script, "unknown key", needle)
+        assert "+" + override.split("=")[0] in line  # adding a key on purpose is still possible
+    assert not (tmp_path / "results").exists()
+
+
+def test_budget_works_on_the_sweep_and_logs_hold_no_carriage_returns(tmp_path):
+    args = command(
+        "harness-sweep",
+        tmp_path,
+        *TINY,
+        "budget=smoke",
+        "model=ease",
+        "+dataset.options.progress=true",
+    )
+    done = run(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from harness.sweep import default_storage
+
+    storage = open_storage(default_storage(tmp_path / "results"))
+    (name,) = optuna.study.get_all_study_names(storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) == 2  # budget=smoke: 2 trials per study
+    logs = [p for p in (tmp_path / "results" / "hydra").rglob("*.log")]
+    assert logs
+    for text in [done.stdout, done.stderr, *(p.read_text() for p in logs)]:
+        assert "\r" not in text
+
+
+# --- the report shows what was benchmarked --------------------------------------------------
+
+
+def _figure_study(tmp_path: Path, name: str, curves: list[list[float]]) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=name, storage=f"sqlite:///{tmp_path / 'fig.db'}", direction="maximize"
+    )
+    for curve in curves:
+        trial = study.ask()
+        trial.set_user_attr("ndcg_per_epoch", curve)
+        study.tell(trial, max(curve))
+    return study
+
+
+def test_figures_bold_the_benchmarked_trial_and_draw_closed_form_models_as_lines(tmp_path):
+    from harness.report import figures as F
+
+    vae = _figure_study(tmp_path, "vae", [[0.1, 0.3, 0.35], [0.1, 0.2, 0.5], [0.2, 0.3, 0.4]])
+    ease = _figure_study(tmp_path, "ease", [[0.42], [0.44]])
+    fig = F.ndcg_per_epoch_figure({"vae": vae, "ease": ease}, k=100, chosen={"vae": 2})
+    vae_ax, ease_ax = fig.axes
+    bold = max(vae_ax.get_lines(), key=lambda line: line.get_linewidth())
+    assert list(bold.get_ydata()) == [0.2, 0.3, 0.4]  # the benchmarked trial, not the best
+    assert "benchmarked: trial 2" in vae_ax.get_legend().get_texts()[0].get_text()
+    for line in ease_ax.get_lines():  # a line across the epoch axis, not a dot at epoch 1
+        assert list(line.get_xdata()) == [1, 3] and len(set(line.get_ydata())) == 1
+    searched = F.ndcg_per_epoch_figure({"vae": vae}, k=100)  # no benchmark: the search's best
+    assert max(ln.get_linewidth() for ln in searched.axes[0].get_lines()) == 2.4
+    assert "best: trial 1" in searched.axes[0].get_legend().get_texts()[0].get_text()
+
+
+def test_the_optimal_beta_figure_bands_over_seeds_and_warns_at_the_ramps_end():
+    import numpy as np
+
+    from harness.report import figures as F
+
+    beta = np.array([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    seeds = np.array([[0.1, 0.2, 0.3, 0.35, 0.4, 0.39], [0.1, 0.25, 0.3, 0.3, 0.42, 0.41]])
+    at_end = F.AnnealRun(beta, seeds.mean(axis=0), "2 seeds", ndcg_seeds=seeds)
+    inside = F.AnnealRun(beta, np.array([0.1, 0.4, 0.3, 0.2, 0.1, 0.1]), "1 seed")
+    assert at_end.at_ramp_end and at_end.optimal_beta == 1.0 and at_end.n_seeds == 2
+    assert not inside.at_ramp_end and inside.optimal_beta == 0.4
+    fig = F.beta_figure({"standard_vae": at_end, "mult_vae": inside}, k=100)
+    band = fig.axes[0].collections
+    assert band and "2 seeds" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert fig.axes[0].get_xlabel().startswith("β")
+    assert "ramp's end" in " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "ramp's end" not in " ".join(t.get_text() for t in fig.axes[1].texts)
+
+
+def test_a_standalone_report_keeps_the_runs_provenance_and_adds_its_line():
+    from harness.report.manifest import keep_provenance
+
+    run_manifest = {
+        "created": "t0",
+        "command": "harness-run dataset=x",
+        "device": "GPU 0",
+        "stage_seconds": {"sweep": 10.0, "benchmark": 5.0},
+        "split_fingerprint": "f",
+        "git": {"commit": "a"},
+    }
+    report = {
+        "created": "t1",
+        "command": "harness-report dataset=x",
+        "device": "CPU",
+        "stage_seconds": {"sweep (sum of trial times)": 9.0},
+        "split_fingerprint": "f",
+        "git": {"commit": "b"},
+    }
+    merged = keep_provenance(run_manifest, report)
+    assert merged["command"] == "harness-run dataset=x" and merged["device"] == "GPU 0"
+    assert merged["stage_seconds"] == {"sweep": 10.0, "benchmark": 5.0}
+    assert merged["reports"] == [
+        {
+            "command": "harness-report dataset=x",
+            "created": "t1",
+            "git": {"commit": "b"},
+            "device": "CPU",
+        }
+    ]
+    again = keep_provenance(merged, {**report, "created": "t2"})
+    assert len(again["reports"]) == 2 and again["command"] == "harness-run dataset=x"
+    assert keep_provenance({**run_manifest, "split_fingerprint": "other"}, report) == report
+
+
+def test_a_kill_between_the_two_renames_never_drops_the_test_table_from_the_report(tmp_path):
+    from harness import outputs
+
+    first = closed_form_run(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = tmp_path / "results"
+    bench = results / "synthetic"
+    before = (bench / "metrics.csv").read_text()
+    pid = os.fork()
+    if pid == 0:  # rewrite the benchmark folder on the two-rename path, killed in the gap
+        outputs.EXCHANGE = False
+        outputs.step_hook = lambda name: os._exit(9) if name == "moved-old" else None
+        try:
+            outputs.replace_folder(results, "synthetic", lambda folder: None, key="benchmark.name")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert not bench.exists()  # the gap the kill fell into
+    report = closed_form_run(tmp_path, "harness-report")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "no benchmark" not in report.stdout + report.stderr
+    assert (bench / "metrics.csv").read_text() == before
+    text = (tmp_path / "reports" / "synthetic" / "report.md").read_text()
+    assert "No benchmark results yet" not in text and "ndcg@100" in text.lower()
+
+
+# --- PostgreSQL outages ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_postgresql_outage_shorter_than_db_retry_seconds_is_ridden_out(tmp_path):
+    import time
+
+    from optuna.trial import TrialState
+
+    with postgres_server() as pg:
+        args = command(
+            "harness-sweep",
+            tmp_path,
+            *TINY,
+            "model=mult_vae",
+            "model.n_epochs=30",
+            "search_space.intermediate_dim=choice(16,32)",
+            "search_space.latent_dim=choice(4,8)",
+            "sweep.n_trials=3",
+            "sweep.n_workers=1",
+            "sweep.quiet=true",
+            "sweep.db_retry_seconds=300",
+            f"sweep.storage={pg['url']}",
+        )
+        log = tmp_path / "sweep.log"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        with log.open("w") as out:
+            sweep = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 600
+            storage = None
+            while True:  # event: a trial is running (epochs being recorded)
+                assert sweep.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no trial ever ran"
+                try:
+                    storage = storage or open_storage(pg["url"])
+                    names = optuna.study.get_all_study_names(storage)
+                    trials = optuna.load_study(study_name=names[0], storage=storage).trials
+                    if any(t.state == TrialState.RUNNING for t in trials):
+                        break
+                except (IndexError, Exception):
+                    pass
+                time.sleep(0.2)
+            storage = None
+            pg["stop"]()
+            while "stopped answering" not in log.read_text():  # event: the sweep noticed
+                assert sweep.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline + 600, "the outage was never noticed"
+                time.sleep(0.2)
+            pg["start"]()
+            assert sweep.wait(timeout=900) == 0, log.read_text()[-3000:]
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+        said = log.read_text()
+        assert "Traceback" not in said, said[-3000:]
+        assert "answers again" in said
+        storage = open_storage(pg["url"])
+        (name,) = optuna.study.get_all_study_names(storage)
+        study = optuna.load_study(study_name=name, storage=storage)
+        finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        assert len(finished) >= 3
+        assert not [t for t in study.trials if t.state == TrialState.RUNNING]

@@ -46,7 +46,10 @@ SEED_PARAMS = [
 ]
 KEYWORD_ONLY = {"learning_rate": 1e-3, "total_anneal_steps": None, "n_hidden_layers": 1,
                 "l2_penalty": 0.0, "plateau_factor": 0.2, "plateau_patience": 1,
-                "plateau_min_lr": 1e-4}  # fmt: skip
+                "plateau_min_lr": 1e-4,
+                # harness additions, off by default (the seed trains every epoch and anneals
+                # over 80% of n_epochs): early stopping and the annealing length in epochs
+                "patience": None, "anneal_epochs": None}  # fmt: skip
 # the seed's schedule and Keras' Adam for StandardVAE; Liang et al.'s for MultVAE
 SCHEDULE = {"StandardVAE": {"lr_schedule": "plateau", "adam_epsilon": 1e-7},
             "MultVAE": {"lr_schedule": "constant", "adam_epsilon": 1e-8}}  # fmt: skip
@@ -193,7 +196,7 @@ def test_registry_specs() -> None:
 
 def test_defaults_come_from_the_model_configs() -> None:
     # one source: the harness's n_epochs is the yaml's, the class keeps the seed's 400
-    assert model_defaults("mult_vae")["n_epochs"] == 50
+    assert model_defaults("mult_vae")["n_epochs"] == 100
     assert inspect.signature(MultVAE).parameters["n_epochs"].default == 400
     assert "name" not in model_defaults("ease")
 

@@ -171,7 +171,10 @@ def test_weak_generalisation_keeps_every_user_in_training(df):
         ({"heldout_fraction": 0}, "heldout_fraction"),
         ({"n_val_users": 200, "n_test_users": 200}, "only .* users"),
         ({"n_val_users": -3}, "n_val_users"),
-        ({"threshold": 5.0}, "no interactions left.*lower the threshold"),
+        (
+            {"threshold": 5.0},
+            "no rating is above protocol.threshold=5.0.*set protocol.threshold=0.5",
+        ),
         ({"min_user_positives": 10_000}, "min_user_positives=10000"),
     ],
 )
@@ -224,9 +227,11 @@ def test_folds_partition_the_users_and_keep_each_folds_test_users_out_of_trainin
     for i, a in enumerate(tests):
         for b in tests[i + 1 :]:
             assert not a & b
-    eligible = set(np.asarray(splits[0].test_users).tolist()) | set(
-        np.asarray(splits[0].val_users).tolist()
-    ) | set(np.asarray(splits[0].train_users).tolist())
+    eligible = (
+        set(np.asarray(splits[0].test_users).tolist())
+        | set(np.asarray(splits[0].val_users).tolist())
+        | set(np.asarray(splits[0].train_users).tolist())
+    )
     assert set().union(*tests) == eligible
     sizes = [len(t) for t in tests]
     assert max(sizes) - min(sizes) <= 1

@@ -128,6 +128,7 @@ def test_the_user_config_folder_example_runs(tmp_path):
     clicks.to_csv(tmp_path / "clicks.csv", index=False)
     install = section("## Install")
     script = next(b for b in code_blocks(install, "bash") if "--config-dir" in b)
+    script = script.split("# next:")[0]  # the full harness-run that follows: run elsewhere
     script = script.replace("/data/clicks.csv", str(tmp_path / "clicks.csv"))
     script = script.replace(
         "protocol.threshold=0.5",
@@ -144,5 +145,5 @@ def test_the_user_config_folder_example_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     studies = [p.name for p in (tmp_path / "results").iterdir() if p.is_dir()]
-    assert any(name.startswith("file-") and name.endswith("standard_vae") for name in studies)
+    assert any(name.startswith("my_clicks-") and name.endswith("standard_vae") for name in studies)
     assert "latent_dim=" in done.stdout + done.stderr

@@ -332,7 +332,11 @@ def test_folds_and_ledger_tables_show_each_fold_and_the_meetings(tmp_path):
     results = dataclasses.replace(
         results,
         folds=folds,
-        info={**results.info, "test_ledger": ledger, "test_exposure": {"configurations": 4, "scorings": 9}},
+        info={
+            **results.info,
+            "test_ledger": ledger,
+            "test_exposure": {"configurations": 4, "scorings": 9},
+        },
     )
     table = folds_table(results)
     assert table.header == ["fold", "test users", "mult_vae", "ease", "sweep s", "benchmark s"]
@@ -347,7 +351,15 @@ def test_folds_and_ledger_tables_show_each_fold_and_the_meetings(tmp_path):
     assert table.rows[-1][:2] == ["pooled", "99"] and table.rows[-1][-2:] == ["190", "22"]
     ledger_rows = ledger_table(results)
     assert ledger_rows.rows == [
-        ["mult_vae", "final", "1", "2", "3", "abcdef012345", "seed 5: model code or package versions changed"]
+        [
+            "mult_vae",
+            "final",
+            "1",
+            "2",
+            "3",
+            "abcdef012345",
+            "seed 5: model code or package versions changed",
+        ]
     ]
     assert "4 distinct configurations in 9 scorings" in ledger_rows.caption
 
@@ -362,7 +374,9 @@ def test_verdict_sentences_follow_the_decisions_and_replace_the_readme_block(tmp
     tests = results.tests.copy()
     tests["verdict"] = ["better", "equivalent within ±0.01"]
     lines = summary_lines(dataclasses.replace(results, tests=tests))
-    assert any(x.startswith("- ease − mult_vae") and "ease is better than mult_vae" in x for x in lines)
+    assert any(
+        x.startswith("- ease − mult_vae") and "ease is better than mult_vae" in x for x in lines
+    )
     assert any("equivalent within ±0.01" in x and x.startswith("- popularity") for x in lines)
     assert not any(x.startswith("- What this run cannot tell") for x in lines)
     tests["verdict"] = ["worse", "not distinguishable with 50 users (detectable difference ±0.05)"]

@@ -366,6 +366,7 @@ def _liang_result(
         "total_anneal_steps": retrains[-1]["steps"] if retrains else None,
         "seed": seeds[0],
         "history": retrains[0]["history"] if retrains else None,
+        "histories": [r["history"] for r in retrains],  # every seed: the report's band
     }
 
 

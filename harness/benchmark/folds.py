@@ -118,14 +118,10 @@ def pool_folds(
             [np.full(next(iter(r.per_user.values())).shape[1], k) for k, r in enumerate(runs)]
         )
         fold_ids = ids if fold_ids is None else fold_ids
-        scalars = {
-            m: [v for r in runs for v in r.scalars.get(m, [])] for m in runs[0].scalars
-        }
+        scalars = {m: [v for r in runs for v in r.scalars.get(m, [])] for m in runs[0].scalars}
         info = {
             **{k: v for k, v in runs[0].info.items() if k != "test_users"},
-            "per_fold": [
-                {k: v for k, v in r.info.items() if k != "test_users"} for r in runs
-            ],
+            "per_fold": [{k: v for k, v in r.info.items() if k != "test_users"} for r in runs],
             "budget": _pooled_budget([r.info.get("budget", {}) for r in runs]),
         }
         run = ModelRun(model, per_user, scalars, [], info)  # seeds: per fold, below

@@ -31,9 +31,9 @@ import json
 import logging
 import os
 import tempfile
-from importlib import metadata
 from collections import Counter
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,8 @@ def code_fingerprint() -> str:
             version = "-"
         digest.update(f"{package}=={version}\0".encode())
     return digest.hexdigest()
+
+
 TORN_SUFFIX = ".torn"
 _REQUIRED = ("split_fingerprint", "config_hash", "seed", "arrays", "coverage")
 

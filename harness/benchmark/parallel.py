@@ -3,7 +3,7 @@
 Every fit is seeded (and the models turn on TensorFlow's op determinism), so a fit gives the
 same weights in a worker as in this process, whatever the thread count: results are
 identical to a serial run. A fitted model can't cross processes cheaply, so a worker saves it
-to a temporary `.keras` file (the model's own `save`) and returns that path with the fit's
+to a temporary file in its own format (the model's `save`) and returns that path with the fit's
 facts and history. Scoring test users goes back to a worker, which loads the file
 (`RemoteModel.score`); saving a final model copies the file (`RemoteModel.save`). The test
 scorer in this process still sees one `score` call per scoring, so its accounting is

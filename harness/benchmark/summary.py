@@ -12,7 +12,6 @@ Pure numpy/pandas (no TensorFlow): the report tests build realistic results with
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 

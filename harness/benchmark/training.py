@@ -237,8 +237,8 @@ class HeldOutTestScorer:
                 row["configs"][str(seed)] = self.configs[key]
             if key in self.stale:
                 row["rescored"][str(seed)] = self.stale[key]
-        for model, variants in out.items():
-            for variant, row in variants.items():
+        for variants in out.values():
+            for row in variants.values():
                 configs = set(row["configs"].values())
                 if not configs:
                     row["met_test_users"] = row["scored"]

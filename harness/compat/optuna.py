@@ -14,6 +14,8 @@ Why each is needed, and what would replace it if Optuna made it public:
 - `distribution_contains`: whether a default lies inside a search distribution.
 - `unvisited_grid_ids`: whether a grid sampler has points left before asking.
 - `OPTIMIZE_LOGGER`: the logger through which Optuna reports a failed trial.
+- `RDB_PRIVATE_CALLS`: the private `RDBStorage` methods Optuna's cache in front of it calls
+  directly; a storage that retries calls across a database outage must wrap them too.
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ if TYPE_CHECKING:  # importing this module loads no Optuna (harness.errors uses 
 TESTED = ">=4,<6"  # the pyproject pin; tests/test_compat.py checks every function below
 
 OPTIMIZE_LOGGER = "optuna.study._optimize"
+
+# `_CachedStorage` calls these on its RDBStorage backend (optuna/storages/_cached_storage.py).
+RDB_PRIVATE_CALLS = (
+    "_create_new_trial",
+    "_get_best_trial_id",
+    "_get_stale_trial_ids",
+    "_get_trials",
+    "_set_trial_param",
+)
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:

@@ -110,7 +110,7 @@ def download_verified(
                     desc=f"download {dest.name}",
                     unit="B",
                     unit_scale=True,
-                    disable=not progress,
+                    disable=None if progress else True,  # None: no bar in a log file
                 )
                 with bar:
                     for block in iter(lambda: resp.read(_CHUNK), b""):

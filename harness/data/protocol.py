@@ -73,7 +73,9 @@ def _normalised_params(**p: Any) -> dict[str, Any]:
                 "drop protocol.n_test_users (or protocol.folds)"
             )
         if fold is not None and (
-            isinstance(fold, bool) or not isinstance(fold, int | np.integer) or not 0 <= fold < folds
+            isinstance(fold, bool)
+            or not isinstance(fold, int | np.integer)
+            or not 0 <= fold < folds
         ):
             raise DataError(
                 f"protocol.fold={fold!r} must be an integer in [0, protocol.folds={folds}) "
@@ -118,10 +120,10 @@ def _positives(df: pd.DataFrame, p: Mapping[str, Any]):
     ratings = df["rating"].to_numpy()
     if len(df) and not (ratings > p["threshold"]).any() and (ratings.max() <= p["threshold"]):
         raise DataError(
-            f"no rating is above protocol.threshold={p['threshold']} (the highest is "
-            f"{float(ratings.max()):g}, among {len(df):,} rows): positives are ratings > "
-            "threshold. For implicit data (clicks, every row a positive with rating 1.0) set "
-            "protocol.threshold=0.5; for ratings, a threshold below your scale's top."
+            f"no interactions left after filtering: no rating is above protocol.threshold="
+            f"{p['threshold']} (the highest is {float(ratings.max()):g}, among {len(df):,} rows; "
+            "positives are ratings > threshold): lower the threshold below your scale's top, or "
+            "for implicit data (clicks, every rating 1.0) set protocol.threshold=0.5."
         )
     pos = df.loc[ratings > p["threshold"], ["user", "item"]]
     users, user_ids = pd.factorize(pos["user"], sort=True)
@@ -336,17 +338,20 @@ def _build(interactions: pd.DataFrame, p: dict[str, Any], fingerprint: str) -> S
 def split_from_config(
     dataset: Mapping[str, Any], protocol: Mapping[str, Any], cache_dir: str | Path | None
 ) -> Split:
-    """Load ``dataset["name"]`` with its ``options`` and split it with the protocol params.
+    """Load ``dataset["source"]`` (default: its ``name``) with its ``options`` and split it
+    with the protocol params.
 
     Args:
-        dataset: resolved conf/dataset/<name>.yaml: name, options (kwargs of
-            load_interactions), n_heldout_users.
+        dataset: resolved conf/dataset/<name>.yaml: name (results, studies and reports are
+            named after it), source (the reader: ml-100k, file, synthetic, ...; default the
+            name), options (kwargs of load_interactions), n_heldout_users.
         protocol: resolved conf/protocol/<kind>.yaml: keyword arguments of make_split.
         cache_dir: split cache root (None: no caching).
     """
     from harness.data.sources import load_interactions  # lazy: sources pulls in downloads
 
-    df = load_interactions(dataset["name"], **dict(dataset.get("options") or {}))
+    source = dataset.get("source") or dataset["name"]
+    df = load_interactions(source, **dict(dataset.get("options") or {}))
     return make_split(df, **protocol_params(dataset, protocol), cache_dir=cache_dir)
 
 

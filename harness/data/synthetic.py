@@ -166,7 +166,9 @@ def generate_synthetic(
         cdf[:, -1] = 1.0  # exact end: row offsets i + 1.0 stay exact, rows never overlap
 
     parts = []
-    for c, chunk_seed in enumerate(tqdm(seeds[1:], desc="synthetic", disable=not progress)):
+    for c, chunk_seed in enumerate(
+        tqdm(seeds[1:], desc="synthetic", disable=None if progress else True)
+    ):
         crng = np.random.default_rng(chunk_seed)
         lo, hi = c * CHUNK_USERS, min((c + 1) * CHUNK_USERS, n_users)
         need = counts[lo:hi]

@@ -1,5 +1,6 @@
 """Recommender models behind one registry (``harness.models.registry``): StandardVAE and
-MultVAE (Keras 3), Popularity and EASE baselines.
+MultVAE (Keras 3), and the reference baselines Popularity, EASE, Mult-DAE, RecVAE, iALS
+(``implicit``) and RP3beta.
 
 Every model shares one API: ``fit(x_train, x_valid=None, x_val_tr=None, x_val_te=None,
 mapper=None, *, epoch_callback=None)``, ``history()``, ``best_epoch``, ``best_ndcg``,
@@ -22,7 +23,10 @@ from harness.models.callbacks import (  # noqa: E402
     TrainingDivergedError,
     beta_at,
 )
+from harness.models.ials import IALS  # noqa: E402
+from harness.models.mult_dae import MultDAE  # noqa: E402
 from harness.models.mult_vae import Mult_VAE, MultVAE  # noqa: E402
+from harness.models.recvae import RecVAE  # noqa: E402
 from harness.models.registry import (  # noqa: E402
     ModelSpec,
     UnknownModelError,
@@ -33,17 +37,22 @@ from harness.models.registry import (  # noqa: E402
     model_spec,
     registered_models,
 )
+from harness.models.rp3beta import RP3beta  # noqa: E402
 from harness.models.standard_vae import StandardVAE  # noqa: E402
 
 __all__ = [
     "EASE",
+    "IALS",
     "AnnealingCallback",
     "LossHistory",
     "Metrics",
     "ModelSpec",
+    "MultDAE",
     "MultVAE",
     "Mult_VAE",
     "Popularity",
+    "RP3beta",
+    "RecVAE",
     "StandardVAE",
     "TrainingDivergedError",
     "UnknownModelError",

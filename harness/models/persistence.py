@@ -1,16 +1,20 @@
 """One file per trained model: ``model.save(path)`` and ``load_model(path)``.
 
-Formats:
-    VAEs (StandardVAE, MultVAE): a ``.keras`` file, Keras' own format, which
-        ``keras.models.load_model`` opens once ``harness.models`` is imported (the networks
-        are registered as serializable). The network's config carries a ``recommender``
-        record (format, class, constructor arguments, history, best epoch and NDCG) from
-        which ``load_model`` rebuilds the recommender around the saved weights.
-    EASE, Popularity: a ``.npz`` written by ``numpy.savez`` (no pickles) with the arrays
-        ``format`` ("vae-sweep-model/1"), ``class`` ("EASE" or "Popularity"), ``record``
-        (JSON: constructor arguments, n_items, history, best NDCG, EASE's chosen lambda) and
-        the fitted weights: ``B`` (EASE, n_items x n_items float32, scores = x @ B) or
-        ``item_counts`` (Popularity, n_items float32).
+Formats (each model's ``ModelSpec.formats``):
+    Keras models (StandardVAE, MultVAE, MultDAE, RecVAE): a ``.keras`` file, Keras' own
+        format, which ``keras.models.load_model`` opens once ``harness.models`` is imported
+        (the networks are registered as serializable). The network's config carries a
+        ``recommender`` record (format, class, constructor arguments, history, best epoch and
+        NDCG) from which ``load_model`` rebuilds the recommender around the saved weights.
+    The others (EASE, Popularity, IALS, RP3beta): a ``.npz`` written by ``numpy.savez`` (no
+        pickles) with the arrays ``format`` ("vae-sweep-model/1"), ``class``, ``record``
+        (JSON: constructor arguments, n_items, history, best NDCG, fitted state such as
+        EASE's chosen lambda) and the fitted weights: ``B`` (EASE, scores = x @ B),
+        ``item_counts`` (Popularity), ``item_factors`` (IALS; fold-in users are solved
+        again), ``W_data``/``W_indices``/``W_indptr`` (RP3beta's sparse W).
+
+``harness.models.load_model`` (the registry) finds the class by the name in the record;
+``load_as`` here rebuilds it, so this module imports no model.
 
 Every file is written to a temporary name in the target folder and renamed into place.
 TensorFlow is imported only when a VAE file is loaded.

@@ -32,11 +32,14 @@ def _anneal_run(
     record = results.info["models"].get(model, {}) if results else {}
     liang = (record.get("beta") or {}).get("liang")
     if liang and liang.get("history", {}).get("beta"):
-        h = liang["history"]
+        histories = [h for h in liang.get("histories") or [liang["history"]] if h.get("ndcg")]
+        n = min(len(h["ndcg"]) for h in histories)
+        seeds = np.array([np.array(h["ndcg"][:n], dtype=float) for h in histories])
         return F.AnnealRun(
-            np.array(h["beta"], dtype=float),
-            np.array(h["ndcg"], dtype=float),
-            f"Liang procedure: anneal to cap 1.0 (seed {liang.get('seed')})",
+            np.array(histories[0]["beta"][:n], dtype=float),
+            np.nanmean(seeds, axis=0),
+            f"Liang procedure: anneal to cap 1.0, {len(histories)} seed(s)",
+            ndcg_seeds=seeds,
         )
     trials = [
         t
@@ -54,6 +57,13 @@ def _anneal_run(
         F.attr_curve(t, "ndcg_per_epoch"),
         f"best annealing trial {t.number} (anneal_cap {F.beta_param(t)[1]:.3f})",
     )
+
+
+def _chosen_trials(results: BenchmarkResults | None) -> dict[str, int | None]:
+    """Model -> the trial whose configuration the benchmark retrained (its record)."""
+    if results is None:
+        return {}
+    return {m: r.get("chosen_trial") for m, r in results.info.get("models", {}).items()}
 
 
 def _scorings(info: dict[str, Any]) -> str:
@@ -152,10 +162,18 @@ def _beta_section(
             w.figure(
                 F.beta_figure(runs, k=k),
                 "beta_per_epoch",
-                "β per epoch (left axis) and validation NDCG (right axis) "
-                "of annealing runs; the star marks the optimal β",
+                "Validation NDCG against β along the annealing ramp (mean over seeds, band: "
+                "lowest to highest seed); the star marks the optimal β",
             )
         )
+        for model, run in runs.items():
+            if run.at_ramp_end:
+                section.blocks.append(
+                    f"**Warning ({model}):** the optimal β {run.optimal_beta:.3f} sits at the end "
+                    f"of the annealing ramp (β stops growing there, epoch {run.best_epoch + 1}): "
+                    "a larger β might be better still. Anneal to a higher cap or for more "
+                    "epochs before trusting it."
+                )
     else:
         section.blocks.append("No annealing run recorded: no β-per-epoch figure.")
     if vaes:
@@ -251,9 +269,10 @@ def build_report(
                 [
                     T.study_table(studies),
                     w.figure(
-                        F.ndcg_per_epoch_figure(studies, k=k),
+                        F.ndcg_per_epoch_figure(studies, k=k, chosen=_chosen_trials(results)),
                         "ndcg_per_epoch",
-                        f"Validation NDCG@{k} per epoch: every trial faint, the best trial bold",
+                        f"Validation NDCG@{k} per epoch: every trial faint; bold, the "
+                        "configuration the benchmark retrained (else the search's best)",
                     ),
                 ],
             )

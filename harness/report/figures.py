@@ -52,41 +52,54 @@ def _panels(n: int, *, sharex: bool = True, sharey: bool = True) -> tuple[Figure
     return fig, axes[0]
 
 
-def ndcg_per_epoch_figure(studies: Mapping[str, optuna.Study], *, k: int) -> Figure:
-    """Validation NDCG@k per epoch: every trial faint, the best trial bold, one panel per model.
+def ndcg_per_epoch_figure(
+    studies: Mapping[str, optuna.Study],
+    *,
+    k: int,
+    chosen: Mapping[str, int | None] | None = None,
+) -> Figure:
+    """Validation NDCG@k per epoch: every trial faint, one trial bold, one panel per model.
 
-    Panels share both axes so that models compare at a glance. Non-iterative models (EASE,
-    popularity) have one point per trial.
+    The bold curve is the trial the benchmark chose for the model (``chosen``: model -> trial
+    number, from the benchmark's record), else the search's best trial. Panels share both
+    axes so that models compare at a glance; a closed-form model (EASE, popularity: one value
+    per trial, no epochs) is drawn as horizontal lines across the epoch axis.
     """
     fig, axes = _panels(len(studies))
+    chosen = dict(chosen or {})
+    lengths = [
+        attr_curve(t, "ndcg_per_epoch").size
+        for study in studies.values()
+        for t in study.get_trials(deepcopy=False)
+    ]
+    x_end = max([2, *lengths])
+
+    def draw(ax, curve: np.ndarray, **style) -> None:
+        if curve.size == 1:  # closed form: one value, the same at every epoch
+            ax.plot([1, x_end], [curve[0], curve[0]], **style)
+        else:
+            ax.plot(np.arange(1, curve.size + 1), curve, **style)
+
     for i, (ax, (model, study)) in enumerate(zip(axes, studies.items(), strict=True)):
         color = f"C{i}"
-        best = best_trial(study)
-        for trial in study.get_trials(deepcopy=False):
+        trials = study.get_trials(deepcopy=False)
+        by_number = {t.number: t for t in trials}
+        bold, what = None, "best"
+        if chosen.get(model) is not None and chosen[model] in by_number:
+            bold, what = by_number[chosen[model]], "benchmarked"
+        elif (best := best_trial(study)) is not None:
+            bold = best
+        for trial in trials:
             curve = attr_curve(trial, "ndcg_per_epoch")
-            if not np.isfinite(curve).any() or (best and trial.number == best.number):
+            if not np.isfinite(curve).any() or (bold and trial.number == bold.number):
                 continue
-            ax.plot(
-                np.arange(1, curve.size + 1),
-                curve,
-                color=color,
-                alpha=0.25,
-                lw=0.8,
-                marker="o" if curve.size == 1 else None,
-                ms=3,
-            )
-        if best is not None:
-            curve = attr_curve(best, "ndcg_per_epoch")
-            ax.plot(
-                np.arange(1, curve.size + 1),
-                curve,
-                color=color,
-                lw=2.4,
-                marker="o" if curve.size == 1 else None,
-                label=f"best: trial {best.number} ({best.value:.4f})",
-            )
+            draw(ax, curve, color=color, alpha=0.25, lw=0.8)
+        if bold is not None:
+            curve = attr_curve(bold, "ndcg_per_epoch")
+            score = trial_score(bold)
+            draw(ax, curve, color=color, lw=2.4, label=f"{what}: trial {bold.number} ({score:.4f})")
             ax.legend(loc="lower right", fontsize=8)
-        ax.set_title(f"{model} ({len(study.trials)} trials)")
+        ax.set_title(f"{model} ({len(trials)} trials)")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"validation NDCG@{k}")
@@ -106,6 +119,18 @@ class AnnealRun:
     beta: np.ndarray
     ndcg: np.ndarray
     source: str
+    ndcg_seeds: np.ndarray | None = None  # (n_seeds, epochs): ``ndcg`` is their mean
+
+    @property
+    def n_seeds(self) -> int:
+        return 1 if self.ndcg_seeds is None else int(self.ndcg_seeds.shape[0])
+
+    @property
+    def at_ramp_end(self) -> bool:
+        """True when the optimum sits where beta stops growing (it reached the cap): the best
+        beta may lie beyond what the ramp tried."""
+        finite = self.beta[np.isfinite(self.beta)]
+        return bool(finite.size) and self.optimal_beta >= float(finite.max()) - 1e-9
 
     @property
     def best_epoch(self) -> int:
@@ -119,31 +144,45 @@ class AnnealRun:
 
 
 def beta_figure(runs: Mapping[str, AnnealRun], *, k: int) -> Figure:
-    """Beta per epoch with validation NDCG@k on a twin axis, optimal beta marked and labelled."""
+    """Validation NDCG@k against beta along the annealing ramp, one panel per model: the mean
+    over seeds with a band from the lowest to the highest seed, the optimal beta starred (the
+    beta of the mean curve's best epoch), and a warning mark when it sits at the ramp's end."""
     fig, axes = _panels(len(runs), sharex=False, sharey=False)
-    for ax, (model, run) in zip(axes, runs.items(), strict=True):
-        epochs = np.arange(1, run.beta.size + 1)
-        ax.plot(epochs, run.beta, color="C0", lw=1.8, label="β")
-        ax.set_ylabel("β (KL weight)", color="C0")
-        twin = ax.twinx()
-        twin.plot(epochs, run.ndcg, color="C3", lw=1.4, label=f"NDCG@{k}")
-        twin.set_ylabel(f"validation NDCG@{k}", color="C3")
+    for i, (ax, (model, run)) in enumerate(zip(axes, runs.items(), strict=True)):
+        color = f"C{i}"
+        n = min(run.beta.size, run.ndcg.size)
+        beta, ndcg = run.beta[:n], run.ndcg[:n]
+        if run.ndcg_seeds is not None and run.n_seeds > 1:
+            seeds = run.ndcg_seeds[:, :n]
+            ax.fill_between(
+                beta,
+                np.nanmin(seeds, axis=0),
+                np.nanmax(seeds, axis=0),
+                color=color,
+                alpha=0.2,
+                lw=0,
+                label=f"range over {run.n_seeds} seeds",
+            )
+        ax.plot(beta, ndcg, color=color, lw=1.8, label="mean" if run.n_seeds > 1 else None)
         best, beta_star = run.best_epoch, run.optimal_beta
-        ax.axvline(best + 1, color="0.4", ls=":", lw=1)
-        ax.plot([best + 1], [beta_star], marker="*", ms=14, color="C1", zorder=5)
-        right_half = best + 1 > 0.6 * max(run.beta.size, 1)  # keep the label inside the axes
+        ax.plot([beta_star], [ndcg[best]], marker="*", ms=14, color="C1", zorder=5)
+        note = "\nat the ramp's end!" if run.at_ramp_end else ""
+        right_half = beta_star > 0.6 * max(float(np.nanmax(beta)), 1e-12)
         ax.annotate(
-            f"optimal β = {beta_star:.3f}\n(epoch {best + 1})",
-            (best + 1, beta_star),
-            xytext=(-10 if right_half else 10, -30),
+            f"optimal β = {beta_star:.3f}\n(epoch {best + 1}){note}",
+            (beta_star, ndcg[best]),
+            xytext=(-10 if right_half else 10, -34),
             textcoords="offset points",
             ha="right" if right_half else "left",
             fontsize=9,
-            color="C1",
+            color="C3" if run.at_ramp_end else "C1",
         )
         ax.set_title(f"{model}\n{run.source}", fontsize=9)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("β (KL weight) along the annealing ramp")
         ax.grid(alpha=0.3)
+        if run.n_seeds > 1:
+            ax.legend(loc="lower right", fontsize=8)
+    axes[0].set_ylabel(f"validation NDCG@{k}")
     return fig
 
 
@@ -197,28 +236,38 @@ def ndcg_vs_beta_figure(studies: Mapping[str, optuna.Study], *, k: int) -> Figur
 
 
 def optimization_history_figure(study: optuna.Study, title: str) -> Figure:
-    """Optuna's optimisation history plot (objective per trial and best so far)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ax = optuna.visualization.matplotlib.plot_optimization_history(
-            study, target_name="validation NDCG"
-        )
-    _one_title(ax, title)
-    fig = ax.figure
+    """Objective per finished trial and the best so far (the report's style, not Optuna's)."""
+    fig, (ax,) = _panels(1)
     fig.set_size_inches(6.4, 3.6)
-    fig.tight_layout()
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and np.isfinite(trial_score(t))
+    ]
+    trials.sort(key=lambda t: t.number)
+    if trials:
+        x = np.array([t.number for t in trials])
+        y = np.array([trial_score(t) for t in trials])
+        done = np.array([t.state == TrialState.COMPLETE for t in trials])
+        ax.scatter(x[done], y[done], s=18, color="C0", label="trial (complete)")
+        if (~done).any():
+            ax.scatter(
+                x[~done], y[~done], s=18, facecolors="none", edgecolors="C0", label="pruned"
+            )
+        best = np.maximum.accumulate(np.where(done, y, -np.inf))
+        ok = np.isfinite(best)
+        ax.step(x[ok], best[ok], where="post", color="C3", lw=1.6, label="best so far")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title)
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation NDCG")
+    ax.grid(alpha=0.3)
     return fig
 
 
-def _one_title(ax: plt.Axes, title: str) -> None:
-    """Replace Optuna's own title (drawn left-aligned) with ours, so only one is drawn."""
-    for loc in ("left", "right"):
-        ax.set_title("", loc=loc)
-    ax.set_title(title)
-
-
 def importances_figure(study: optuna.Study, title: str) -> Figure | str:
-    """Optuna's parameter-importance plot, or the reason it cannot be drawn.
+    """Parameter importances (fANOVA) as bars in the report's style, or the reason they
+    cannot be drawn.
 
     fANOVA importances need at least two complete trials and a parameter that varied among
     them; a single-trial or fixed-configuration study returns an explanatory string instead.
@@ -236,13 +285,16 @@ def importances_figure(study: optuna.Study, title: str) -> Figure | str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            ax = optuna.visualization.matplotlib.plot_param_importances(study)
+            importances = optuna.importance.get_param_importances(study)
     except (ValueError, RuntimeError) as exc:  # e.g. too little variation for fANOVA's trees
         return f"importances failed: {exc}"
-    _one_title(ax, title)
-    fig = ax.figure
-    fig.set_size_inches(6.4, 3.6)
-    fig.tight_layout()
+    fig, (ax,) = _panels(1)
+    fig.set_size_inches(6.4, 0.6 + 0.35 * max(len(importances), 3))
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names], color="C0")
+    ax.set_title(title)
+    ax.set_xlabel("importance for validation NDCG (fANOVA)")
+    ax.grid(alpha=0.3, axis="x")
     return fig
 
 

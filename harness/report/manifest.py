@@ -120,6 +120,7 @@ def collect_manifest(
     config: dict[str, Any],
     split_fingerprint: str | None,
     stage_seconds: dict[str, float],
+    model_configs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to reproduce (or distrust) a report.
 
@@ -127,10 +128,12 @@ def collect_manifest(
         config: the fully composed config as a plain dict.
         split_fingerprint: the data split's sha256 fingerprint.
         stage_seconds: wall time per stage, e.g. {"sweep": .., "benchmark": .., "report": ..}.
+        model_configs: model -> its composed config (``config`` holds only the carrier model).
     """
     from harness.secrets import mask, mask_text
 
     return {
+        "model_configs": mask(dict(model_configs or {})),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": mask_text(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])),
         "packages": package_versions(),
@@ -142,6 +145,30 @@ def collect_manifest(
         "stage_seconds": {k: round(float(v), 1) for k, v in stage_seconds.items()},
         "config": mask(config),  # no database password in a report
     }
+
+
+PROVENANCE = ("created", "command", "git", "machine", "device", "stage_seconds", "rerun")
+
+
+def keep_provenance(previous: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """A standalone report's manifest that keeps the run's provenance and adds its own line.
+
+    ``previous`` is the manifest of the report being redrawn (written by ``harness-run`` or an
+    earlier report) for the same split; its command, commit, machine, device and stage times
+    stay, and this report is appended to ``"reports"`` (command, time, commit, wall seconds).
+    Without a previous manifest (or for another split) ``new`` is returned unchanged.
+    """
+    if not previous or previous.get("split_fingerprint") != new.get("split_fingerprint"):
+        return new
+    line = {
+        "command": new.get("command"),
+        "created": new.get("created"),
+        "git": new.get("git"),
+        "device": new.get("device"),
+    }
+    merged = {**new, **{k: previous[k] for k in PROVENANCE if k in previous}}
+    merged["reports"] = [*previous.get("reports", []), line]
+    return merged
 
 
 def manifest_section(manifest: dict[str, Any]) -> Section:
@@ -166,13 +193,18 @@ def manifest_section(manifest: dict[str, Any]) -> Section:
     if manifest.get("device"):
         facts.append(["training device", manifest["device"]])
     facts += [[f"package {k}", str(v)] for k, v in manifest["packages"].items() if v]
+    for i, line in enumerate(manifest.get("reports") or [], 1):
+        facts.append([f"report redrawn ({i})", f"`{line.get('command')}` at {line.get('created')}"])
     stages = [[k, f"{v:.1f}"] for k, v in manifest["stage_seconds"].items()]
-    return Section(
-        "Reproducibility manifest",
-        [
-            Table(["item", "value"], facts),
-            Table(["stage", "wall seconds"], stages, caption="Wall time per stage"),
-            "The fully composed config (also in `manifest.json`):",
-            Code(yaml.safe_dump(manifest["config"], sort_keys=False), "yaml"),
-        ],
-    )
+    blocks: list[Any] = [
+        Table(["item", "value"], facts),
+        Table(["stage", "wall seconds"], stages, caption="Wall time per stage"),
+        "The fully composed config (also in `manifest.json`):",
+        Code(yaml.safe_dump(manifest["config"], sort_keys=False), "yaml"),
+    ]
+    for model, config in (manifest.get("model_configs") or {}).items():
+        blocks += [
+            f"Composed config of `{model}`:",
+            Code(yaml.safe_dump(config, sort_keys=False), "yaml"),
+        ]
+    return Section("Reproducibility manifest", blocks)

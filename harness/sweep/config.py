@@ -49,7 +49,8 @@ def sweep_from_config(
     if settings.models:
         studies = run_many(cfg_dict, settings.models, split=split, executor=executor)
         return list(studies.values())[-1]
-    model_cfg = cfg_dict["model"]
+    model_cfg = model_config(cfg_dict, cfg_dict["model"]["name"])[0]  # a budget's epochs: VAEs
+    cfg_dict = {**cfg_dict, "model": model_cfg}
     preflight(cfg_dict, [model_cfg["name"]], protocol=split is None)
     _validate(model_cfg["name"], cfg_dict.get("search_space") or {}, settings, cfg_dict)
     callbacks = tracking_callbacks(cfg_dict)
@@ -147,7 +148,12 @@ def model_config(cfg_dict: Mapping[str, Any], name: str) -> tuple[dict, dict]:
     """
     current = cfg_dict.get("model") or {}
     if current.get("name") == name:
-        return dict(current), dict(cfg_dict.get("search_space") or {})
+        own = dict(current)
+        model_file = CONF_DIR / "model" / f"{name}.yaml"
+        if cfg_dict.get("budget") and "n_epochs" in own and model_file.exists():
+            if "n_epochs" not in OmegaConf.load(model_file):  # a budget's epochs: VAEs only
+                own.pop("n_epochs")
+        return own, dict(cfg_dict.get("search_space") or {})
     model_file = CONF_DIR / "model" / f"{name}.yaml"
     if not model_file.exists():
         known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))

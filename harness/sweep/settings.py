@@ -69,6 +69,8 @@ class SweepSettings:
         grace_period: Seconds without heartbeat after which a RUNNING trial counts as dead and is
             failed and re-run. None = 3 x heartbeat_interval.
         max_retry: How often a dead worker's trial is re-run before giving up on it.
+        db_retry_seconds: How long a PostgreSQL/MySQL storage that stopped answering is
+            retried (with backoff) before the sweep gives up; 0 = fail at once.
         models: For `run_many`: several models swept one after another with this same budget.
         max_failed_trials: The sweep stops with an error once the study holds this many failed
             trials (diverged, no finite NDCG; Ctrl-C and dead workers excluded): no trial is
@@ -97,6 +99,7 @@ class SweepSettings:
     heartbeat_interval: int = 5
     grace_period: int | None = None
     max_retry: int = 2
+    db_retry_seconds: float = 60.0
     models: tuple[str, ...] | None = None
     max_failed_trials: int | None = None
     batch_size: int | None = None
@@ -147,6 +150,10 @@ class SweepSettings:
             value = getattr(self, key)
             if value is not None and value != "auto" and value < 1:
                 raise SweepConfigError(f"sweep.{key}={value} must be >= 1.")
+        if not isinstance(self.db_retry_seconds, int | float) or self.db_retry_seconds < 0:
+            raise SweepConfigError(
+                f"sweep.db_retry_seconds={self.db_retry_seconds!r} must be a number >= 0."
+            )
         if self.worker_timeout is not None and self.worker_timeout <= 0:
             raise SweepConfigError(
                 f"sweep.worker_timeout={self.worker_timeout} must be > 0 seconds (or null)."
@@ -213,7 +220,7 @@ class SweepSettings:
 _INTS = ("n_trials", "seed", "n_startup_trials", "n_warmup_epochs")
 _INTS += ("heartbeat_interval", "grace_period", "max_retry", "worker_id")
 _INTS += ("batch_size", "recycle_after")  # n_workers ("auto" or a count): __post_init__
-_NUMBERS = ("timeout", "worker_timeout")
+_NUMBERS = ("timeout", "worker_timeout", "db_retry_seconds")
 _TEXTS = ("sampler", "pruner", "storage", "study_name", "coordination")
 
 

@@ -175,15 +175,32 @@ def open_storage(
             if read_only and path.exists() and not _writable(path):
                 return _read_only_sqlite(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-        return _rdb_storage(with_env_password(url), engine_kwargs, kwargs)
+        retry = settings.db_retry_seconds if settings is not None else 60.0
+        return _rdb_storage(with_env_password(url), engine_kwargs, kwargs, retry)
     except SweepConfigError:
         raise
     except Exception as error:  # sqlalchemy/driver errors have no common base we can rely on
         detail = str(error).splitlines()[0] if str(error) else ""
+        if url.startswith("sqlite:///") and _disk_full(sqlite_path(url).parent):
+            raise SweepConfigError(
+                f"sweep.storage={_hide_password(url)}: cannot open the study file ({detail}): "
+                "no space left on the device. Free some space and rerun the same command "
+                "(finished trials are kept)."
+            ) from None
         raise SweepConfigError(
             f"sweep.storage={_hide_password(url)}: cannot connect ({type(error).__name__}: "
             f"{_hide_password(detail)}). {_connect_hint(url)}"
         ) from None
+
+
+def _disk_full(folder: Path, reserve: int = 1 << 20) -> bool:
+    """True when the file system of ``folder`` has less than ``reserve`` bytes free."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < reserve
+    except OSError:
+        return False
 
 
 def _connect_hint(url: str) -> str:
@@ -263,8 +280,101 @@ def _with_installed_driver(url: str) -> str:
     return url
 
 
-def _rdb_storage(url: str, engine_kwargs: dict, kwargs: dict) -> RDBStorage:
+def _connection_lost(error: BaseException) -> bool:
+    """True when ``error`` (or its cause) says the database server can't be reached now."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return True
+        if type(seen).__name__ in ("OperationalError", "InterfaceError") and type(
+            seen
+        ).__module__.startswith(("psycopg", "pymysql", "MySQLdb")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class RetryingRDBStorage(RDBStorage):
+    """An RDBStorage (PostgreSQL/MySQL) that rides out short server outages.
+
+    Every storage call that fails because the connection was lost is retried with backoff
+    (0.5 s doubling to 10 s) for up to ``retry_seconds`` (`sweep.db_retry_seconds`); a
+    warning says so once per outage. Longer outages raise the last error.
+    """
+
+    retry_seconds: float = 60.0
+
+    def _retrying(self, name: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        start, delay, warned = time.monotonic(), 0.5, False
+        while True:
+            try:
+                result = call(*args, **kwargs)
+            except Exception as error:
+                if not _connection_lost(error):
+                    raise
+                waited = time.monotonic() - start
+                if waited + delay > self.retry_seconds:
+                    raise
+                if not warned:
+                    warned = True
+                    import logging
+
+                    logging.getLogger("harness.sweep").warning(
+                        "the study database stopped answering (%s); retrying for up to %g s "
+                        "(sweep.db_retry_seconds)",
+                        type(error).__name__,
+                        self.retry_seconds,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if warned:
+                import logging
+
+                logging.getLogger("harness.sweep").warning(
+                    "the study database answers again after %.0f s", time.monotonic() - start
+                )
+            return result
+
+
+def _retry_wrapper(name: str) -> Any:
+    method = getattr(RDBStorage, name)
+
+    def call(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._retrying(name, method, self, *args, **kwargs)
+
+    call.__name__ = name
+    call.__doc__ = method.__doc__
+    return call
+
+
+# The private ones: Optuna's cache in front of an RDBStorage calls them directly.
+from harness.compat.optuna import RDB_PRIVATE_CALLS  # noqa: E402
+
+for _name in dir(RDBStorage):
+    if (_name.startswith("_") and _name not in RDB_PRIVATE_CALLS) or _name in ("remove_session", "upgrade") or _name.endswith(
+        "_version"
+    ) or _name.endswith("_versions"):
+        continue
+    if callable(getattr(RDBStorage, _name, None)):
+        setattr(RetryingRDBStorage, _name, _retry_wrapper(_name))
+
+
+def _rdb_storage(
+    url: str, engine_kwargs: dict, kwargs: dict, retry_seconds: float = 60.0
+) -> RDBStorage:
     url = _with_installed_driver(url)
+    server = url.startswith(("postgresql", "mysql"))
+
+    def RDBStorage(url: str, **options: Any) -> Any:  # noqa: N802 (the class it stands for)
+        if not server:
+            return optuna.storages.RDBStorage(url, **options)
+        storage = RetryingRDBStorage(url, **options)
+        storage.retry_seconds = float(retry_seconds)
+        return storage
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
