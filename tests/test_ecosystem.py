@@ -437,7 +437,8 @@ def test_the_benchmark_progress_counts_every_retraining(split, tmp_path, monkeyp
         name="b", models=("mult_vae", "popularity"), n_seeds=2, n_candidates=2, liang_seeds=1
     )
     planned = core.planned_runs(studies, params, settings)
-    assert planned == 2 * 2 + 2 * 1 + 1  # candidates x seeds + Liang's pair + popularity once
+    # candidates x seeds + test runs on fresh seeds + Liang's pair + popularity once
+    assert planned == 2 * 2 + 2 + 2 * 1 + 1
     with make_executor(ExecutorSettings(n_workers=2), split) as executor:
         for where in (executor, None):  # the job graph, then fit_many in this process
             run_benchmark(split=split, dataset_name="synthetic", studies=studies,
