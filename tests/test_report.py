@@ -391,3 +391,20 @@ def test_verdict_sentences_follow_the_decisions_and_replace_the_readme_block(tmp
     assert replace_block(readme, "- new\n") == f"intro\n{BEGIN}\n- new\n{END}\noutro\n"
     with pytest.raises(ValueError, match="markers"):
         replace_block("no markers here", "- new\n")
+
+
+def test_published_numbers_stand_beside_the_measured_ones(tmp_path):
+    from harness.report.tables import published_table
+
+    results = load_results(_fake_results(tmp_path, ["mult_vae", "ease"]))
+    assert published_table(results, None) is None
+    published = {
+        "source": "Paper 2021, Table III",
+        "models": {"mult_vae": {"ndcg@100": 0.426}, "recvae": {"ndcg@100": 0.442}},
+    }
+    table = published_table(results, published)
+    measured = results.metrics.set_index(["model", "metric"]).loc[("mult_vae", "ndcg@100")]
+    assert table.rows[0][:3] == ["mult_vae", "ndcg@100", "0.426"]
+    assert table.rows[0][4] == f"{measured['mean'] - 0.426:+.3f}"
+    assert table.rows[1][3] == "not run"  # published, but not benchmarked here
+    assert "Paper 2021, Table III" in table.caption
