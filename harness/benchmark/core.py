@@ -595,28 +595,20 @@ def _pooled_models(
         st.chosen, _ = _chosen(st.model, best)
         params = st.chosen["params"]
         for j, seed in enumerate(test_seeds):
-            scheduler.fit(
-                split,
-                st.model,
-                params,
-                seed,
-                partial(final_done, st, j, seed, params),
-                patience=settings.patience,
-                priority=st.cost,
-                label=(st.model, "test run", seed),
-            )
+            then = partial(final_done, st, j, seed, params)
+            queue(st, params, seed, then, st.cost, "test run")
         base = _liang_base(params)
         for i, seed in enumerate(liang_seeds if has_beta(st.model) else []):
-            scheduler.fit(
-                split,
-                st.model,
-                _liang_probe(base),
-                seed,
-                partial(probe_done, st, base, i, seed),
-                patience=settings.patience,
-                priority=2 * st.cost,
-                label=(st.model, "Liang probe", seed),
-            )
+            then = partial(probe_done, st, base, i, seed)
+            queue(st, _liang_probe(base), seed, then, 2 * st.cost, "Liang probe")
+
+    def queue(st: _Pooled, params: dict, seed: int, then, priority: float, what: str) -> None:
+        """Queue one training of ``st.model`` on the pool; ``then`` gets its FitResult."""
+        label = (st.model, what, seed)
+        scheduler.fit(
+            split, st.model, params, seed, then, patience=settings.patience, priority=priority,
+            label=label,
+        )  # fmt: skip
 
     def final_done(st: _Pooled, j: int, seed: int, params: dict, fit: FitResult) -> None:
         tick((st.model, "test run", f"seed {seed}"), fit)
@@ -632,16 +624,8 @@ def _pooled_models(
         assert st.retrains is not None
         retrain = st.retrains[i] = _liang_retrain(base, seed, probe)
         params, _ = retrain["job"]
-        scheduler.fit(
-            split,
-            st.model,
-            params,
-            seed,
-            partial(retrain_done, st, i, seed, params),
-            patience=settings.patience,
-            priority=st.cost,
-            label=(st.model, "Liang retraining", seed),
-        )
+        then = partial(retrain_done, st, i, seed, params)
+        queue(st, params, seed, then, st.cost, "Liang retraining")
 
     def retrain_done(st: _Pooled, i: int, seed: int, params: dict, fit: FitResult) -> None:
         tick((st.model, "Liang retraining", f"seed {seed}"), fit)
