@@ -132,3 +132,43 @@ def test_bad_config_exits_2_with_one_line_before_loading_data(tmp_path, script, 
     assert len(errors) == 1 and message in errors[0], done.stderr  # TF may log above it
     assert not (tmp_path / "data").exists()  # no data was loaded (or generated)
     assert not (tmp_path / "results" / "optuna.db").exists()
+
+
+@pytest.mark.slow
+def test_harness_run_with_folds_pools_every_user_once_and_reports_per_fold(tmp_path):
+    """`harness-run protocol.folds=2`: each fold swept and benchmarked on its own split, then
+    pooled: every eligible user a test user once, per-fold rows, findings and comparisons.csv."""
+    import numpy as np
+    import pandas as pd
+
+    small = (
+        "dataset.options.n_users=400",
+        "dataset.options.n_items=150",
+        "dataset.options.density=0.06",
+        "dataset.n_heldout_users=40",
+    )
+    done = _run(
+        "harness-run", tmp_path, "budget=smoke", "dataset=synthetic", *small, "protocol.folds=2"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "power preflight:" in done.stderr
+    results = tmp_path / "results"
+    pooled = load_results(results / "synthetic")
+    folds = [load_results(results / f"synthetic-fold{k}") for k in range(2)]
+    users = [np.asarray(f.per_user("ease")["test_users"]) for f in folds]
+    assert not set(users[0]) & set(users[1])  # disjoint test folds
+    arrays = pooled.per_user("ease")
+    assert np.array_equal(arrays["test_users"], np.concatenate(users))
+    assert pooled.info["fold_fingerprints"] == [f.info["split_fingerprint"] for f in folds]
+    assert len({f.info["split_fingerprint"] for f in folds}) == 2
+    assert set(pooled.folds["fold"]) == {0, 1}
+    for fold in folds:  # each fold's final runs used its own fresh test seeds
+        assert fold.info["test_seeds"] == [2, 3]
+    report = tmp_path / "reports" / "synthetic"
+    comparisons = pd.read_csv(report / "comparisons.csv")
+    assert set(comparisons["model"]) == {"standard_vae", "ease", "popularity"}
+    assert (comparisons["n_users"] <= len(arrays["test_users"])).all()
+    markdown = (report / "report.md").read_text()
+    assert markdown.index("## Findings") < markdown.index("## Test results")
+    assert "pooled over 2 folds" in markdown and "| pooled |" in markdown
+    assert (results / "synthetic.power.json").exists()
