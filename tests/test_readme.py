@@ -149,3 +149,17 @@ def test_the_user_config_folder_example_runs(tmp_path):
     studies = [p.name for p in (tmp_path / "results").iterdir() if p.is_dir()]
     assert any(name.startswith("my_clicks-") and name.endswith("standard_vae") for name in studies)
     assert "latent_dim=" in done.stdout + done.stderr
+
+
+def test_the_readme_findings_are_the_example_reports_generated_ones():
+    """The README's results sentences come from the verdicts, never by hand: its block is
+    the committed example report's summary.md, written by harness.report.verdicts."""
+    from harness.report.verdicts import BEGIN, END
+
+    block = README[README.index(BEGIN) + len(BEGIN) + 1 : README.index(END)]
+    summary = (ROOT / "docs" / "example-report" / "summary.md").read_text()
+    assert block == summary
+    comparisons = (ROOT / "docs" / "example-report" / "comparisons.csv").read_text()
+    assert comparisons.splitlines()[0] == (
+        "model,baseline,metric,n_users,mean_diff,ci_low,ci_high,p,p_holm,mdd,verdict"
+    )
