@@ -103,15 +103,19 @@ def _compose_run(*overrides: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("budget", "trials", "epochs"), [("smoke", 2, 3), ("default", 40, 50), ("paper", 50, 200)]
+    ("budget", "trials", "epochs", "patience"),
+    [("smoke", 2, 3, None), ("default", 40, 100, 10), ("paper", 50, 200, 20)],
 )
-def test_budgets_set_trials_and_epochs_for_every_model(budget, trials, epochs):
+def test_budgets_set_trials_and_epochs_for_every_model(budget, trials, epochs, patience):
+    """A budget sets the trials, the maximum epochs and the early-stopping patience of every
+    iterative model (n_epochs is a maximum: patience ends runs before it)."""
     from harness.sweep import model_config
 
     cfg = _compose_run(f"budget={budget}", "dataset=synthetic")
     assert cfg["sweep"]["n_trials"] == trials
     for model in ("standard_vae", "mult_vae"):
         assert model_config(cfg, model)[0]["n_epochs"] == epochs, model
+        assert model_config(cfg, model)[0]["patience"] == patience, model
     assert "n_epochs" not in model_config(cfg, "ease")[0]
 
 
