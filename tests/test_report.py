@@ -386,7 +386,7 @@ def test_verdict_sentences_follow_the_decisions_and_replace_the_readme_block(tmp
     cannot = next(x for x in lines if x.startswith("- What this run cannot tell"))
     assert "popularity" in cannot and "±0.0500" in cannot
     # what would resolve the margin, from this run's variance components: users or seeds
-    assert "popularity about" in cannot or "popularity more seeds" in cannot
+    assert "popularity: about" in cannot or "popularity: more seeds" in cannot
     readme = f"intro\n{BEGIN}\nold text\n{END}\noutro\n"
     assert replace_block(readme, "- new\n") == f"intro\n{BEGIN}\n- new\n{END}\noutro\n"
     with pytest.raises(ValueError, match="markers"):

@@ -184,9 +184,9 @@ def _users_needed(
             model_stochastic=noisy, baseline_stochastic=base_noisy, n_folds=n_folds,
         )  # fmt: skip
         parts.append(
-            f"{model} about {needed:,} test users"
+            f"{model}: about {needed:,} test users"
             if needed
-            else f"{model} more seeds (its seed variance alone exceeds the margin)"
+            else f"{model}: more seeds (the training-seed variance alone exceeds the margin)"
         )
     return ", ".join(parts)
 
