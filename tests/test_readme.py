@@ -40,6 +40,7 @@ SHRINK = {
         "dataset": "synthetic",
         "sweep.n_trials": "1",
         "model.n_epochs": "2",  # as harness-run's: the same studies, resumed (one configuration)
+        "model.patience": "null",  # budget=smoke's (no early stopping in 2 epochs)
         "sweep.quiet": "true",
     },
     "harness-split": {"dataset": "synthetic"},
