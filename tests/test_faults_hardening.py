@@ -17,44 +17,19 @@ from pathlib import Path
 import optuna
 import pytest
 from pg_server import postgres_server
+from test_faults_cli import TINY, assert_one_line_error, command  # shared CLI helpers
 
 from harness.secrets import hide_argv_secrets, mask, mask_text, reveal
 from harness.sweep import open_storage
 
 BIN = Path(sys.executable).parent
 SECRET = "Zq9-s3cret-pw"
-TINY = [
-    "dataset=synthetic",
-    "dataset.options.n_users=300",
-    "dataset.options.n_items=150",
-    "dataset.options.density=0.05",
-    "dataset.n_heldout_users=50",
-]
-
-
-def command(script: str, tmp: Path, *extra: str) -> list[str]:
-    return [
-        str(BIN / script),
-        *extra,
-        f"results_dir={tmp / 'results'}",
-        f"data_dir={tmp / 'cache'}",
-    ]
 
 
 def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **kwargs.pop("env", {})}
     env.pop("VAE_SWEEP_SECRET_URLS", None)
     return subprocess.run(args, capture_output=True, text=True, timeout=900, env=env, **kwargs)
-
-
-def assert_one_line_error(done: subprocess.CompletedProcess, script: str, *needles: str) -> str:
-    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    lines = [line for line in done.stderr.splitlines() if line.startswith(f"{script}: error:")]
-    assert len(lines) == 1, done.stderr[-3000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def leaks(folder: Path, secret: str = SECRET) -> list[Path]:
