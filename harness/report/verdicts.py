@@ -113,7 +113,7 @@ def summary_lines(results: BenchmarkResults) -> list[str]:
     unknown = tests[~tests["verdict"].astype(str).str.match(r"(better|worse|equivalent)")]
     if len(unknown):
         worst = float(unknown["mdd"].max())
-        needs = _users_needed(results, list(unknown["model"]), margin, len(tests))
+        needs = _users_needed(results, list(unknown["model"]), margin)
         lines.append(
             f"- What this run cannot tell: whether {', '.join(map(str, unknown['model']))} "
             f"differ from {baseline} by less than ±{worst:.4f}"
@@ -145,50 +145,43 @@ def _planned(results: BenchmarkResults) -> dict | None:
     return plan if plan and plan.get("comparisons") else None
 
 
-def _users_needed(
-    results: BenchmarkResults, models: list[str], margin: float, n_comparisons: int
-) -> str:
-    """Per unresolved comparison, the test users that would detect ``margin``, from the
-    variance components this run's own per-user values show (the seed variance does not
-    shrink with users: then more seeds are needed)."""
-    from harness.benchmark.stats import VarianceComponents, users_needed
+def _users_needed(results: BenchmarkResults, models: list[str], margin: float) -> str:
+    """Per unresolved comparison, the test users that would detect ``margin``: the power
+    plan (`harness.benchmark.power.plan`) with this run's own per-user values as its pilot
+    (the seed variance does not shrink with users: then more seeds are needed)."""
+    from harness.benchmark.power import plan
+    from harness.benchmark.stats import StatsSettings
 
-    if margin <= 0:
+    info = results.info
+    if margin <= 0 or not (results.path / "per_user").is_dir():
         return ""
-    info, baseline = results.info, results.info.get("baseline")
-    settings = info.get("settings", {})
-    metric = info.get("test_metric", "ndcg@100")
-    alpha = 1.0 - float(settings.get("confidence", 0.95))
-    try:
-        base = results.per_user(baseline)
-    except OSError:
-        return ""
-    folds = base.get("folds")
-    n_folds = int(info.get("folds") or 1) if folds is not None else 1
-    parts = []
-    for model in models:
-        try:
-            values = results.per_user(model)[metric]
-        except OSError:
-            continue
-        noisy = not info["models"].get(model, {}).get("deterministic", False)
-        base_noisy = not info["models"].get(baseline, {}).get("deterministic", False)
-        noisy, base_noisy = noisy and values.shape[0] > 1, base_noisy and base[metric].shape[0] > 1
-        comps = VarianceComponents.estimate(
-            values, base[metric], model_stochastic=noisy, baseline_stochastic=base_noisy,
-            folds=folds,
-        )  # fmt: skip
-        needed = users_needed(
-            comps, margin=margin, n_seeds_model=values.shape[0],
-            n_seeds_baseline=base[metric].shape[0], alpha=alpha, n_comparisons=n_comparisons,
-            model_stochastic=noisy, baseline_stochastic=base_noisy, n_folds=n_folds,
-        )  # fmt: skip
-        parts.append(
-            f"{model}: about {needed:,} test users"
-            if needed
-            else f"{model}: more seeds (the training-seed variance alone exceeds the margin)"
-        )
-    return ", ".join(parts)
+    n_seeds = int(info.get("n_seeds") or 1)
+
+    def stochastic(model: str) -> bool:
+        return not info["models"].get(model, {}).get("deterministic", False) and n_seeds > 1
+
+    tested = list(results.tests["model"])
+    planned = plan(
+        models=[info["baseline"], *tested],
+        baseline=info["baseline"],
+        metric=info.get("test_metric", "ndcg@100"),
+        n_users=int(info.get("n_test_users") or 1),
+        n_folds=int(info.get("folds") or 1) if info.get("fold_fingerprints") else 1,
+        n_seeds=n_seeds,
+        stats=StatsSettings(
+            confidence=float(info.get("settings", {}).get("confidence", 0.95)), margin=margin
+        ),
+        power={},
+        stochastic=stochastic,
+        pilot=results.path,
+    )
+    return ", ".join(
+        f"{p.model}: about {p.users_needed:,} test users"
+        if p.users_needed
+        else f"{p.model}: more seeds (the training-seed variance alone exceeds the margin)"
+        for p in planned
+        if p.model in models
+    )
 
 
 def _p(value: object) -> str:
