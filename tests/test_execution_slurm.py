@@ -7,6 +7,8 @@ refusal of a partition is one line with its message. Event-driven with generous 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -127,46 +129,105 @@ def _cli_env(cluster, tmp: Path) -> dict[str, str]:
 
 SWEEP_ARGS = ["dataset=synthetic", "dataset.options.n_users=300", "dataset.options.n_items=200",
               "dataset.options.density=0.05", "dataset.n_heldout_users=40",
-              "model=mult_vae", "model.n_epochs=60", "sweep.n_trials=4", "sweep.quiet=true",
-              "sweep.pruner=none", "sweep.n_workers=2", "executor=slurm",
+              "model=mult_vae", "model.n_epochs=30", "sweep.n_trials=2", "sweep.quiet=true",
+              "sweep.pruner=none", "sweep.n_workers=2", "sweep.batch_size=2", "executor=slurm",
               "executor.cpus_per_task=1"]  # fmt: skip
 
 
 def test_kill_9_of_the_coordinator_then_a_rerun_loses_and_duplicates_nothing(cluster, tmp_path):
+    """Both trials' jobs run; the coordinator is stopped, trial 1's job suspended and trial 0's
+    job finishes (its result only in submitit's folder); kill -9. The rerun takes both trials
+    over: trial 0 is told from the folder, trial 1's job (resumed once the rerun waits for it)
+    is waited for. Nothing is resubmitted, failed or duplicated: the study equals an
+    uninterrupted run's."""
     env = _cli_env(cluster, tmp_path)
     command = [str(BIN / "harness-sweep"), *SWEEP_ARGS, f"results_dir={tmp_path / 'results'}"]
-    log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=log)  # fmt: skip
+    first_log = tmp_path / "first.log"
+    with first_log.open("w") as log:
+        first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=log)
     db = tmp_path / "results" / "optuna.db"
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:  # one trial told, others running: kill the coordinator
-        if _states(db).count("COMPLETE") >= 1 and "RUNNING" in _states(db):
-            break
-        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(0.2)
-    else:
-        pytest.fail("no COMPLETE and RUNNING trial seen")
-    before = [s for s in _states(db) if s == "COMPLETE"]
+
+    def both_jobs_running() -> dict[int, str] | None:
+        assert first.poll() is None, first_log.read_text()[-3000:]
+        jobs = {n: ref["job_id"] for n, ref in _job_refs(db).items()}
+        running = cluster.jobs()
+        if len(jobs) == 2 and all(running.get(j) == "RUNNING" for j in jobs.values()):
+            return jobs
+        return None
+
+    jobs = _until(both_jobs_running, "both trials' jobs running")
+    first.send_signal(signal.SIGSTOP)  # tells nothing more
+    subprocess.run(["scontrol", "suspend", jobs[1]], env=cluster.env, check=True)
+    finished = _job_paths(db, 0).result_pickle
+    _until(finished.exists, "trial 0's job to finish")
     first.send_signal(signal.SIGKILL)
     first.wait()
-    log.close()
-    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+    assert _states(db) == ["RUNNING", "RUNNING"]  # trial 0's result is only in the folder
+
+    rerun_log = tmp_path / "rerun.log"
+    with rerun_log.open("w") as log:
+        rerun = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log,
+                                 stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        waiting = f"trial 1: waiting for its job {jobs[1]}"
+        _until(lambda: waiting in rerun_log.read_text() or rerun.poll() is not None, waiting)
+        assert rerun.poll() is None, rerun_log.read_text()[-3000:]
+        assert cluster.jobs()[jobs[1]] == "SUSPENDED"  # still running when taken over
+        subprocess.run(["scontrol", "resume", jobs[1]], env=cluster.env, check=True)
+        assert rerun.wait(timeout=DEADLINE) == 0, rerun_log.read_text()[-3000:]
+    finally:
+        if rerun.poll() is None:
+            rerun.kill()
+    assert _states(db) == ["COMPLETE", "COMPLETE"]  # none failed, none added
+    assert {n: ref["job_id"] for n, ref in _job_refs(db).items()} == jobs  # not resubmitted
+    submitted = (tmp_path / "results" / "executor" / "jobs").glob("[0-9]*")
+    assert sorted(path.name for path in submitted) == sorted(jobs.values())
+
+    straight = [*command[:-1], f"results_dir={tmp_path / 'straight'}"]
+    done = subprocess.run(straight, env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=DEADLINE)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    states = _states(db)
-    assert states.count("COMPLETE") == 4  # exactly the budget: nothing duplicated
-    assert "RUNNING" not in states and len(before) >= 1
+    assert _values(db) == _values(tmp_path / "straight" / "optuna.db")
+
+
+def _until(condition, what: str):
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def _job_refs(db: Path) -> dict[int, dict]:
+    """Trial number -> its `harness:job` attr (the submitted job)."""
+    query = ("SELECT t.number, a.value_json FROM trials t JOIN trial_system_attributes a "
+             "ON a.trial_id = t.trial_id WHERE a.key = 'harness:job'")  # fmt: skip
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return {number: json.loads(value) for number, value in con.execute(query)}
+    except sqlite3.Error:
+        return {}
+
+
+def _job_paths(db: Path, number: int):
+    import submitit
+
+    ref = _job_refs(db)[number]
+    return submitit.SlurmJob(folder=ref["folder"], job_id=ref["job_id"]).paths
+
+
+def _values(db: Path) -> list[tuple]:
     storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
     (summary,) = storage.get_all_studies()
     trials = storage.get_all_trials(summary._study_id)
-    for dead in (t for t in trials if t.state == TrialState.FAIL):  # the killed run's trials
-        assert dead.user_attrs["failure_reason"].startswith("worker died")
-        assert any(t.system_attrs.get("failed_trial") == dead.number for t in trials)
+    return [(t.number, t.state, t.value, t.params, t.intermediate_values) for t in trials]
 
 
 def _states(db: Path) -> list[str]:
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
             return [row[0] for row in con.execute("SELECT state FROM trials ORDER BY number")]
     except sqlite3.Error:
         return []
