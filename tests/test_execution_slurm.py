@@ -122,6 +122,50 @@ def test_scancel_of_a_running_job_fails_its_trial_and_retries_it(cluster, split,
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 2
 
 
+def test_a_preempted_trial_restarts_and_completes_once(cluster, split, tmp_path) -> None:
+    """SIGUSR2 (what Slurm sends a job it preempts) to trial 0's job after its first epoch:
+    submitit requeues it under the same id and the trial restarts from scratch. Every trial
+    completes once, none fails, and the values equal the local pool's; each trial records
+    the node and device its job ran on."""
+    executor = make_executor(_slurm(tmp_path), split)
+    preempted: dict[str, str] = {}
+
+    def preempt_after_first_epoch() -> None:  # called by the coordinator's waits
+        if preempted or not executor._jobs:
+            return
+        job = min(executor._jobs.values(), key=lambda job: int(job.job_id))
+        messages = job.paths.folder / f"{job.job_id}_messages.pkl"
+        if messages.exists() and messages.stat().st_size:
+            subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], env=cluster.env,
+                           check=True)  # fmt: skip
+            preempted["job"] = str(job.job_id)
+
+    wait = executor.wait
+
+    def waiting(futures, timeout=None):
+        preempt_after_first_epoch()
+        return wait(futures, timeout if timeout is None else min(timeout, 0.5))
+
+    executor.wait = waiting
+    settings = SweepSettings(n_trials=2, quiet=True, pruner="none", batch_size=2, n_workers=2)
+    model = {**MODEL, "n_epochs": 100}
+    common = {"split": split, "dataset_name": "synthetic", "model_name": "mult_vae",
+              "model_params": model, "search_space": SPACE, "settings": settings}  # fmt: skip
+    with executor:
+        study = run_sweep(**common, results_dir=tmp_path / "slurm", executor=executor)
+    assert preempted, "no job was seen training"
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # once each, none failed
+    jobs = [t.system_attrs["harness:job"] for t in trials]
+    assert jobs[0]["job_id"] == preempted["job"] and jobs[0]["restarts"] == 1
+    assert "restarts" not in jobs[1]
+    for job in jobs:
+        assert job["node"] and job["host"] and job["device"].startswith("CPU")
+    with make_executor(ExecutorSettings(n_workers=2), split) as local:
+        pool = run_sweep(**common, results_dir=tmp_path / "local", executor=local)
+    assert _record(study) == _record(pool)
+
+
 def _cli_env(cluster, tmp: Path) -> dict[str, str]:
     return {**cluster.env, "PYTHONPATH": str(ROOT), "VAE_SWEEP_DATA_DIR": str(tmp / "data"),
             "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}  # fmt: skip
