@@ -16,7 +16,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from harness.execution import ExecutorSettings, WorkerLost, make_executor
+from harness.execution import ExecutorSettings, WorkerLost, make_executor, placement_summary
 from harness.execution.jobs import JobCall, _FileConnection, _TimedOut, read_messages
 from harness.execution.submitit_backend import placements
 from harness.pool import emit
@@ -98,6 +98,11 @@ def test_a_preempted_job_restarts_once_and_completes_its_future_once(tmp_path) -
     assert future.placement["restarts"] == 1 and "host" in future.placement
     (line,) = placements(tmp_path / "executor")
     assert line["job_id"] == future.job_ref["job_id"] and line["device"]
+    config = {"executor": {"name": "submitit_local", "folder": str(tmp_path / "executor")}}
+    summary = placement_summary(config)  # the run manifest's "jobs"
+    assert summary["jobs"] == 1 and summary["restarts"] == 1 and summary["lost"] == 0
+    assert summary["by_node"] == {line["host"]: 1} and summary["by_device"] == {line["device"]: 1}
+    assert placement_summary({"executor": {"name": "local"}}) is None
 
 
 def test_a_job_is_attached_by_folder_and_id_while_running_or_finished(tmp_path) -> None:

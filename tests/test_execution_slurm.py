@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -290,7 +291,14 @@ def test_smoke_run_on_slurm_writes_the_local_metrics(cluster, tmp_path) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
         (metrics,) = (tmp_path / name / "results").rglob("metrics.csv")
         tables[name] = metrics.read_bytes()
+        (manifest,) = (tmp_path / name / "reports").rglob("manifest.json")
+        tables[name + " jobs"] = json.loads(manifest.read_text())["jobs"]
     assert tables["slurm"] == tables["local"]
+    jobs = tables["slurm jobs"]  # where each job ran: this host's slurmd, on the CPU
+    assert jobs["backend"] == "slurm" and jobs["lost"] == 0
+    assert list(jobs["by_node"]) == [socket.gethostname()]
+    assert all(device.startswith("CPU") for device in jobs["by_device"])
+    assert tables["local jobs"] is None
 
 
 def test_a_partition_slurm_rejects_is_one_line_with_its_message(cluster, split, tmp_path):
