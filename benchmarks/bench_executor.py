@@ -26,11 +26,14 @@ from harness.execution import ExecutorSettings, make_executor  # noqa: E402
 
 
 def overhead(jobs: int) -> None:
+    """Trivial jobs one after another; each one's time split into the coordinator's part
+    (the submit call, i.e. sbatch, and the wait from the job's end to its result here) and
+    the rest (Slurm's scheduling, srun and Python start-up until the call runs)."""
     from slurm_cluster import missing, slurm_cluster
 
-    print(f"{jobs} trivial jobs one after another (the job, time.time, returns when it ran)")
-    print(f"{'executor':<16} {'submit->result s':>17} {'submit->start s':>16} "
-          f"{'start->result s':>16}")  # fmt: skip
+    print(f"{jobs} trivial jobs one after another (the job returns time.time())")
+    print(f"{'executor':<16} {'submit->result':>15} {'coordinator':>13} {'submit call':>13} "
+          f"{'end->result':>13} {'queue+start':>13}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         backends = [("local", {}), ("submitit_local", {})]
         cluster = None
@@ -49,23 +52,34 @@ def overhead(jobs: int) -> None:
                                             folder=f"{tmp}/{backend}", **extra)  # fmt: skip
                 with make_executor(settings, None) as executor:
                     executor.submit(time.time).result()  # warm: a local worker is started once
-                    totals, queued, returned = [], [], []
+                    rows: dict[str, list[float]] = {k: [] for k in
+                                                    ("total", "coord", "call", "tail", "queue")}  # fmt: skip
                     for _ in range(jobs):
                         start = time.time()
-                        began = executor.submit(time.time).result()
+                        future = executor.submit(time.time)
+                        submitted = time.time()
+                        began = future.result()
                         end = time.time()
-                        totals.append(end - start)
-                        queued.append(began - start)
-                        returned.append(end - began)
-                print(f"{backend:<16} {_stat(totals):>17} {_stat(queued):>16} "
-                      f"{_stat(returned):>16}")  # fmt: skip
+                        where = future.placement or {}
+                        # the job's own end: its call's start + its run time (else its return)
+                        ended = where["started"] + where["seconds"] if where else began
+                        rows["total"].append(end - start)
+                        rows["call"].append(submitted - start)
+                        rows["tail"].append(end - ended)
+                        rows["coord"].append(submitted - start + end - ended)
+                        rows["queue"].append((where.get("started", began)) - submitted)
+                print(f"{backend:<16} {_stat(rows['total']):>15} {_stat(rows['coord']):>13} "
+                      f"{_stat(rows['call']):>13} {_stat(rows['tail']):>13} "
+                      f"{_stat(rows['queue']):>13}")  # fmt: skip
         finally:
             if cluster is not None:
                 cluster.__exit__(None, None, None)
+    print("seconds, median (max). coordinator = submit call (sbatch) + job end -> result here;")
+    print("queue+start = Slurm's scheduling, srun and Python start-up until the job's call runs")
 
 
 def _stat(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} (max {max(values):.2f})"
+    return f"{statistics.median(values):.2f} ({max(values):.2f})"
 
 
 def smoke() -> None:

@@ -136,6 +136,7 @@ class JobCall:
 
     def __call__(self, args: tuple, kwargs: dict[str, Any]) -> JobResult:
         self._started = time.monotonic()
+        started = time.time()
         job_id, folder = _job_environment()
         try:
             with _job_context(self.split_ref, self.threads, folder, job_id):
@@ -145,12 +146,17 @@ class JobCall:
             return JobResult(
                 lost=f"job {job_id} timed out after {minutes:.0f} min "
                 f"(executor.timeout_min={self.timeout_min})",
-                placement=placement(job_id),
+                placement=self._where(job_id, started),
             )
+        return JobResult(value=value, placement=self._where(job_id, started))
+
+    def _where(self, job_id: str | None, started: float) -> dict[str, Any]:
         where = placement(job_id)
+        where["started"] = round(started, 3)  # this run of the call (epoch seconds)
+        where["seconds"] = round(time.monotonic() - self._started, 3)
         if self.restarts:
             where["restarts"] = self.restarts
-        return JobResult(value=value, placement=where)
+        return where
 
     def checkpoint(self, args: tuple, kwargs: dict[str, Any]) -> Any:
         """submitit, on the scheduler's signal: resubmit this call (preempted), or end the job

@@ -299,8 +299,6 @@ class SubmititExecutor:
         return job.done()
 
     def _complete(self, future: JobFuture, job: Any) -> None:
-        from submitit.core.utils import FailedJobError
-
         if not job.paths.result_pickle.exists():  # killed, cancelled, timed out, node lost
             state = self._states.get(str(job.job_id)) or _local_state(job)
             future.set_exception(
@@ -308,9 +306,13 @@ class SubmititExecutor:
             )
             return
         try:
-            result = job.result()
-        except FailedJobError as error:
-            text = str(error)
+            # the result file itself: job.result() would also wait for the process to exit
+            outcome, result = job._get_outcome_and_result()
+        except Exception as error:  # noqa: BLE001 - an unreadable result file
+            future.set_exception(WorkerLost(f"job {job.job_id}: {type(error).__name__}: {error}"))
+            return
+        if outcome == "error":  # the job raised: `result` is its traceback
+            text = str(result)
             if "KeyboardInterrupt" in text:  # cancelled (local jobs get SIGINT)
                 future.set_exception(WorkerLost(f"job {job.job_id} was interrupted"))
             elif "UncompletedJobError" in text:  # submitit gave up requeuing it
@@ -320,18 +322,16 @@ class SubmititExecutor:
                 future.set_exception(
                     WorkerError(f"{future.label} failed in job {job.job_id}:\n{text}")
                 )
-        except Exception as error:  # noqa: BLE001 - an unreadable result file
-            future.set_exception(WorkerLost(f"job {job.job_id}: {type(error).__name__}: {error}"))
+            return
+        if not isinstance(result, JobResult):  # a job submitted by an older version
+            future.set_result(result)
+            return
+        future.placement = result.placement
+        self._record_placement(future, job, result)
+        if result.lost:
+            future.set_exception(WorkerLost(result.lost))
         else:
-            if not isinstance(result, JobResult):  # a job submitted by an older version
-                future.set_result(result)
-                return
-            future.placement = result.placement
-            self._record_placement(future, job, result)
-            if result.lost:
-                future.set_exception(WorkerLost(result.lost))
-            else:
-                future.set_result(result.value)
+            future.set_result(result.value)
 
     def _record_placement(self, future: JobFuture, job: Any, result: JobResult) -> None:
         """One line per finished job in `<folder>/placements.jsonl` (best effort)."""
