@@ -348,14 +348,18 @@ def _split(cfg: dict[str, Any]) -> Any:
     return load_split(cfg)
 
 
-def run_all(cfg: dict[str, Any]) -> Path:
-    """Sweep each tuned model with the same budget, benchmark, report; print where it is."""
+def run_all(cfg: dict[str, Any], overridden: Any = None) -> Path:
+    """Sweep each tuned model with the same budget, benchmark, report; print where it is.
+
+    `overridden`: model -> keys of its config set on the command line (refused when its
+    search space samples them; harness.sweep.config.preflight)."""
     from harness.sweep import run_many
     from harness.sweep.config import preflight
 
     seconds: dict[str, float] = {}
     tuned = [m for m in cfg["models"] if m not in cfg["benchmark"]["fixed_models"]]
-    preflight(cfg, tuned, test_users=True)  # every search space, protocol and option, no data yet
+    # every search space, protocol and option, no data yet
+    preflight(cfg, list(cfg["models"]), test_users=True, overridden=overridden)
     benchmark_settings(cfg)
     folds = fold_count(cfg)
     if folds is not None:
@@ -484,27 +488,46 @@ def check_output_names(cfg: dict[str, Any]) -> None:
             )
 
 
-@hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="benchmark")
-def benchmark_main(cfg: DictConfig) -> None:
-    """`harness-benchmark`: results/<benchmark.name>/ from the studies."""
-
+def _benchmark_task(cfg: DictConfig) -> None:
     def stage(c: dict[str, Any]) -> None:
         print(f"benchmark files: {run_benchmark_stage(c)}")
 
     _guarded("harness-benchmark", stage, cfg)
 
 
-@hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="report")
-def report_main(cfg: DictConfig) -> None:
-    """`harness-report`: reports/<report.name>/ from the studies and benchmark files."""
-
+def _report_task(cfg: DictConfig) -> None:
     def stage(c: dict[str, Any]) -> None:
         print(f"report: {run_report_stage(c) / 'report.html'}")
 
     _guarded("harness-report", stage, cfg)
 
 
-@hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="run")
-def run_main(cfg: DictConfig) -> None:
+def _run_task(cfg: DictConfig) -> None:
+    from harness.sweep.app import task_overrides
+    from harness.sweep.config import command_line_model_keys
+
+    overridden = command_line_model_keys(task_overrides())
+    _guarded("harness-run", lambda c: run_all(c, overridden=overridden), cfg)
+
+
+def _hydra_app(task: Callable[[DictConfig], None], config_name: str, config_path: str | None):
+    # config_path: the checkout's conf/, pkg://harness.conf in a wheel, or the user's first
+    # config folder, searched before the shipped one (harness.configs.user_dirs_first)
+    return hydra.main(
+        version_base=None, config_path=config_path or CONFIG_PATH, config_name=config_name
+    )(task)
+
+
+def benchmark_main(config_path: str | None = None) -> None:
+    """`harness-benchmark`: results/<benchmark.name>/ from the studies."""
+    _hydra_app(_benchmark_task, "benchmark", config_path)()
+
+
+def report_main(config_path: str | None = None) -> None:
+    """`harness-report`: reports/<report.name>/ from the studies and benchmark files."""
+    _hydra_app(_report_task, "report", config_path)()
+
+
+def run_main(config_path: str | None = None) -> None:
     """`harness-run`: sweep, benchmark and report in one command."""
-    _guarded("harness-run", run_all, cfg)
+    _hydra_app(_run_task, "run", config_path)()

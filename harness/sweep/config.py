@@ -3,19 +3,23 @@
 `sweep_from_config` runs one model's study; `run_many` runs several models with the same
 budget on one split. Both validate everything cheap (settings, every search space, storage)
 before the data is loaded or any trial starts.
+
+Every model comes from the composed config: harness-sweep's one model at `model` and
+`search_space`; the models of a run (conf/run.yaml, or harness-sweep `models=[...]`) at
+`models.<name>` and `search_spaces.<name>`, each composed by Hydra from conf/models/<name>.yaml
+over the command's search path.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from harness.configs import conf_dir
 from harness.data.protocol import protocol_params
 from harness.outputs import results_dir_of
 from harness.sweep.runner import run_sweep
@@ -23,36 +27,51 @@ from harness.sweep.settings import SweepConfigError, SweepSettings
 from harness.sweep.space import parse_search_space
 from harness.sweep.study import open_storage, resolve_storage_url
 
-CONF_DIR = conf_dir()  # the checkout's conf/, or the copy in an installed wheel
+# Model -> the keys of its config set on the command line (`model.X=`, `models.<name>.X=`).
+Overridden = Mapping[str, Collection[str]]
 
 
 def sweep_from_config(
-    cfg: DictConfig | Mapping[str, Any], *, split: Any = None, executor: Any = None
+    cfg: DictConfig | Mapping[str, Any],
+    *,
+    split: Any = None,
+    executor: Any = None,
+    overridden: Overridden | None = None,
 ) -> optuna.Study:
-    """Run the study for `cfg.model` (or, with `sweep.models` set, for each listed model).
+    """Run the study for `cfg.model` (or, with models composed at `models`, for each of them).
 
     Args:
         cfg: The composed `sweep` config (dataset, protocol, model, search_space, sweep,
-            results_dir, data_dir), as a DictConfig or plain mapping.
+            results_dir, data_dir; `models`/`search_spaces` with `models=[...]`), as a
+            DictConfig or plain mapping.
         split: An already loaded split; None = `harness.data.split_from_config` (cached).
         executor: Where trials run (made with this split); None = one from `cfg.executor`
             for this call.
+        overridden: Model -> keys set on the command line (`command_line_model_keys`): an
+            override of a key the search space samples is refused.
 
     Returns:
-        The study of `cfg.model` (with `sweep.models`: the study of the last model).
+        The study of `cfg.model` (with `models`: the study of the last model).
 
     Raises:
         SweepConfigError: Any invalid setting, naming the key and the fix, before any trial.
     """
     cfg_dict = _plain(cfg)
     settings = SweepSettings.from_mapping(cfg_dict.get("sweep") or {})
-    if settings.models:
-        studies = run_many(cfg_dict, settings.models, split=split, executor=executor)
+    if settings.models and not cfg_dict.get("models"):
+        raise SweepConfigError(
+            f"sweep.models={list(settings.models)}: choose several models with "
+            f"models=[{','.join(settings.models)}] (conf/models/<name>.yaml), not sweep.models"
+        )
+    if cfg_dict.get("models"):
+        studies = run_many(
+            cfg_dict, list(cfg_dict["models"]), split=split, executor=executor,
+            overridden=overridden,
+        )  # fmt: skip
         return list(studies.values())[-1]
-    model_cfg = model_config(cfg_dict, cfg_dict["model"]["name"])[0]  # a budget's epochs: VAEs
-    cfg_dict = {**cfg_dict, "model": model_cfg}
-    preflight(cfg_dict, [model_cfg["name"]], protocol=split is None)
-    _validate(model_cfg["name"], cfg_dict.get("search_space") or {}, settings, cfg_dict)
+    model_cfg, space = model_config(cfg_dict, cfg_dict["model"]["name"])
+    preflight(cfg_dict, [model_cfg["name"]], protocol=split is None, overridden=overridden)
+    _validate(model_cfg["name"], space, settings, cfg_dict)
     callbacks = tracking_callbacks(cfg_dict)
     split = split if split is not None else load_split(cfg_dict)
     with _executor(cfg_dict, settings, split, executor) as executor:
@@ -61,7 +80,7 @@ def sweep_from_config(
             dataset_name=cfg_dict["dataset"]["name"],
             model_name=model_cfg["name"],
             model_params=model_cfg,
-            search_space=cfg_dict.get("search_space") or {},
+            search_space=space,
             settings=settings,
             results_dir=results_dir_of(cfg_dict),
             config=cfg_dict,
@@ -99,13 +118,12 @@ def run_many(
     *,
     split: Any = None,
     executor: Any = None,
+    overridden: Overridden | None = None,
 ) -> dict[str, optuna.Study]:
     """Sweep several models one after another on one split, each with the same budget.
 
-    Each model's config and search space come from `conf/model/<name>.yaml` and
-    `conf/search_space/<name>.yaml`. Values given for `cfg_dict["model"]` that differ from its
-    own file (command-line overrides such as `model.n_epochs=50`) carry over to every model
-    that has the same key, so a shared setting is set once. `sweep.study_name`, if given, gets
+    Each model's config and search space are `cfg_dict["models"][name]` and
+    `cfg_dict["search_spaces"][name]` (`model_config`). `sweep.study_name`, if given, gets
     `-<model>` appended.
 
     Returns:
@@ -114,7 +132,7 @@ def run_many(
     cfg_dict = _plain(cfg_dict)
     settings = SweepSettings.from_mapping(cfg_dict.get("sweep") or {}).replace(models=None)
     per_model = {name: model_config(cfg_dict, name) for name in model_names}
-    preflight(cfg_dict, list(model_names), protocol=split is None)
+    preflight(cfg_dict, list(model_names), protocol=split is None, overridden=overridden)
     for name, (_, space) in per_model.items():
         _validate(name, space, settings, cfg_dict)
     callbacks = tracking_callbacks(cfg_dict)
@@ -140,46 +158,43 @@ def run_many(
     return studies
 
 
-# Model keys a budget (conf/budget/*.yaml) sets for every model that has them.
-BUDGET_MODEL_KEYS = ("n_epochs", "patience")
-
-
 def model_config(cfg_dict: Mapping[str, Any], name: str) -> tuple[dict, dict]:
-    """(model config, search space) for model `name`, resolved against `cfg_dict`.
+    """(model config, search space) of model `name` in the composed config.
+
+    `models.<name>` and `search_spaces.<name>` (a run's models, composed by Hydra from
+    conf/models/<name>.yaml), else harness-sweep's one model `model` and `search_space`.
 
     Raises:
-        SweepConfigError: No `conf/model/<name>.yaml`.
+        SweepConfigError: `name` is not among the composed models.
     """
+    models = cfg_dict.get("models") or {}
+    if isinstance(models, Mapping) and name in models:
+        spaces = cfg_dict.get("search_spaces") or {}
+        return dict(models[name]), dict(spaces.get(name) or {})
     current = cfg_dict.get("model") or {}
     if current.get("name") == name:
-        own = dict(current)
-        model_file = CONF_DIR / "model" / f"{name}.yaml"
-        if cfg_dict.get("budget") and model_file.exists():
-            mine = OmegaConf.load(model_file)
-            for key in BUDGET_MODEL_KEYS:  # a budget's epochs and patience: iterative only
-                if key in own and key not in mine:
-                    own.pop(key)
-        return own, dict(cfg_dict.get("search_space") or {})
-    model_file = CONF_DIR / "model" / f"{name}.yaml"
-    if not model_file.exists():
-        known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-        raise SweepConfigError(
-            f"sweep.models: unknown model {name!r} (no {model_file}); use one of "
-            f"{', '.join(known)}."
-        )
-    model = OmegaConf.load(model_file)
-    space_file = CONF_DIR / "search_space" / f"{name}.yaml"
-    space = OmegaConf.load(space_file) if space_file.exists() else OmegaConf.create({})
-    for key, value in _overridden_model_keys(current).items():
-        if key in model and key != "name":
-            model[key] = value
-    # Resolve inside the full config, so interpolations such as ${dataset.x} still work.
-    root = OmegaConf.create(
-        {k: v for k, v in cfg_dict.items() if k not in ("model", "search_space")}
+        return dict(current), dict(cfg_dict.get("search_space") or {})
+    composed = list(models) if isinstance(models, Mapping) else []
+    if current.get("name"):
+        composed.append(current["name"])
+    raise SweepConfigError(
+        f"unknown model {name!r}: not among the composed models ({', '.join(composed) or 'none'});"
+        f" select it with models=[...] (conf/models/{name}.yaml)"
     )
-    root.model, root.search_space = model, space
-    resolved = OmegaConf.to_container(root, resolve=True)
-    return resolved["model"], resolved["search_space"] or {}
+
+
+def command_line_model_keys(task_overrides: Sequence[str]) -> dict[str | None, set[str]]:
+    """Model -> keys of its config set by these Hydra task overrides (None: harness-sweep's
+    one model, `model.X=`; a name: `models.<name>.X=`)."""
+    found: dict[str | None, set[str]] = {}
+    for override in task_overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        parts = key.split(".")
+        if parts[0] == "model" and len(parts) == 2:
+            found.setdefault(None, set()).add(parts[1])
+        elif parts[0] == "models" and len(parts) == 3:
+            found.setdefault(parts[1], set()).add(parts[2])
+    return found
 
 
 def load_split(cfg_dict: Mapping[str, Any]) -> Any:
@@ -208,12 +223,11 @@ def preflight(
     *,
     protocol: bool = True,
     test_users: bool = False,
+    overridden: Mapping[str | None, Collection[str]] | None = None,
 ) -> None:
     """Check the protocol and each model's config and search space before any data loads.
 
-    See `harness.sweep.preflight`. `model.X=` overrides (values differing from
-    `conf/model/<carrier>.yaml`) are checked against every model's searched keys, since
-    `run_many` carries them to every model that has the key.
+    See `harness.sweep.preflight`.
 
     Raises:
         SweepConfigError: One line naming the key, its value and the allowed range.
@@ -221,7 +235,11 @@ def preflight(
     Args:
         protocol: Check `cfg_dict["protocol"]` too (False when the caller passes a split).
         test_users: The protocol must give test users (the benchmark needs them).
+        overridden: Model (None: harness-sweep's one model) -> keys of its config set on the
+            command line (`command_line_model_keys`); a key its search space samples is
+            refused, since the trials would ignore it.
     """
+    from harness.models.registry import model_spec
     from harness.sweep.preflight import check_model_config, check_overrides, check_protocol
 
     cfg_dict = _plain(cfg_dict)
@@ -230,12 +248,19 @@ def preflight(
             protocol_params(cfg_dict.get("dataset") or {}, cfg_dict.get("protocol") or {}),
             test_users=test_users,
         )
-    overridden = _overridden_model_keys(cfg_dict.get("model") or {})
+    overridden = overridden or {}
+    many = isinstance(cfg_dict.get("models"), Mapping) and bool(cfg_dict.get("models"))
     for name in model_names:
+        model_spec(name)  # a model of a user's config folder the registry doesn't know: one line
         model_cfg, expressions = model_config(cfg_dict, name)
         space = parse_search_space(expressions, model_name=name)
+        keys = overridden.get(name if many else None) or ()
         check_overrides(
-            name, {k: v for k, v in overridden.items() if k in model_cfg}, space, expressions
+            name,
+            {k: model_cfg[k] for k in keys if k in model_cfg},
+            space,
+            expressions,
+            prefix=(f"models.{name}", f"search_spaces.{name}") if many else None,
         )
         check_model_config(name, model_cfg, space, expressions)
 
@@ -261,20 +286,6 @@ def _check_gpus(settings: SweepSettings) -> None:
         check_gpus(settings.gpus, visible_gpus())
     except DeviceConfigError as error:
         raise SweepConfigError(str(error)) from None
-
-
-def _overridden_model_keys(current: Mapping[str, Any]) -> dict[str, Any]:
-    name = current.get("name")
-    path = CONF_DIR / "model" / f"{name}.yaml"
-    if not name or not path.exists():
-        return {}
-    own = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    # Interpolated file values cannot be compared unresolved; they are never carried over.
-    return {
-        k: v
-        for k, v in current.items()
-        if k in own and own[k] != v and not (isinstance(own[k], str) and "${" in own[k])
-    }
 
 
 def _plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
