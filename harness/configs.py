@@ -413,10 +413,13 @@ MULTI_MODEL_COMMANDS = ("harness-run", "harness-benchmark", "harness-report")
 
 
 def check_model_overrides(command: str, argv: Sequence[str]) -> None:
-    """Refuse `model.X=...` and `model=...` on the commands that compose several models,
-    naming what to write instead (one line)."""
-    if command not in MULTI_MODEL_COMMANDS:
+    """Refuse `model.X=...` and `model=...` on the commands that compose several models
+    (harness-sweep too when given `models=[...]`), naming what to write instead (one line)."""
+    several = any(a.lstrip("+").startswith(("models=", "sweep.models=")) for a in argv)
+    if command not in MULTI_MODEL_COMMANDS and not several:
         return
+    if command not in MULTI_MODEL_COMMANDS:  # harness-sweep: `model=` still picks its default
+        argv = [a for a in argv if a.lstrip("+~").partition("=")[0] != "model"]
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
         if not sep:
@@ -432,7 +435,8 @@ def check_model_overrides(command: str, argv: Sequence[str]) -> None:
                 f"{arg}: {command} composes several models; write models.<name>.{sub}={value} "
                 f"for one model"
                 + (
-                    f", or budget.{sub}={value} for every iterative model"
+                    f", or {'' if command in MULTI_MODEL_COMMANDS else '++'}budget.{sub}={value} "
+                    "for every iterative model"
                     if sub in ("n_epochs", "patience")
                     else ""
                 )
