@@ -169,6 +169,8 @@ def user_dirs_first(argv: Sequence[str]) -> tuple[str, list[str]]:
     if others:
         rest.append(f"hydra.searchpath=[{','.join(_quoted(e) for e in others)}]")
     return config_path, rest
+
+
 def quote_search_space_args(argv: list[str]) -> list[str]:
     """Quote sweep expressions given for `search_space.*` on the command line.
 
@@ -454,11 +456,17 @@ def check_model_names(argv: Sequence[str], folders: Sequence[Path] = ()) -> None
         return
     names = [n.strip().strip("'\"") for n in value.strip().strip("[]").split(",") if n.strip()]
     known = sorted(
-        {p.stem for folder in [conf_dir(), *folders] for p in (Path(folder) / "models").glob("*.yaml")}
+        {
+            p.stem
+            for folder in [conf_dir(), *folders]
+            for p in (Path(folder) / "models").glob("*.yaml")
+        }
     )
     for name in names:
         if name not in known:
-            raise UnknownKeyError(f"models: unknown model {name!r}: choose one of {', '.join(known)}")
+            raise UnknownKeyError(
+                f"models: unknown model {name!r}: choose one of {', '.join(known)}"
+            )
 
 
 COMMAND_CONFIGS = {

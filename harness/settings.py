@@ -139,7 +139,9 @@ class RunSettings:
             benchmark=benchmark_settings(cfg.get("benchmark") or {}, names),
             tracking=TrackingSettings.from_mapping(cfg.get("tracking")),
             executor=ExecutorSettings.from_config(cfg),
-            report=ReportSettings.from_mapping(cfg.get("report") or {"name": cfg["dataset"]["name"]}),
+            report=ReportSettings.from_mapping(
+                cfg.get("report") or {"name": cfg["dataset"]["name"]}
+            ),
             results_dir=results_dir_of(cfg),
             reports_dir=Path(cfg.get("reports_dir") or "reports").expanduser().resolve(),
             data_dir=cfg.get("data_dir"),
@@ -186,9 +188,7 @@ class RunSettings:
         if sweep.study_name:
             sweep = sweep.replace(study_name=f"{sweep.study_name}-fold{fold}")
         protocol = {**self.protocol, "fold": fold}
-        benchmark = dataclasses.replace(
-            self.benchmark, name=fold_name(self.benchmark.name, fold)
-        )
+        benchmark = dataclasses.replace(self.benchmark, name=fold_name(self.benchmark.name, fold))
         config = {
             **self.config,
             "protocol": protocol,

@@ -29,6 +29,7 @@ log = logging.getLogger("harness.sweep")
 def _task(cfg: DictConfig) -> float | None:
     scrub_hydra_output()  # Hydra saved .hydra/*.yaml already: mask a storage password there
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our per-trial line replaces Optuna's
+
     def work() -> optuna.Study:
         from harness.benchmark.locking import remove_stale_staging
         from harness.sweep.config import results_dir_of

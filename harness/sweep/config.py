@@ -255,9 +255,7 @@ def load_split(
     return split_from_config(dict(dataset or {}), dict(protocol or {}), Path(cache_dir))
 
 
-def check_models(
-    models: Sequence[ModelConfig], settings: SweepSettings, results_dir: Path
-) -> None:
+def check_models(models: Sequence[ModelConfig], settings: SweepSettings, results_dir: Path) -> None:
     """Every search space parses, the study name, GPUs and storage are usable (before data)."""
     for model in models:
         parse_search_space(model.search_space, model_name=model.name)

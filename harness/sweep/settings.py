@@ -287,7 +287,9 @@ def model_config(cfg_dict: Mapping[str, Any], name: str) -> tuple[dict, dict]:
     )
 
 
-def models_of(cfg_dict: Mapping[str, Any], names: Sequence[str] | None = None) -> tuple[ModelConfig, ...]:
+def models_of(
+    cfg_dict: Mapping[str, Any], names: Sequence[str] | None = None
+) -> tuple[ModelConfig, ...]:
     """The models of a composed config, in order: `names`, else every model at `models`, else
     harness-sweep's one model.
 
