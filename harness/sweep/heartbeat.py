@@ -1,4 +1,9 @@
-"""Heartbeats for journal-file storage, which (unlike Optuna's RDB storage) has none.
+"""Heartbeats of running trials, so that a trial whose worker died is failed and retried.
+
+RDB storage (SQLite, PostgreSQL) has Optuna's heartbeat: the coordinator beats for the trials
+it has in flight (`RdbHeartbeats`); storage workers get it from `Study.optimize`.
+
+Journal-file storage has none; `JournalHeartbeat` is the harness's own:
 
 Each running trial owns a side file `<journal>.heartbeats/<study>/<trial_id>` whose mtime a
 daemon thread refreshes every `interval` seconds. Side files rather than trial attrs, because
@@ -17,13 +22,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from harness.compat.optuna import storage_of, trial_id_of
+from harness.sweep.plan import WorkerPlan
 from harness.sweep.retry import retry_callback
+from harness.sweep.study import is_journal_url, journal_path
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +128,45 @@ class JournalHeartbeat:
             dead.user_attrs = {k: v for k, v in dead.user_attrs.items() if k != "failure_reason"}
             self.retry(study, dead)
         return failed
+
+
+def journal_heartbeat(plan: WorkerPlan) -> JournalHeartbeat | None:
+    """The harness's own heartbeat for a journal storage (it has none); None otherwise."""
+    if not is_journal_url(plan.storage_url):
+        return None
+    settings = plan.settings
+    return JournalHeartbeat(
+        journal_path(plan.storage_url),
+        plan.study_name,
+        interval=settings.heartbeat_interval,
+        grace_period=settings.effective_grace_period,
+        max_retry=settings.max_retry,
+    )
+
+
+def with_heartbeat(func: Callable[[optuna.Trial], float], heartbeat: JournalHeartbeat) -> Any:
+    """`func` (an objective) beating for its trial while it runs."""
+
+    def beating_objective(trial: optuna.Trial) -> float:
+        with heartbeat.beating(trial_id_of(trial)):
+            return func(trial)
+
+    return beating_objective
+
+
+class RdbHeartbeats:
+    """Heartbeats of the trials in flight on an RDB storage, at most about once per interval
+    (journal files beat through `JournalHeartbeat`; other storages have none)."""
+
+    def __init__(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+        self.storage, self.trials, self.last = storage_of(study), trials, -float("inf")
+        self.interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()
+
+    def __call__(self, force: bool = False) -> None:
+        if self.interval is None:
+            return
+        if not force and time.monotonic() - self.last < self.interval / 2:
+            return
+        for trial in self.trials:
+            self.storage.record_heartbeat(trial_id_of(trial))
+        self.last = time.monotonic()
