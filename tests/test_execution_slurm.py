@@ -1,8 +1,10 @@
 """`executor=slurm` on a real Slurm started on localhost (`tests/slurm_cluster.py`; skipped
 with the reason where Slurm's binaries are missing): a 6-trial sweep equals the local pool's
 trials and values; `scancel` of a running job fails that trial with Slurm's state and retries
-it; kill -9 of the coordinator, then a rerun, loses and duplicates nothing; `harness-run
-budget=smoke dataset=synthetic executor=slurm` writes the local run's metrics.csv; Slurm's
+it; a preempted job is requeued and its trial completes once; kill -9 of the coordinator,
+then a rerun, waits for the jobs in flight (or reads their results from submitit's folder)
+and loses and duplicates nothing; `harness-run budget=smoke dataset=synthetic executor=slurm`
+writes the local run's metrics.csv and a manifest naming each job's node and device; Slurm's
 refusal of a partition is one line with its message. Event-driven with generous deadlines."""
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ SWEEP_ARGS = ["dataset=synthetic", "dataset.options.n_users=300", "dataset.optio
 
 
 def test_kill_9_of_the_coordinator_then_a_rerun_loses_and_duplicates_nothing(cluster, tmp_path):
-    """Both trials' jobs run; the coordinator is stopped, trial 1's job suspended and trial 0's
+    """Both trials' jobs run (their epochs reach the study live); the coordinator is stopped, trial 1's job suspended and trial 0's
     job finishes (its result only in submitit's folder); kill -9. The rerun takes both trials
     over: trial 0 is told from the folder, trial 1's job (resumed once the rerun waits for it)
     is waited for. Nothing is resubmitted, failed or duplicated: the study equals an
@@ -193,11 +195,12 @@ def test_kill_9_of_the_coordinator_then_a_rerun_loses_and_duplicates_nothing(clu
     db = tmp_path / "results" / "optuna.db"
 
     def both_jobs_running() -> dict[int, str] | None:
+        """Both jobs run, and trial 0's epochs reach the study live (RUNNING, values in)."""
         assert first.poll() is None, first_log.read_text()[-3000:]
         jobs = {n: ref["job_id"] for n, ref in _job_refs(db).items()}
         running = cluster.jobs()
         if len(jobs) == 2 and all(running.get(j) == "RUNNING" for j in jobs.values()):
-            return jobs
+            return jobs if _live_epochs(db, 0) else None
         return None
 
     jobs = _until(both_jobs_running, "both trials' jobs running")
@@ -254,6 +257,17 @@ def _job_refs(db: Path) -> dict[int, dict]:
             return {number: json.loads(value) for number, value in con.execute(query)}
     except sqlite3.Error:
         return {}
+
+
+def _live_epochs(db: Path, number: int) -> int:
+    """Intermediate values in the study of trial `number` while it is RUNNING."""
+    query = ("SELECT COUNT(*) FROM trials t JOIN trial_intermediate_values v ON "
+             "v.trial_id = t.trial_id WHERE t.number = ? AND t.state = 'RUNNING'")  # fmt: skip
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return con.execute(query, (number,)).fetchone()[0]
+    except sqlite3.Error:
+        return 0
 
 
 def _job_paths(db: Path, number: int):
