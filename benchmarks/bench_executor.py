@@ -1,6 +1,9 @@
 """Executor figures: per-job coordinator overhead (submission to result) on the local pool,
 submitit's local executor and a localhost Slurm, and the wall time of
-`harness-run budget=smoke dataset=synthetic` on Slurm against the local pool.
+`harness-run budget=smoke dataset=synthetic` on Slurm against the local pool, with the
+per-trial coordinator overhead of its sweeps on Slurm (from each trial's recorded job: ask to
+sbatch done, plus the job's end to the tell; Slurm's queueing and start-up apart) and the
+manifest's record of where the jobs ran.
 
     python benchmarks/bench_executor.py --part overhead --jobs 10
     python benchmarks/bench_executor.py --part smoke
@@ -12,6 +15,7 @@ munge). Prints figures; asserts nothing timed.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -112,7 +116,41 @@ def smoke() -> None:
         for name, wall, _ in rows:
             print(f"  {name:<6} {wall:7.1f} s wall")
         print(f"  metrics.csv identical: {rows[0][2] == rows[1][2]}")
+        (manifest,) = Path(tmp, "slurm", "reports").rglob("manifest.json")
+        print(f"  manifest jobs (slurm): {json.loads(manifest.read_text())['jobs']}")
+        trial_overhead(Path(tmp, "slurm", "results"))
         del os
+
+
+def trial_overhead(results: Path) -> None:
+    """Per sweep trial on Slurm, from the study: the coordinator's part = ask to sbatch
+    done + the job's end to the tell (which includes waiting for earlier trials' tells, as
+    outcomes are told in trial-number order); Slurm's part = sbatch done to the job's call."""
+    import optuna
+
+    coordinator, tell_wait, queue, run = [], [], [], []
+    for db in results.rglob("*.db"):
+        storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+        for summary in storage.get_all_studies():
+            for trial in storage.get_all_trials(summary._study_id):
+                job = trial.system_attrs.get("harness:job") or {}
+                if "started" not in job or trial.datetime_complete is None:
+                    continue
+                asked = trial.datetime_start.timestamp()
+                told = trial.datetime_complete.timestamp()
+                ended = job["started"] + job["seconds"]
+                coordinator.append(job["submitted"] - asked + max(0.0, told - ended))
+                tell_wait.append(max(0.0, told - ended))
+                queue.append(job["started"] - job["submitted"])
+                run.append(job["seconds"])
+    if not coordinator:
+        print("  (no Slurm trials found)")
+        return
+    print(f"  {len(coordinator)} sweep trials on Slurm, seconds, median (max):")
+    print(f"    coordinator (ask -> sbatch done + job end -> tell): {_stat(coordinator)}")
+    print(f"      of which job end -> tell (incl. waiting for earlier tells): {_stat(tell_wait)}")
+    print(f"    Slurm queue + start-up (sbatch done -> the job's call): {_stat(queue)}")
+    print(f"    the job's call (split load + training): {_stat(run)}")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,7 @@ class SubmititExecutor:
                     "backend": self.cluster,
                     "folder": str(job.paths.folder),
                     "job_id": str(job.job_id),
+                    "submitted": round(time.time(), 3),  # sbatch done (epoch seconds)
                 }
             )
 
