@@ -150,7 +150,7 @@ def trial_overhead(results: Path) -> None:
     print(f"    coordinator (ask -> sbatch done + job end -> tell): {_stat(coordinator)}")
     print(f"      of which job end -> tell (incl. waiting for earlier tells): {_stat(tell_wait)}")
     print(f"    Slurm queue + start-up (sbatch done -> the job's call): {_stat(queue)}")
-    print(f"    the job's call (split load + training): {_stat(run)}")
+    print(f"    the job's call (TensorFlow import, split load, training): {_stat(run)}")
 
 
 if __name__ == "__main__":
