@@ -285,7 +285,6 @@ def test_model_configs_build(name: str) -> None:
     from pathlib import Path
 
     import yaml
-
     from omegaconf import OmegaConf
 
     path = Path(__file__).parents[1] / "conf" / "model" / f"{name}.yaml"
