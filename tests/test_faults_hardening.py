@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from pg_server import postgres_server
-from test_faults_cli import TINY, assert_one_line_error, command  # shared CLI helpers
+from test_faults_cli import (  # shared CLI helpers
+    FINISHED,
+    TINY,
+    assert_one_line_error,
+    check_exports_have_no_running_rows,
+    command,
+    only_study,
+    running_after,
+    sweep_args,
+    wait_until,
+)
 
 from harness.secrets import hide_argv_secrets, mask, mask_text, reveal
 from harness.sweep import open_storage
@@ -597,3 +609,69 @@ def test_a_postgresql_outage_shorter_than_db_retry_seconds_is_ridden_out(tmp_pat
         finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         assert len(finished) >= 3
         assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+# --- a sweep stopped by its environment: full disk, killed PostgreSQL worker, double Ctrl-C ---
+
+
+def ended(proc: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout or "", stderr or "")
+
+
+def fill(disk: Path) -> Path:
+    """Write zeros until the file system of `disk` is full."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.slow
+def test_a_full_disk_mid_sweep_fails_the_running_trials_exports_and_the_rerun_completes(
+    tmp_path, tmpfs
+):
+    disk = tmpfs("disk", "16m")
+    tmp = disk / "run"  # results on the small disk (the data cache too: 20 kB)
+    # 60 epochs: trials run for seconds, long enough to be caught running
+    args = sweep_args(tmp, "sweep.n_trials=4", "model.n_epochs=60")
+    url = f"sqlite:///{tmp / 'results' / 'optuna.db'}"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        before = wait_until(url, proc, running_after(0), "a trial records epochs")
+        filler = fill(disk)
+        done = ended(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert_one_line_error(done, "harness-sweep", "no space left", "rerun")
+    study = only_study(url)
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped and all(
+        t.user_attrs["failure_reason"].startswith("stopped: no space left") for t in stopped
+    )
+    retries = {t.system_attrs.get("failed_trial"): t for t in trials if t.state.name == "WAITING"}
+    assert sorted(retries) == sorted(t.number for t in stopped)  # each enqueued again
+    for old in before:  # nothing finished was lost
+        if old.state in FINISHED:
+            assert trials[old.number].state == old.state
+    frame = check_exports_have_no_running_rows(tmp, study)
+    assert set(frame["number"]) >= {t.number for t in stopped}
+
+    filler.unlink()
+    rerun = run(args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    study = only_study(url)
+    trials = study.get_trials()
+    assert len([t for t in trials if t.state in FINISHED]) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    for number, retry in retries.items():  # the stopped trials' parameters were evaluated
+        assert trials[retry.number].params == trials[number].params
+    check_exports_have_no_running_rows(tmp, study)
