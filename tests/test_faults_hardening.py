@@ -675,3 +675,44 @@ def test_a_full_disk_mid_sweep_fails_the_running_trials_exports_and_the_rerun_co
     for number, retry in retries.items():  # the stopped trials' parameters were evaluated
         assert trials[retry.number].params == trials[number].params
     check_exports_have_no_running_rows(tmp, study)
+
+
+def owner_pid(trial) -> int:
+    from harness.sweep.recovery import OWNER
+
+    return int(trial.system_attrs[OWNER]["pid"])
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_killed_postgresql_storage_worker_is_retried_and_the_run_ends_cleanly(tmp_path):
+    with postgres_server() as pg:
+        args = sweep_args(
+            tmp_path,
+            "sweep.n_trials=4",
+            "model.n_epochs=60",  # trials run for seconds: caught running
+            "sweep.coordination=storage",
+            "sweep.n_workers=2",
+            f"sweep.storage={pg['url']}",
+        )
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            trials = wait_until(pg["url"], proc, running_after(0), "a worker's trial runs")
+            (victim,) = [t for t in trials if t.state == TrialState.RUNNING][:1]
+            os.kill(owner_pid(victim), signal.SIGKILL)  # the spawned worker running it
+            done = ended(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert "killed" in done.stdout + done.stderr
+        study = only_study(pg["url"])
+        trials = study.get_trials()
+        dead = trials[victim.number]
+        assert dead.state == TrialState.FAIL and "worker died" in dead.user_attrs["failure_reason"]
+        (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+        assert retry.params == dead.params and retry.state in FINISHED  # re-run, same params
+        assert len([t for t in trials if t.state in FINISHED]) >= 4
+        assert not study.get_trials(states=(TrialState.RUNNING,))
+        check_exports_have_no_running_rows(tmp_path, study)
