@@ -8,6 +8,7 @@ never timed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,7 +33,7 @@ from test_faults_cli import (  # shared CLI helpers
 )
 
 from harness.secrets import hide_argv_secrets, mask, mask_text, reveal
-from harness.sweep import open_storage
+from harness.sweep import default_storage, open_storage
 
 BIN = Path(sys.executable).parent
 SECRET = "Zq9-s3cret-pw"
@@ -421,8 +422,6 @@ def test_budget_works_on_the_sweep_and_logs_hold_no_carriage_returns(tmp_path):
     )
     done = run(args)
     assert done.returncode == 0, done.stderr[-3000:]
-    from harness.sweep import default_storage
-
     storage = open_storage(default_storage(tmp_path / "results"))
     (name,) = optuna.study.get_all_study_names(storage)
     study = optuna.load_study(study_name=name, storage=storage)
@@ -716,3 +715,51 @@ def test_a_killed_postgresql_storage_worker_is_retried_and_the_run_ends_cleanly(
         assert len([t for t in trials if t.state in FINISHED]) >= 4
         assert not study.get_trials(states=(TrialState.RUNNING,))
         check_exports_have_no_running_rows(tmp_path, study)
+
+
+@pytest.mark.slow
+def test_a_double_ctrl_c_leaves_no_trial_running_and_the_rerun_completes(tmp_path):
+    import time
+
+    args = sweep_args(tmp_path, "sweep.n_trials=4", "model.n_epochs=60")
+    url = default_storage(tmp_path / "results")
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    # its own process group: a terminal's Ctrl-C reaches the command and its workers
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(args, stdout=stdout, stderr=stderr, env=env, start_new_session=True)
+    try:
+        before = wait_until(url, proc, running_after(0), "a trial records epochs")
+        os.killpg(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 300
+        while True:  # event: the first interrupt's cleanup has begun
+            ended_before = proc.poll() is not None
+            if "stopping (interrupted" in out.read_text() + err.read_text():
+                break
+            assert not ended_before, err.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the interrupt was never handled"
+            time.sleep(0.01)
+        with contextlib.suppress(ProcessLookupError):  # (unless it is already done)
+            os.killpg(proc.pid, signal.SIGINT)  # the second, while the first one's cleanup runs
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    said = err.read_text()
+    assert proc.returncode == 130, said[-3000:]
+    assert "Traceback" not in said, said[-3000:]
+    assert "harness-sweep: interrupted; rerun the same command to resume." in said
+    study = only_study(url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    trials = study.get_trials()
+    for old in before:  # nothing finished was lost
+        if old.state in FINISHED:
+            assert trials[old.number].state == old.state
+    check_exports_have_no_running_rows(tmp_path, study)
+
+    rerun = run(args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    study = only_study(url)
+    assert len(study.get_trials(states=FINISHED)) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    check_exports_have_no_running_rows(tmp_path, study)

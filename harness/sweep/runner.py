@@ -52,6 +52,7 @@ from harness.sweep.logs import (
 from harness.sweep.objective import INTERRUPTED, TrialFailedError, objective
 from harness.sweep.plan import FINISHED, WorkerPlan, budget_spent, with_worker_id, worker_seed
 from harness.sweep.reserve import SpaceReserve, full_disk, stop_reason
+from harness.sweep.shield import InterruptOnce
 from harness.sweep.space import SearchSpace, default_trial_params, parse_search_space
 from harness.sweep.study import (
     create_or_load_study,
@@ -153,8 +154,9 @@ def run_sweep(
     reserve = SpaceReserve.for_sweep(results_dir, storage_url)
     reserve.make()  # freed on a full disk, to record the stopped trials and the exports
     full = None
-    try:
-        with sigterm_as_interrupt():  # SIGTERM = Ctrl-C: trial failed with a reason, exports
+    # SIGTERM = Ctrl-C: trials failed with a reason, exports; a second one can't cut that short
+    with sigterm_as_interrupt(), InterruptOnce():
+        try:
             if settings.coordination == "pool" and executor is not None:
                 run_coordinator(plan, study, executor)
             elif settings.coordination == "pool":
@@ -168,14 +170,14 @@ def run_sweep(
                 run_workers(plans, study, run_worker, quiet=settings.quiet, threads=layout.threads)
             else:
                 run_worker(plan, study)
-    except Exception as error:
-        full = full_disk(error)
-        if full is None:
-            raise
-        _stop_on_full_disk(study, full, reserve, settings)
-    finally:
-        # Also on Ctrl-C or a full disk: the exports then show what the sweep finished.
-        _export(study, output_dir(results_dir, study_name, "sweep.study_name"), full)
+        except Exception as error:
+            full = full_disk(error)
+            if full is None:
+                raise
+            _stop_on_full_disk(study, full, reserve, settings)
+        finally:
+            # Also on Ctrl-C or a full disk: the exports then show what the sweep finished.
+            _export(study, output_dir(results_dir, study_name, "sweep.study_name"), full)
     if full is not None:
         raise full from None  # one line: free space and rerun
     check_failures(study, settings)

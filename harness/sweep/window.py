@@ -112,6 +112,11 @@ class _Window:
         reason = INTERRUPTED if interrupted else f"{kind.__name__}: {error}"
         if full is not None:
             reason = stop_reason(full)
+        log.warning(
+            "stopping (%s): failing the %d trial(s) in flight, keeping the finished ones",
+            reason.split(";")[0],
+            len(self.inflight) + (self.asked is not None),
+        )
         with contextlib.suppress(BaseException):  # outcomes that arrived meanwhile
             self._collect(0)
         # Finished trials are told (in number order), never discarded with the interrupt.
