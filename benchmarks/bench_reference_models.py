@@ -121,7 +121,7 @@ def one_sweep(name: str, n_trials: int, n_seeds: int, max_epochs: int | None) ->
     from harness.sweep import SweepSettings, run_sweep
     from harness.sweep.config import model_config
 
-    cfg = config()
+    cfg = config(f"models=[{name}]")
     split = split_for("ml-100k")
     model_params, space = model_config(cfg, name)
     if max_epochs and "n_epochs" in model_params:

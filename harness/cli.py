@@ -16,15 +16,23 @@ os.environ.setdefault(
 )
 
 
-def _check(command: str) -> None:
+def _check(command: str) -> str:
+    """Check the arguments (one line and exit 2 on a mistake), put the user's config folders
+    first (harness.configs.user_dirs_first) and return Hydra's `config_path`."""
     import sys
 
     from harness.configs import check_argv_or_exit
     from harness.secrets import hide_argv_secrets
 
     # Hydra never sees a password: it is taken off the command line here (see harness.secrets)
-    sys.argv = [sys.argv[0], *hide_argv_secrets(sys.argv[1:])]
-    check_argv_or_exit(command)
+    args = hide_argv_secrets(sys.argv[1:])
+    if command != "harness-split":
+        from harness.sweep.app import add_search_space_keys, quote_search_space_args
+
+        args = add_search_space_keys(quote_search_space_args(args))
+    config_path, args = check_argv_or_exit(command, args)
+    sys.argv = [sys.argv[0], *args]
+    return config_path
 
 
 def sweep_main() -> None:
@@ -39,28 +47,28 @@ def sweep_main() -> None:
 
 
 def benchmark_main() -> None:
-    _check("harness-benchmark")
+    config_path = _check("harness-benchmark")
     from harness.run import benchmark_main as main
 
-    main()
+    main(config_path)
 
 
 def report_main() -> None:
-    _check("harness-report")
+    config_path = _check("harness-report")
     from harness.run import report_main as main
 
-    main()
+    main(config_path)
 
 
 def run_main() -> None:
-    _check("harness-run")
+    config_path = _check("harness-run")
     from harness.run import run_main as main
 
-    main()
+    main(config_path)
 
 
 def split_main() -> None:
-    _check("harness-split")
+    config_path = _check("harness-split")
     from harness.data.app import main
 
-    main()
+    main(config_path)

@@ -405,7 +405,7 @@ def test_progress_bars_give_way_to_plain_lines_off_a_terminal(tmp_path):
 @pytest.mark.slow  # subprocesses or training: tens of seconds on 2 cores
 def test_the_benchmark_progress_counts_every_retraining(split, tmp_path, monkeypatch):
     """The progress lines' total (planned_runs) is the number of retrainings, and every one
-    ticks it: on an executor (the VAEs' job graph) and serially (fit_many)."""
+    ticks it: on an executor (the VAEs' job graph) and in this process (a SerialExecutor)."""
     from harness.benchmark import BenchmarkSettings, core, run_benchmark
     from harness.execution import ExecutorSettings, make_executor
     from harness.execution.progress import JobProgress
@@ -440,7 +440,7 @@ def test_the_benchmark_progress_counts_every_retraining(split, tmp_path, monkeyp
     # candidates x seeds + test runs on fresh seeds + Liang's pair + popularity once
     assert planned == 2 * 2 + 2 + 2 * 1 + 1
     with make_executor(ExecutorSettings(n_workers=2), split) as executor:
-        for where in (executor, None):  # the job graph, then fit_many in this process
+        for where in (executor, None):  # the job graph on the workers, then in this process
             run_benchmark(split=split, dataset_name="synthetic", studies=studies,
                           model_params=params, settings=settings, results_dir=tmp_path,
                           executor=where)  # fmt: skip

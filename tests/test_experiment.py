@@ -34,8 +34,8 @@ def test_experiment_sets_liang2018_protocol_and_model():
     )
     assert protocol["n_val_users"] == protocol["n_test_users"] == 10_000
     assert protocol["heldout_fraction"] == 0.2
-    model = cfg["model"]
-    assert model["name"] == "mult_vae"
+    model = cfg["models"]["mult_vae"]
+    assert model["name"] == "mult_vae" and list(cfg["models"]) == ["mult_vae", "ease", "popularity"]
     assert (model["intermediate_dim"], model["latent_dim"], model["n_hidden_layers"]) == (
         600,
         200,
@@ -50,14 +50,16 @@ def test_experiment_sets_liang2018_protocol_and_model():
         1e-3,
     )
     # nothing searched: the single trial is the paper's configuration
-    assert not parse_search_space(cfg["search_space"], model_name="mult_vae").distributions
+    space = cfg["search_spaces"]["mult_vae"]
+    assert not parse_search_space(space, model_name="mult_vae").distributions
     assert cfg["sweep"]["n_trials"] == 1 and "mult_vae" in cfg["models"]
     assert cfg["benchmark"]["baseline"] == "mult_vae"
 
 
 def test_budget_and_command_line_overrides_still_apply():
-    cfg = _compose("model.n_epochs=3", "sweep.n_trials=2")
-    assert cfg["model"]["n_epochs"] == 3 and cfg["sweep"]["n_trials"] == 2
+    cfg = _compose("models.mult_vae.n_epochs=3", "sweep.n_trials=2")
+    assert cfg["models"]["mult_vae"]["n_epochs"] == 3 and cfg["sweep"]["n_trials"] == 2
+    assert _compose("budget.n_epochs=4")["models"]["mult_vae"]["n_epochs"] == 4
 
 
 @pytest.mark.slow
@@ -75,13 +77,13 @@ def test_experiment_runs_at_ml20m_scale_on_synthetic_data(tmp_path):
     cfg = _compose(
         "dataset=synthetic-ml20m",
         "dataset.options.progress=false",
-        "model.n_epochs=1",
+        "models.mult_vae.n_epochs=1",
         f"data_dir={tmp_path}",
     )
     split = load_split(cfg)
     assert split.n_items > 20_000 and split.n_train_users > 100_000
     assert split.val_te.shape[0] == split.test_te.shape[0] == 10_000
-    params = {k: v for k, v in cfg["model"].items() if k != "name"}
+    params = {k: v for k, v in cfg["models"]["mult_vae"].items() if k != "name"}
     n_users = N_BATCHES * params["batch_size"]
     model = build_model("mult_vae", n_users, split.n_items, **{**params, "seed": 0})
     model.fit(split.train[:n_users], x_val_tr=split.val_tr, x_val_te=split.val_te)
@@ -123,7 +125,7 @@ def test_command_line_overrides_win_over_the_budget():
     from harness.sweep import model_config
 
     cfg = _compose_run(
-        "budget=smoke", "sweep.n_trials=5", "model.n_epochs=7", "benchmark.n_seeds=3"
+        "budget=smoke", "sweep.n_trials=5", "budget.n_epochs=7", "benchmark.n_seeds=3"
     )
     assert cfg["sweep"]["n_trials"] == 5 and cfg["benchmark"]["n_seeds"] == 3
     assert {model_config(cfg, m)[0]["n_epochs"] for m in ("standard_vae", "mult_vae")} == {7}

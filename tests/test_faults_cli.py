@@ -242,7 +242,7 @@ def test_kill_9_of_the_default_trial_is_retried_at_once_with_default_heartbeat(t
 @pytest.mark.slow
 def test_ctrl_c_on_harness_run_is_one_line_with_a_resume_hint(tmp_path):
     args = command(
-        "harness-run", tmp_path, *TINY, "budget=smoke", "model.n_epochs=30", "sweep.n_trials=3"
+        "harness-run", tmp_path, *TINY, "budget=smoke", "budget.n_epochs=30", "sweep.n_trials=3"
     )
     args.append(f"reports_dir={tmp_path / 'reports'}")
     url = default_storage(tmp_path / "results")

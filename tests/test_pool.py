@@ -8,7 +8,8 @@ import os
 import pytest
 
 from harness import pool as worker_pool
-from harness.pool import WorkerError, WorkerPool, plan_workers
+from harness.pool import WorkerError, plan_workers
+from harness.worker_pool import WorkerPool
 
 
 def test_auto_uses_the_cpus_this_process_may_use() -> None:

@@ -31,16 +31,16 @@ SHRINK = {
         "budget": "smoke",
         "dataset": "synthetic",
         "sweep.n_trials": "2",
-        "model.n_epochs": "2",
+        "budget.n_epochs": "2",
         "benchmark.n_seeds": "2",
     },
     "harness-benchmark": {"budget": "smoke", "dataset": "synthetic"},
     "harness-report": {"budget": "smoke", "dataset": "synthetic"},
     "harness-sweep": {
         "dataset": "synthetic",
+        "budget": "smoke",  # as harness-run's: the same studies, resumed (one configuration)
         "sweep.n_trials": "1",
-        "model.n_epochs": "2",  # as harness-run's: the same studies, resumed (one configuration)
-        "model.patience": "null",  # budget=smoke's (no early stopping in 2 epochs)
+        "budget.n_epochs": "2",  # every model of the command, as harness-run's
         "sweep.quiet": "true",
     },
     "harness-split": {"dataset": "synthetic"},

@@ -117,8 +117,11 @@ def check_exports(out: Path, *, n_trials: int) -> None:
 def test_run_many_gives_each_model_the_same_budget(split, tmp_path: Path) -> None:
     cfg = {
         "dataset": {"name": "synthetic"},
-        "model": {"name": "ease", "lam": 500.0, "k": 100, "lambdas": None},
-        "search_space": {"lam": "tag(log, interval(1.0, 1000.0))"},
+        "models": {
+            "ease": {"name": "ease", "lam": 500.0, "k": 100, "lambdas": None},
+            "popularity": {"name": "popularity", "k": 100},
+        },
+        "search_spaces": {"ease": {"lam": "tag(log, interval(1.0, 1000.0))"}, "popularity": {}},
         "sweep": {"n_trials": 2, "quiet": True, "pruner": "none", "models": None},
         "results_dir": str(tmp_path),
     }

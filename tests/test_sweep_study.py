@@ -23,7 +23,8 @@ from harness.sweep import (
     parse_search_space,
 )
 from harness.sweep.app import quote_search_space_args
-from harness.sweep.config import CONF_DIR, model_config
+from harness.configs import conf_dir
+from harness.sweep.config import model_config
 from harness.sweep.heartbeat import JournalHeartbeat
 from harness.sweep.study import journal_path, make_pruner, make_sampler, resolve_storage_url
 
@@ -167,7 +168,7 @@ def test_cli_search_space_values_are_quoted_for_hydra() -> None:
 
 
 def _compose(*overrides: str) -> dict:
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
+    with initialize_config_dir(str(conf_dir()), version_base=None):
         cfg = compose(config_name="sweep", overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True)
 
@@ -188,13 +189,14 @@ def test_cli_override_of_a_search_space_entry() -> None:
     assert "beta" not in cfg["search_space"]
 
 
-def test_model_config_for_other_models_carries_shared_overrides() -> None:
-    cfg = _compose("model.n_epochs=3", "model.batch_size=64")
+def test_model_config_reads_each_composed_model() -> None:
+    cfg = _compose("models=[mult_vae,ease]", "models.mult_vae.batch_size=64", "budget=smoke")
     mult, space = model_config(cfg, "mult_vae")
     assert mult["name"] == "mult_vae" and mult["n_epochs"] == 3 and mult["batch_size"] == 64
     assert "anneal_cap" in space
     ease, _ = model_config(cfg, "ease")
     assert "n_epochs" not in ease
+    assert model_config(cfg, "standard_vae")[0]["name"] == "standard_vae"  # the `model=` one
     with pytest.raises(SweepConfigError, match="unknown model 'vae9'"):
         model_config(cfg, "vae9")
 

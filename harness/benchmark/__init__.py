@@ -1,7 +1,13 @@
 """The benchmark stage: best configurations retrained over seeds and scored on test users.
 
 Modules:
-    core      the recipe (candidates, seed-aware selection, test scoring, optimal beta)
+    core      one benchmark run: inputs checked, the recipe run, the results folder written
+    settings  the ``benchmark.*`` keys (`BenchmarkSettings`)
+    recipe    the recipe of a model as a job graph (selection, test runs, Liang, scoring)
+    selection candidates and seed-aware selection; a study's trial budget
+    liang     Liang et al.'s optimal-beta procedure: parameters and summary
+    parallel  the job-graph scheduler and the jobs that run in worker processes
+    serial    `SerialExecutor`: the executor interface run inline in this process
     training  one seeded fit early-stopped on validation users; the test scorer
     summary   the per-model tables (metrics, tests, seeds, budget)
     stats     intervals, paired tests, multiple-comparison correction

@@ -1,4 +1,5 @@
-"""Benchmark fits dispatched as jobs to the run's executor (`harness.execution`).
+"""Benchmark fits and scorings as jobs on an executor (`harness.execution`, or this process's
+`SerialExecutor`), and the scheduler that runs a graph of them.
 
 Every fit is seeded (and the models turn on TensorFlow's op determinism), so a fit gives the
 same weights in a worker as in this process, whatever the thread count: results are
@@ -11,6 +12,10 @@ unchanged. The temporary file goes when its `RemoteModel` does.
 
 Closed-form models (EASE, popularity) are fitted here: they take no seed and their weights
 (an item x item matrix for EASE) are too big to ship.
+
+On a `SerialExecutor` the same jobs run in this process on the caller's split and keep the
+fitted model itself (`PoolScheduler.fit`, `PoolScheduler.evaluate`), so the benchmark's recipe
+is one job graph whatever runs it.
 
 `PoolScheduler` runs a graph of such jobs without barriers: jobs wait in a priority queue
 here and go to a worker as soon as one is free (longest chain first); a finished job's
@@ -39,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from harness import pool as worker_pool
+from harness.benchmark.serial import SerialExecutor
 from harness.benchmark.training import FitResult, HeldOutTestScorer, fit_seed, is_seeded
 from harness.devices import free_model_memory
 from harness.execution import WorkerError, WorkerLost
@@ -61,26 +67,6 @@ def _fit_dir(executor: Any = None) -> Path:
         _FIT_DIR = Path(tempfile.mkdtemp(prefix="harness-fits-"))
         atexit.register(shutil.rmtree, _FIT_DIR, ignore_errors=True)
     return _FIT_DIR
-
-
-def fit_many(
-    split,
-    model_name: str,
-    jobs: Sequence[tuple[dict[str, Any], int]],
-    *,
-    patience: int | None,
-    executor: Any = None,
-) -> list[FitResult]:
-    """`fit_seed(split, model_name, params, seed, patience=patience)` for each (params, seed)
-    job, on `executor` when its jobs see this split; results in job order."""
-    if not on_executor(executor, split) or not is_seeded(model_name):
-        return [fit_seed(split, model_name, p, s, patience=patience) for p, s in jobs]
-    paths = [_fit_path(model_name, executor) for _ in jobs]
-    args = [
-        (model_name, p, s, patience, str(path)) for (p, s), path in zip(jobs, paths, strict=True)
-    ]
-    outs = run_all(executor, _fit_in_worker, args)
-    return [_remote_fit(executor, path, out) for path, out in zip(paths, outs, strict=True)]
 
 
 def _fit_path(model_name: str, executor: Any = None) -> Path:
@@ -146,8 +132,9 @@ def fit_cost(params: dict[str, Any], n_users: int, n_items: int) -> float:
 
 
 class PoolScheduler:
-    """Jobs on the pool's workers, highest priority first, one per idle worker; each
-    finished job's ``then(result)`` runs here (in completion order) and may add jobs.
+    """Jobs on the executor's workers, highest priority first, one per idle worker; each
+    finished job's ``then(result)`` runs here (in completion order) and may add jobs. On a
+    `SerialExecutor` (one worker: this process) the jobs run one at a time, in that order.
 
     Callers keep their outputs deterministic by storing results under their own keys in
     ``then`` and acting on them in a fixed order after `run`.
@@ -158,6 +145,7 @@ class PoolScheduler:
 
     def __init__(self, executor: Any) -> None:
         self.executor = executor
+        self.here = isinstance(executor, SerialExecutor)  # jobs run in this process
         self.submitted: list[Any] = []
         self.lost: list[Any] = []  # labels of the jobs run again after their worker was lost
         self._ready: list[tuple] = []  # heap of (-priority, sequence, func, args, then, label)
@@ -191,8 +179,12 @@ class PoolScheduler:
         priority: float = 0.0,
         label: Any = None,
     ) -> None:
-        """Queue `fit_seed` of a seeded model; ``then`` gets its `FitResult` (a
-        `RemoteModel`)."""
+        """Queue `fit_seed`; ``then`` gets its `FitResult`: on workers (a seeded model only)
+        the model is a `RemoteModel`, in this process (`SerialExecutor`) the model itself."""
+        if self.here:
+            job = (split, model_name, params, seed, patience)
+            self.add(_fit_here, job, then, priority=priority, label=label)
+            return
         if not is_seeded(model_name):
             raise ValueError(f"{model_name} is fitted in this process, not on the pool")
         path = _fit_path(model_name, self.executor)
@@ -206,15 +198,18 @@ class PoolScheduler:
 
     def evaluate(
         self,
-        model: RemoteModel,
+        model: Any,
         scorer: HeldOutTestScorer,
         then: Callable[[tuple[dict[str, np.ndarray], float]], None],
         *,
         priority: float = 0.0,
         label: Any = None,
     ) -> None:
-        """Queue `scorer.evaluate(model)` (test users' per-user metrics and coverage) in a
-        worker; the executor's split must be the scorer's."""
+        """Queue `scorer.evaluate(model)` (test users' per-user metrics and coverage): in a
+        worker for a `RemoteModel` (the executor's split must be the scorer's), else here."""
+        if self.here:
+            self.add(scorer.evaluate, (model,), then, priority=priority, label=label)
+            return
         if scorer.split.fingerprint != self.executor.key:
             raise ValueError("the scorer's split is not the one the pool's workers hold")
         args = (str(model.path), scorer.ks, scorer.coverage_k)
@@ -255,6 +250,9 @@ class PoolScheduler:
                     self.lost.append(label)
                     again = self.executor.submit(func, *args)
                     self._running[again] = (then, label, func, args, attempts + 1)
+                    continue
+                if error is not None and self.here:
+                    failure = error  # this process's own exception, traceback and all
                     continue
                 if error is not None:
                     detail = error if isinstance(error, WorkerLost) else _traceback(error)
@@ -298,6 +296,10 @@ class RemoteModel:
             raise ValueError(f"{path}: this model is saved as a {self.path.suffix} file")
         shutil.copyfile(self.path, path)
         return Path(path)
+
+
+def _fit_here(split, model_name: str, params: dict, seed: int, patience: int | None):
+    return fit_seed(split, model_name, params, seed, patience=patience)
 
 
 def _fit_in_worker(model_name: str, params: dict, seed: int, patience: int | None, path: str):

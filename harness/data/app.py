@@ -8,9 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.configs import hydra_config_path
 
 
-# The checkout's conf/, or pkg://harness.conf in an installed wheel (harness/configs.py).
-@hydra.main(version_base=None, config_path=hydra_config_path(), config_name="split")
-def main(cfg: DictConfig) -> None:
+def _task(cfg: DictConfig) -> None:
     """Entry point; e.g. ``harness-split dataset=ml-1m protocol=weak protocol.seed=1``."""
     from harness.data.protocol import split_from_config
     from harness.data.sources import default_cache_dir
@@ -26,6 +24,14 @@ def main(cfg: DictConfig) -> None:
         print(split.summary())
 
     guarded("harness-split", work)
+
+
+def main(config_path: str | None = None) -> None:
+    """Run `harness-split` on `sys.argv`; `config_path`: the checkout's conf/, or
+    pkg://harness.conf in an installed wheel, or a user folder searched first
+    (`harness.configs.user_dirs_first`)."""
+    hydra.main(version_base=None, config_path=config_path or hydra_config_path(),
+               config_name="split")(_task)()  # fmt: skip
 
 
 if __name__ == "__main__":

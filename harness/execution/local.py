@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from harness.execution.base import JobFuture
-from harness.pool import WorkerError, WorkerLayout, WorkerLost, WorkerPool
+from harness.pool import WorkerError, WorkerLayout, WorkerLost
+from harness.worker_pool import WorkerPool
 
 log = logging.getLogger("harness.execution")
 

@@ -128,7 +128,7 @@ def collect_manifest(
         config: the fully composed config as a plain dict.
         split_fingerprint: the data split's sha256 fingerprint.
         stage_seconds: wall time per stage, e.g. {"sweep": .., "benchmark": .., "report": ..}.
-        model_configs: model -> its composed config (``config`` holds only the carrier model).
+        model_configs: model -> its composed config (also in ``config["models"]``).
     """
     from harness.secrets import mask, mask_text
 

@@ -249,7 +249,8 @@ def best_epoch_table(frame: pd.DataFrame) -> tuple[Table | None, list[str]]:
             warnings.append(
                 f"**Warning**: {late:.0%} of {model}'s {source} runs had their best epoch in "
                 f"the last {LATE_ZONE:.0%} of the maximum {int(part['max'].max())} epochs: "
-                "training was likely cut short; raise model.n_epochs (the maximum)."
+                "training was likely cut short; raise the maximum (budget.n_epochs, or "
+                f"models.{model}.n_epochs)."
             )
     table = Table(
         ["model", "runs", "n", "best epoch: min / q1 / median / q3 / max", "max epochs", "late"],

@@ -7,8 +7,8 @@
 - `check_protocol`: the protocol's parameters (`harness.data.protocol`'s own normalisation)
   and that the stages have users to work with (a sweep needs validation users, a benchmark
   test users).
-- `check_overrides`: a `model.X=...` override of a key the search space samples would be
-  silently ignored by the trials; it is an error naming both keys.
+- `check_overrides`: a `model.X=...` (or `models.<name>.X=...`) override of a key the search
+  space samples would be silently ignored by the trials; it is an error naming both keys.
 """
 
 from __future__ import annotations
@@ -131,22 +131,31 @@ def check_protocol(protocol: Mapping[str, Any], *, test_users: bool = False) -> 
 
 
 def check_overrides(
-    model_name: str, overridden: Mapping[str, Any], space: SearchSpace, expressions: Mapping
+    model_name: str,
+    overridden: Mapping[str, Any],
+    space: SearchSpace,
+    expressions: Mapping,
+    *,
+    prefix: tuple[str, str] | None = None,
 ) -> None:
-    """Refuse `model.X=` overrides of keys the search space samples (they would be ignored).
+    """Refuse command-line overrides of model keys the search space samples (they would be
+    ignored by every trial).
 
     Args:
-        overridden: Model keys whose value differs from `conf/model/<name>.yaml`.
+        overridden: Model keys set on the command line, with their values.
+        prefix: (model key, search-space key) prefixes in the message; None = harness-sweep's
+            ("model", "search_space"); a run's: ("models.<name>", "search_spaces.<name>").
 
     Raises:
-        SweepConfigError: Naming `model.X` and `search_space.X` and both fixes.
+        SweepConfigError: Naming both keys and both fixes.
     """
+    model_key, space_key = prefix or ("model", "search_space")
     for name, value in overridden.items():
         if name in space.distributions:
             raise SweepConfigError(
-                f"model.{name}={value!r} is set, but search_space.{name}="
+                f"{model_key}.{name}={value!r} is set, but {space_key}.{name}="
                 f"{expressions.get(name)!r} samples it for {model_name}, so the fixed value "
-                f"would be ignored; either drop model.{name}, or fix it in the space with "
-                f"search_space.{name}={value!r} (or remove it from the space with "
-                f"'~search_space.{name}')"
+                f"would be ignored; either drop {model_key}.{name}, or fix it in the space with "
+                f"{space_key}.{name}={value!r} (or remove it from the space with "
+                f"'~{space_key}.{name}')"
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -245,3 +245,69 @@ def _typed(key: str, value: Any) -> Any:
             f"sweep.models={value!r} must be a list, e.g. sweep.models=[standard_vae,mult_vae]."
         )
     return value
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model of a command, as composed: its config and its search space.
+
+    Attributes:
+        name: The registered model name.
+        params: `conf/model/<name>.yaml` as composed (constructor arguments, with "name").
+        search_space: Its search space entries (Hydra Optuna Sweeper syntax or fixed values).
+    """
+
+    name: str
+    params: Mapping[str, Any]
+    search_space: Mapping[str, Any]
+
+
+def model_config(cfg_dict: Mapping[str, Any], name: str) -> tuple[dict, dict]:
+    """(model config, search space) of model `name` in a composed config (plain containers).
+
+    `models.<name>` and `search_spaces.<name>` (a run's models, composed by Hydra from
+    conf/models/<name>.yaml), else harness-sweep's one model `model` and `search_space`.
+
+    Raises:
+        SweepConfigError: `name` is not among the composed models.
+    """
+    models = cfg_dict.get("models") or {}
+    if isinstance(models, Mapping) and name in models:
+        spaces = cfg_dict.get("search_spaces") or {}
+        return dict(models[name]), dict(spaces.get(name) or {})
+    current = cfg_dict.get("model") or {}
+    if current.get("name") == name:
+        return dict(current), dict(cfg_dict.get("search_space") or {})
+    composed = list(models) if isinstance(models, Mapping) else []
+    if current.get("name"):
+        composed.append(current["name"])
+    raise SweepConfigError(
+        f"unknown model {name!r}: not among the composed models ({', '.join(composed) or 'none'});"
+        f" select it with models=[...] (conf/models/{name}.yaml)"
+    )
+
+
+def models_of(
+    cfg_dict: Mapping[str, Any], names: Sequence[str] | None = None
+) -> tuple[ModelConfig, ...]:
+    """The models of a composed config, in order: `names`, else every model at `models`, else
+    harness-sweep's one model.
+
+    Raises:
+        SweepConfigError: An unknown name; `sweep.models` set in a config file (the old way of
+            choosing several models) without `models`.
+    """
+    several = cfg_dict.get("models")
+    chosen = (cfg_dict.get("sweep") or {}).get("models")
+    if chosen and not several:
+        raise SweepConfigError(
+            f"sweep.models={list(chosen)}: choose several models with "
+            f"models=[{','.join(chosen)}] (conf/models/<name>.yaml), not sweep.models"
+        )
+    if names is None:
+        names = list(several) if several else [(cfg_dict.get("model") or {}).get("name")]
+    found = []
+    for name in names:
+        params, space = model_config(cfg_dict, name)
+        found.append(ModelConfig(name=name, params=params, search_space=space))
+    return tuple(found)
