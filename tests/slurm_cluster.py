@@ -1,6 +1,7 @@
 """A throwaway Slurm cluster on localhost for tests: munged, slurmctld and slurmd started from
 a short slurm.conf in a temporary folder (Debian's `slurm-wlm` and `munge`; `.ci/run` installs
-them), stopped afterwards. Skipped with the reason when the binaries are missing or this is
+them), stopped afterwards. A requeued (preempted) job starts again after `cred_expire` (20 s
+here, Slurm's default 120 s). Skipped with the reason when the binaries are missing or this is
 not root (slurmd runs jobs as their user and needs root here).
 
     with slurm_cluster(tmp_path) as cluster:   # sets SLURM_CONF for sbatch/squeue/scancel
@@ -30,7 +31,7 @@ SlurmctldHost={host}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={root}/munge/munge.sock
+AuthInfo=socket={root}/munge/munge.sock,cred_expire=20
 CredType=cred/munge
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool

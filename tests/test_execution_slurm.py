@@ -1,14 +1,19 @@
 """`executor=slurm` on a real Slurm started on localhost (`tests/slurm_cluster.py`; skipped
 with the reason where Slurm's binaries are missing): a 6-trial sweep equals the local pool's
 trials and values; `scancel` of a running job fails that trial with Slurm's state and retries
-it; kill -9 of the coordinator, then a rerun, loses and duplicates nothing; `harness-run
-budget=smoke dataset=synthetic executor=slurm` writes the local run's metrics.csv; Slurm's
+it; a preempted job is requeued and its trial completes once; kill -9 of the coordinator,
+then a rerun, waits for the jobs in flight (or reads their results from submitit's folder)
+and loses and duplicates nothing; `harness-run budget=smoke dataset=synthetic executor=slurm`
+writes the local run's metrics.csv and a manifest naming each job's node and device; Slurm's
 refusal of a partition is one line with its message. Event-driven with generous deadlines."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -120,6 +125,50 @@ def test_scancel_of_a_running_job_fails_its_trial_and_retries_it(cluster, split,
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 2
 
 
+def test_a_preempted_trial_restarts_and_completes_once(cluster, split, tmp_path) -> None:
+    """SIGUSR2 (what Slurm sends a job it preempts) to trial 0's job after its first epoch:
+    submitit requeues it under the same id and the trial restarts from scratch. Every trial
+    completes once, none fails, and the values equal the local pool's; each trial records
+    the node and device its job ran on."""
+    executor = make_executor(_slurm(tmp_path), split)
+    preempted: dict[str, str] = {}
+
+    def preempt_after_first_epoch() -> None:  # called by the coordinator's waits
+        if preempted or not executor._jobs:
+            return
+        job = min(executor._jobs.values(), key=lambda job: int(job.job_id))
+        messages = job.paths.folder / f"{job.job_id}_messages.pkl"
+        if messages.exists() and messages.stat().st_size:
+            subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], env=cluster.env,
+                           check=True)  # fmt: skip
+            preempted["job"] = str(job.job_id)
+
+    wait = executor.wait
+
+    def waiting(futures, timeout=None):
+        preempt_after_first_epoch()
+        return wait(futures, timeout if timeout is None else min(timeout, 0.5))
+
+    executor.wait = waiting
+    settings = SweepSettings(n_trials=2, quiet=True, pruner="none", batch_size=2, n_workers=2)
+    model = {**MODEL, "n_epochs": 100}
+    common = {"split": split, "dataset_name": "synthetic", "model_name": "mult_vae",
+              "model_params": model, "search_space": SPACE, "settings": settings}  # fmt: skip
+    with executor:
+        study = run_sweep(**common, results_dir=tmp_path / "slurm", executor=executor)
+    assert preempted, "no job was seen training"
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # once each, none failed
+    jobs = [t.system_attrs["harness:job"] for t in trials]
+    assert jobs[0]["job_id"] == preempted["job"] and jobs[0]["restarts"] == 1
+    assert "restarts" not in jobs[1]
+    for job in jobs:
+        assert job["node"] and job["host"] and job["device"].startswith("CPU")
+    with make_executor(ExecutorSettings(n_workers=2), split) as local:
+        pool = run_sweep(**common, results_dir=tmp_path / "local", executor=local)
+    assert _record(study) == _record(pool)
+
+
 def _cli_env(cluster, tmp: Path) -> dict[str, str]:
     return {**cluster.env, "PYTHONPATH": str(ROOT), "VAE_SWEEP_DATA_DIR": str(tmp / "data"),
             "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}  # fmt: skip
@@ -127,46 +176,117 @@ def _cli_env(cluster, tmp: Path) -> dict[str, str]:
 
 SWEEP_ARGS = ["dataset=synthetic", "dataset.options.n_users=300", "dataset.options.n_items=200",
               "dataset.options.density=0.05", "dataset.n_heldout_users=40",
-              "model=mult_vae", "model.n_epochs=60", "sweep.n_trials=4", "sweep.quiet=true",
-              "sweep.pruner=none", "sweep.n_workers=2", "executor=slurm",
+              "model=mult_vae", "model.n_epochs=30", "sweep.n_trials=2", "sweep.quiet=true",
+              "sweep.pruner=none", "sweep.n_workers=2", "sweep.batch_size=2", "executor=slurm",
               "executor.cpus_per_task=1"]  # fmt: skip
 
 
 def test_kill_9_of_the_coordinator_then_a_rerun_loses_and_duplicates_nothing(cluster, tmp_path):
+    """Both trials' jobs run (their epochs reach the study live); the coordinator is stopped, trial 1's job suspended and trial 0's
+    job finishes (its result only in submitit's folder); kill -9. The rerun takes both trials
+    over: trial 0 is told from the folder, trial 1's job (resumed once the rerun waits for it)
+    is waited for. Nothing is resubmitted, failed or duplicated: the study equals an
+    uninterrupted run's."""
     env = _cli_env(cluster, tmp_path)
     command = [str(BIN / "harness-sweep"), *SWEEP_ARGS, f"results_dir={tmp_path / 'results'}"]
-    log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=log)  # fmt: skip
+    first_log = tmp_path / "first.log"
+    with first_log.open("w") as log:
+        first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=log)
     db = tmp_path / "results" / "optuna.db"
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:  # one trial told, others running: kill the coordinator
-        if _states(db).count("COMPLETE") >= 1 and "RUNNING" in _states(db):
-            break
-        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(0.2)
-    else:
-        pytest.fail("no COMPLETE and RUNNING trial seen")
-    before = [s for s in _states(db) if s == "COMPLETE"]
+
+    def both_jobs_running() -> dict[int, str] | None:
+        """Both jobs run, and trial 0's epochs reach the study live (RUNNING, values in)."""
+        assert first.poll() is None, first_log.read_text()[-3000:]
+        jobs = {n: ref["job_id"] for n, ref in _job_refs(db).items()}
+        running = cluster.jobs()
+        if len(jobs) == 2 and all(running.get(j) == "RUNNING" for j in jobs.values()):
+            return jobs if _live_epochs(db, 0) else None
+        return None
+
+    jobs = _until(both_jobs_running, "both trials' jobs running")
+    first.send_signal(signal.SIGSTOP)  # tells nothing more
+    subprocess.run(["scontrol", "suspend", jobs[1]], env=cluster.env, check=True)
+    finished = _job_paths(db, 0).result_pickle
+    _until(finished.exists, "trial 0's job to finish")
     first.send_signal(signal.SIGKILL)
     first.wait()
-    log.close()
-    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+    assert _states(db) == ["RUNNING", "RUNNING"]  # trial 0's result is only in the folder
+
+    rerun_log = tmp_path / "rerun.log"
+    with rerun_log.open("w") as log:
+        rerun = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log,
+                                 stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        waiting = f"trial 1: waiting for its job {jobs[1]}"
+        _until(lambda: waiting in rerun_log.read_text() or rerun.poll() is not None, waiting)
+        assert rerun.poll() is None, rerun_log.read_text()[-3000:]
+        assert cluster.jobs()[jobs[1]] == "SUSPENDED"  # still running when taken over
+        subprocess.run(["scontrol", "resume", jobs[1]], env=cluster.env, check=True)
+        assert rerun.wait(timeout=DEADLINE) == 0, rerun_log.read_text()[-3000:]
+    finally:
+        if rerun.poll() is None:
+            rerun.kill()
+    assert _states(db) == ["COMPLETE", "COMPLETE"]  # none failed, none added
+    assert {n: ref["job_id"] for n, ref in _job_refs(db).items()} == jobs  # not resubmitted
+    submitted = (tmp_path / "results" / "executor" / "jobs").glob("[0-9]*")
+    assert sorted(path.name for path in submitted) == sorted(jobs.values())
+
+    straight = [*command[:-1], f"results_dir={tmp_path / 'straight'}"]
+    done = subprocess.run(straight, env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=DEADLINE)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    states = _states(db)
-    assert states.count("COMPLETE") == 4  # exactly the budget: nothing duplicated
-    assert "RUNNING" not in states and len(before) >= 1
+    assert _values(db) == _values(tmp_path / "straight" / "optuna.db")
+
+
+def _until(condition, what: str):
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def _job_refs(db: Path) -> dict[int, dict]:
+    """Trial number -> its `harness:job` attr (the submitted job)."""
+    query = ("SELECT t.number, a.value_json FROM trials t JOIN trial_system_attributes a "
+             "ON a.trial_id = t.trial_id WHERE a.key = 'harness:job'")  # fmt: skip
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return {number: json.loads(value) for number, value in con.execute(query)}
+    except sqlite3.Error:
+        return {}
+
+
+def _live_epochs(db: Path, number: int) -> int:
+    """Intermediate values in the study of trial `number` while it is RUNNING."""
+    query = ("SELECT COUNT(*) FROM trials t JOIN trial_intermediate_values v ON "
+             "v.trial_id = t.trial_id WHERE t.number = ? AND t.state = 'RUNNING'")  # fmt: skip
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return con.execute(query, (number,)).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def _job_paths(db: Path, number: int):
+    import submitit
+
+    ref = _job_refs(db)[number]
+    return submitit.SlurmJob(folder=ref["folder"], job_id=ref["job_id"]).paths
+
+
+def _values(db: Path) -> list[tuple]:
     storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
     (summary,) = storage.get_all_studies()
     trials = storage.get_all_trials(summary._study_id)
-    for dead in (t for t in trials if t.state == TrialState.FAIL):  # the killed run's trials
-        assert dead.user_attrs["failure_reason"].startswith("worker died")
-        assert any(t.system_attrs.get("failed_trial") == dead.number for t in trials)
+    return [(t.number, t.state, t.value, t.params, t.intermediate_values) for t in trials]
 
 
 def _states(db: Path) -> list[str]:
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
             return [row[0] for row in con.execute("SELECT state FROM trials ORDER BY number")]
     except sqlite3.Error:
         return []
@@ -185,7 +305,14 @@ def test_smoke_run_on_slurm_writes_the_local_metrics(cluster, tmp_path) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
         (metrics,) = (tmp_path / name / "results").rglob("metrics.csv")
         tables[name] = metrics.read_bytes()
+        (manifest,) = (tmp_path / name / "reports").rglob("manifest.json")
+        tables[name + " jobs"] = json.loads(manifest.read_text())["jobs"]
     assert tables["slurm"] == tables["local"]
+    jobs = tables["slurm jobs"]  # where each job ran: this host's slurmd, on the CPU
+    assert jobs["backend"] == "slurm" and jobs["lost"] == 0
+    assert list(jobs["by_node"]) == [socket.gethostname()]
+    assert all(device.startswith("CPU") for device in jobs["by_device"])
+    assert tables["local jobs"] is None
 
 
 def test_a_partition_slurm_rejects_is_one_line_with_its_message(cluster, split, tmp_path):

@@ -29,6 +29,7 @@ __all__ = [
     "emit",
     "job_split",
     "make_executor",
+    "placement_summary",
 ]
 
 
@@ -72,3 +73,38 @@ def make_executor(settings: ExecutorSettings, split: Any) -> Executor:
     from harness.execution.submitit_backend import SubmititExecutor
 
     return SubmititExecutor(settings, split)
+
+
+def placement_summary(config: Any) -> dict[str, Any] | None:
+    """Where the jobs of a run's submitit/Slurm executor ran, for the run's manifest: the
+    backend, the per-job file (`<executor.folder>/placements.jsonl`: job id, host, Slurm node,
+    device, restarts), and the jobs counted by node and by device. None for the local pool
+    (the manifest's own machine and device are where its jobs ran) or without jobs."""
+    from harness.execution.submitit_backend import PLACEMENTS, placements
+
+    try:
+        settings = ExecutorSettings.from_config(config)
+    except Exception:  # noqa: BLE001 - a manifest never fails over this
+        return None
+    if settings.backend == "local":
+        return None
+    jobs = placements(settings.folder_path)
+    if not jobs:
+        return None
+
+    def count(key: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for job in jobs:
+            name = str(job.get(key) or job.get("host") or "unknown")
+            counts[name] = counts.get(name, 0) + 1
+        return dict(sorted(counts.items()))
+
+    return {
+        "backend": settings.backend,
+        "file": str(settings.folder_path / PLACEMENTS),
+        "jobs": len(jobs),
+        "by_node": count("node"),
+        "by_device": count("device"),
+        "restarts": sum(int(job.get("restarts") or 0) for job in jobs),
+        "lost": sum(job.get("lost") is not None for job in jobs),
+    }

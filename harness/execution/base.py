@@ -28,6 +28,11 @@ class JobFuture(concurrent.futures.Future):
     Attributes:
         on_message: Called (in the waiting thread) with each message the job emits.
         label: What the job is, for progress and error lines.
+        job_ref: Once the job is submitted to a cluster: {"backend", "folder", "job_id"}, what
+            `SubmititExecutor.attach` needs to wait for it from another process (None on the
+            local pool, and while the job waits in the executor's queue).
+        placement: Once done: where the job ran (host, Slurm node and job id, device), if the
+            backend reports it.
     """
 
     def __init__(self, executor: Any, label: str = "") -> None:
@@ -35,6 +40,23 @@ class JobFuture(concurrent.futures.Future):
         self._executor = executor
         self.on_message: Callable[[Any], None] | None = None
         self.label = label
+        self.job_ref: dict[str, str] | None = None
+        self.placement: dict[str, Any] | None = None
+        self._on_launch: list[Callable[[dict[str, str]], None]] = []
+
+    def when_launched(self, callback: Callable[[dict[str, str]], None]) -> None:
+        """Call `callback(job_ref)` once the job is submitted (now, if it already is)."""
+        if self.job_ref is not None:
+            callback(self.job_ref)
+        else:
+            self._on_launch.append(callback)
+
+    def launched(self, job_ref: dict[str, str]) -> None:
+        """The executor: the job was submitted as `job_ref`."""
+        self.job_ref = job_ref
+        callbacks, self._on_launch = self._on_launch, []
+        for callback in callbacks:
+            callback(job_ref)
 
     def result(self, timeout: float | None = None) -> Any:
         if not self.done():

@@ -9,12 +9,22 @@ writes it once to the checksummed split cache (`<folder>/splits/<fingerprint>.np
 
 A job that raised fails its future with `WorkerError` (its traceback); a job that ended
 without a result (killed, cancelled with `scancel`, timed out, its node lost) fails it with
-`WorkerLost`, whose reason quotes the state Slurm (or the local process) reports.
+`WorkerLost`, whose reason quotes the state Slurm (or the local process) reports. A
+preempted job is requeued by submitit under the same id and restarts its call from scratch
+(`jobs.JobCall.checkpoint`); its future is completed once, by the rerun.
+
+Each submitted job's `JobFuture.job_ref` (folder and job id) lets another coordinator
+process `attach` to it: a rerun after the coordinator was killed waits for the job (or
+reads its finished result from the folder) instead of running it again. Messages a job
+emits (`harness.pool.emit`) reach `future.on_message` through a file in its folder; where
+each finished job ran is appended to `<folder>/placements.jsonl` (`placements`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import json
 import logging
 import os
 import shutil
@@ -25,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.execution.base import JobFuture
+from harness.execution.jobs import MESSAGES, JobCall, JobResult, read_messages
 from harness.execution.settings import ExecutorConfigError, ExecutorSettings
-from harness.pool import THREAD_ENV, WorkerError, WorkerLost, available_cpus
+from harness.pool import WorkerError, WorkerLost, available_cpus
 
 log = logging.getLogger("harness.execution")
+PLACEMENTS = "placements.jsonl"
 POLL_SECONDS = 0.2  # result files are checked this often (a stat each)
 STATE_SECONDS = 2.0  # Slurm's job states (one squeue call) at most this often
 # squeue states after which a job writes nothing more (Slurm's job state codes)
@@ -54,45 +66,6 @@ def publish_split(split: Any, folder: Path) -> tuple[str, str] | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_cached(split, path)
     return str(path), split.fingerprint
-
-
-_JOB_SPLIT: dict[str, Any] = {}
-
-
-def run_job(
-    fn: Callable[..., Any],
-    args: tuple,
-    kwargs: dict[str, Any],
-    split_ref: tuple[str, str] | None,
-    threads: int,
-) -> Any:
-    """In a submitit job: load the split by fingerprint, fix TensorFlow's threads, run `fn`."""
-    from harness import pool
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if threads > 0:
-        os.environ.update({name: str(threads) for name in THREAD_ENV})
-        pool.set_tensorflow_threads(threads)
-    if split_ref is not None:
-        path, fingerprint = split_ref
-        split = _JOB_SPLIT.get(fingerprint)
-        if split is None:
-            from harness.data.split import load_cached
-
-            if not Path(path).exists():
-                raise FileNotFoundError(
-                    f"the split cache {path} is not visible in this job: executor.folder (or "
-                    "VAE_SWEEP_DATA_DIR) must be on a filesystem the jobs share"
-                )
-            split = load_cached(Path(path), fingerprint)
-            if split is None:
-                raise FileNotFoundError(f"the split cache {path} is unreadable or altered")
-            _JOB_SPLIT[fingerprint] = split
-        pool._SHARED = split
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        pool._SHARED = None
 
 
 class SubmititExecutor:
@@ -128,6 +101,7 @@ class SubmititExecutor:
         self._last_states = 0.0
         self._states: dict[str, str] = {}  # Slurm job id -> state (squeue), ended ones kept
         self._ended_at: dict[str, float] = {}  # job id -> when it was first seen ended
+        self._read: dict[JobFuture, int] = {}  # bytes of each job's message file delivered
         self._closed = False
         log.info("submitting jobs to %s (%d at a time)", self.describe(), self.n_workers)
 
@@ -220,14 +194,42 @@ class SubmititExecutor:
 
         while self._queue and len(self._jobs) < self.n_workers:
             future, fn, args, kwargs = self._queue.popleft()
+            call = JobCall(fn, self._split_ref, self.threads, self.settings.timeout_min)
             try:
-                job = self._executor.submit(
-                    run_job, fn, args, kwargs, self._split_ref, self.threads
-                )
+                job = self._executor.submit(call, args, kwargs)
             except FailedJobError as error:  # sbatch refused: its own message, one line
                 message = " ".join(str(error).split()) or "sbatch failed"
                 raise ExecutorConfigError(f"Slurm refused the job: {message}") from None
             self._jobs[future] = job
+            future.launched(
+                {
+                    "backend": self.cluster,
+                    "folder": str(job.paths.folder),
+                    "job_id": str(job.job_id),
+                    "submitted": round(time.time(), 3),  # sbatch done (epoch seconds)
+                }
+            )
+
+    def attach(self, job_ref: dict[str, Any], label: str = "job") -> JobFuture | None:
+        """A future for a job submitted earlier (by another coordinator process), or None if
+        `job_ref` is not a job of this backend or its folder is gone. The job counts against
+        `n_workers` like the jobs this executor submits."""
+        import submitit
+
+        if not job_ref or job_ref.get("backend") != self.cluster:
+            return None
+        folder, job_id = Path(str(job_ref.get("folder", ""))), str(job_ref.get("job_id", ""))
+        if not job_id or not folder.is_dir():
+            return None
+        if self.cluster == "slurm":
+            job: Any = submitit.SlurmJob(folder=folder, job_id=job_id)
+        else:
+            job = submitit.LocalJob(folder=folder, job_id=job_id)
+        future = JobFuture(self, label)
+        future.launched({**job_ref, "folder": str(folder), "job_id": job_id})
+        self._jobs[future] = job
+        self._last_states = 0.0  # its state at the next wait
+        return future
 
     def _collect(self) -> None:
         if not self._jobs:
@@ -236,12 +238,24 @@ class SubmititExecutor:
             self._last_states = time.monotonic()
             self._poll_slurm()
         for future, job in list(self._jobs.items()):
-            if not self._finished(job):
+            finished = self._finished(job)  # before the messages: the last ones are read
+            self._deliver(future, job)
+            if not finished:
                 continue
             del self._jobs[future]
+            self._read.pop(future, None)
             if future.cancelled():
                 continue
             self._complete(future, job)
+
+    def _deliver(self, future: JobFuture, job: Any) -> None:
+        """Pass the messages the job wrote since the last look to `future.on_message`."""
+        if future.on_message is None:
+            return
+        path = job.paths.folder / f"{job.job_id}{MESSAGES}"
+        messages, self._read[future] = read_messages(path, self._read.get(future, 0))
+        for message in messages:
+            future.on_message(message)
 
     def _poll_slurm(self) -> None:
         """Job states from one `squeue` call (sacct needs accounting, which many clusters and
@@ -271,6 +285,8 @@ class SubmititExecutor:
             self._states[job_id] = state
             if state.split()[0] in ENDED or state.startswith("ENDED"):
                 self._ended_at.setdefault(job_id, now)
+            else:  # e.g. pending again after a requeue (preemption)
+                self._ended_at.pop(job_id, None)
 
     def _finished(self, job: Any) -> bool:
         if job.paths.result_pickle.exists():
@@ -279,11 +295,11 @@ class SubmititExecutor:
             # ended without a result file: give a shared filesystem a moment to show it
             ended = self._ended_at.get(str(job.job_id))
             return ended is not None and time.monotonic() - ended > 2 * STATE_SECONDS
+        if getattr(job, "_process", None) is None:  # attached: is its process still there?
+            return not _pid_alive(job.job_id)
         return job.done()
 
     def _complete(self, future: JobFuture, job: Any) -> None:
-        from submitit.core.utils import FailedJobError
-
         if not job.paths.result_pickle.exists():  # killed, cancelled, timed out, node lost
             state = self._states.get(str(job.job_id)) or _local_state(job)
             future.set_exception(
@@ -291,17 +307,65 @@ class SubmititExecutor:
             )
             return
         try:
-            future.set_result(job.result())
-        except FailedJobError as error:
-            text = str(error)
+            # the result file itself: job.result() would also wait for the process to exit
+            outcome, result = job._get_outcome_and_result()
+        except Exception as error:  # noqa: BLE001 - an unreadable result file
+            future.set_exception(WorkerLost(f"job {job.job_id}: {type(error).__name__}: {error}"))
+            return
+        if outcome == "error":  # the job raised: `result` is its traceback
+            text = str(result)
             if "KeyboardInterrupt" in text:  # cancelled (local jobs get SIGINT)
                 future.set_exception(WorkerLost(f"job {job.job_id} was interrupted"))
+            elif "UncompletedJobError" in text:  # submitit gave up requeuing it
+                last = text.strip().splitlines()[-1]
+                future.set_exception(WorkerLost(f"job {job.job_id}: {last}"))
             else:
                 future.set_exception(
                     WorkerError(f"{future.label} failed in job {job.job_id}:\n{text}")
                 )
-        except Exception as error:  # noqa: BLE001 - an unreadable result file
-            future.set_exception(WorkerLost(f"job {job.job_id}: {type(error).__name__}: {error}"))
+            return
+        if not isinstance(result, JobResult):  # a job submitted by an older version
+            future.set_result(result)
+            return
+        future.placement = result.placement
+        self._record_placement(future, job, result)
+        if result.lost:
+            future.set_exception(WorkerLost(result.lost))
+        else:
+            future.set_result(result.value)
+
+    def _record_placement(self, future: JobFuture, job: Any, result: JobResult) -> None:
+        """One line per finished job in `<folder>/placements.jsonl` (best effort)."""
+        line = {"job_id": str(job.job_id), "label": future.label, "backend": self.cluster,
+                **result.placement, "lost": result.lost}  # fmt: skip
+        try:
+            with open(self.folder / PLACEMENTS, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(line, default=str) + "\n")
+        except OSError as error:
+            log.debug("could not record where job %s ran: %s", job.job_id, error)
+
+
+def _pid_alive(job_id: Any) -> bool:
+    """A local job's id is its process id: is that process still there?"""
+    try:
+        os.kill(int(job_id), 0)
+    except (ProcessLookupError, ValueError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def placements(folder: Path | str) -> list[dict[str, Any]]:
+    """Where each finished job of an executor folder ran (`<folder>/placements.jsonl`)."""
+    path = Path(folder) / PLACEMENTS
+    if not path.exists():
+        return []
+    lines = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            lines.append(json.loads(text))
+    return lines
 
 
 def _local_state(job: Any) -> str:

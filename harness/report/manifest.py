@@ -130,6 +130,7 @@ def collect_manifest(
         stage_seconds: wall time per stage, e.g. {"sweep": .., "benchmark": .., "report": ..}.
         model_configs: model -> its composed config (also in ``config["models"]``).
     """
+    from harness.execution import placement_summary
     from harness.secrets import mask, mask_text
 
     return {
@@ -141,6 +142,7 @@ def collect_manifest(
         "rerun": rerun_facts(config),
         "machine": machine(),
         "device": describe_device(),
+        "jobs": placement_summary(config),  # executor=slurm|submitit_local: nodes and devices
         "split_fingerprint": split_fingerprint,
         "stage_seconds": {k: round(float(v), 1) for k, v in stage_seconds.items()},
         "config": mask(config),  # no database password in a report

@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.compat.optuna import trial_id_of, unvisited_grid_ids
+from harness.execution import resume
 from harness.pool import WorkerLost
 from harness.sweep import batch, recovery
 from harness.sweep.failures import failure_limit_reached
@@ -59,6 +60,7 @@ def run_coordinator(plan: WorkerPlan, study: optuna.Study, executor: Any) -> int
     bar, redirect = progress(settings.n_trials, plan.study_name, show)
     window = _Window(plan, study, executor, heartbeat, bar)
     with bar, redirect, quiet_optuna(), window:
+        window.adopt()  # before reaping: a killed coordinator's jobs are waited for
         while True:
             window.reap()
             window.fill()
@@ -182,15 +184,24 @@ class _Window:
         history = batch.history_before(self.study, trial.number)
         task = batch.make_task(self.study, trial, history, self.plan)
         future = self.executor.submit(batch.execute_trial, task)
+        resume.track(self.study, trial, future)  # its job id: a rerun waits for it
+        self._start(future, trial)
+        self.asked = None
+        self.ran += 1
+
+    def adopt(self) -> None:
+        """Wait for the jobs of trials a killed coordinator left running (`resume.reattach`)."""
+        for future, trial in resume.reattach(self.study, self.executor):
+            self._start(future, trial)
+
+    def _start(self, future: Any, trial: optuna.Trial) -> None:
         future.on_message = functools.partial(batch.report_live, self.study, trial)
         self.inflight[future] = trial
-        self.asked = None
         self.beats[future] = stack = contextlib.ExitStack()
         if self.heartbeat is not None:
             stack.enter_context(self.heartbeat.beating(trial_id_of(trial)))
         self.rdb_beat.trials = list(self.inflight.values())
         self.rdb_beat(force=True)
-        self.ran += 1
 
     def _collect(self, timeout: float | None) -> None:
         waiting = [f for f in self.inflight if f not in self.outcomes]
