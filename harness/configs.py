@@ -34,8 +34,8 @@ def _from_budget(key: str, default: Any, *, _root_: Any) -> Any:
     return default if value is None else value
 
 
-# Registered on import: every composition of conf/ (entry points, tests, benchmarks) imports
-# this module first (harness.sweep.config, harness.models.registry).
+# Registered on import, which `import harness` does (harness/__init__.py): every composition of
+# conf/ (entry points, tests, benchmarks) resolves model files with it.
 if not OmegaConf.has_resolver("from_budget"):
     OmegaConf.register_new_resolver("from_budget", _from_budget)
 

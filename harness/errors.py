@@ -8,6 +8,7 @@ applies that rule around an entry point's work.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -228,6 +229,7 @@ def guarded(command: str, work: Callable[[], T], *, resume_hint: str | None = No
     try:
         return work()
     except KeyboardInterrupt as interrupt:
+        _ignore_interrupts()  # exiting: another Ctrl-C would only make this line a traceback
         _terminated.clear()
         terminated = isinstance(interrupt, Terminated)
         what = "terminated (SIGTERM)" if terminated else "interrupted"
@@ -240,3 +242,9 @@ def guarded(command: str, work: Callable[[], T], *, resume_hint: str | None = No
             raise  # a bug, or asked for the full story
 
         fail(command, str(user) or type(user).__name__)
+
+
+def _ignore_interrupts() -> None:
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -36,7 +36,8 @@ def split():
 
 
 def _params(model: str) -> dict:
-    params = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model}.yaml"))
+    # resolved: n_epochs and patience read a budget (none here: the model's own values)
+    params = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model}.yaml"), resolve=True)
     params.pop("name")
     if model == "mult_vae":
         params.update(n_epochs=3, intermediate_dim=32, latent_dim=8, batch_size=50)

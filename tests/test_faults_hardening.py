@@ -8,19 +8,32 @@ never timed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from pg_server import postgres_server
-from test_faults_cli import TINY, assert_one_line_error, command  # shared CLI helpers
+from test_faults_cli import (  # shared CLI helpers
+    FINISHED,
+    TINY,
+    assert_one_line_error,
+    check_exports_have_no_running_rows,
+    command,
+    only_study,
+    running_after,
+    sweep_args,
+    wait_until,
+)
 
 from harness.secrets import hide_argv_secrets, mask, mask_text, reveal
-from harness.sweep import open_storage
+from harness.sweep import default_storage, open_storage
 
 BIN = Path(sys.executable).parent
 SECRET = "Zq9-s3cret-pw"
@@ -409,8 +422,6 @@ def test_budget_works_on_the_sweep_and_logs_hold_no_carriage_returns(tmp_path):
     )
     done = run(args)
     assert done.returncode == 0, done.stderr[-3000:]
-    from harness.sweep import default_storage
-
     storage = open_storage(default_storage(tmp_path / "results"))
     (name,) = optuna.study.get_all_study_names(storage)
     study = optuna.load_study(study_name=name, storage=storage)
@@ -597,3 +608,158 @@ def test_a_postgresql_outage_shorter_than_db_retry_seconds_is_ridden_out(tmp_pat
         finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         assert len(finished) >= 3
         assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+# --- a sweep stopped by its environment: full disk, killed PostgreSQL worker, double Ctrl-C ---
+
+
+def ended(proc: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout or "", stderr or "")
+
+
+def fill(disk: Path) -> Path:
+    """Write zeros until the file system of `disk` is full."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.slow
+def test_a_full_disk_mid_sweep_fails_the_running_trials_exports_and_the_rerun_completes(
+    tmp_path, tmpfs
+):
+    disk = tmpfs("disk", "16m")
+    tmp = disk / "run"  # results on the small disk (the data cache too: 20 kB)
+    # 60 epochs: trials run for seconds, long enough to be caught running
+    args = sweep_args(tmp, "sweep.n_trials=4", "model.n_epochs=60")
+    url = f"sqlite:///{tmp / 'results' / 'optuna.db'}"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        before = wait_until(url, proc, running_after(0), "a trial records epochs")
+        filler = fill(disk)
+        done = ended(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert_one_line_error(done, "harness-sweep", "no space left", "rerun")
+    study = only_study(url)
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped and all(
+        t.user_attrs["failure_reason"].startswith("stopped: no space left") for t in stopped
+    )
+    retries = {t.system_attrs.get("failed_trial"): t for t in trials if t.state.name == "WAITING"}
+    assert sorted(retries) == sorted(t.number for t in stopped)  # each enqueued again
+    for old in before:  # nothing finished was lost
+        if old.state in FINISHED:
+            assert trials[old.number].state == old.state
+    frame = check_exports_have_no_running_rows(tmp, study)
+    assert set(frame["number"]) >= {t.number for t in stopped}
+
+    filler.unlink()
+    rerun = run(args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    study = only_study(url)
+    trials = study.get_trials()
+    assert len([t for t in trials if t.state in FINISHED]) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    for number, retry in retries.items():  # the stopped trials' parameters were evaluated
+        assert trials[retry.number].params == trials[number].params
+    check_exports_have_no_running_rows(tmp, study)
+
+
+def owner_pid(trial) -> int:
+    from harness.sweep.recovery import OWNER
+
+    return int(trial.system_attrs[OWNER]["pid"])
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_killed_postgresql_storage_worker_is_retried_and_the_run_ends_cleanly(tmp_path):
+    with postgres_server() as pg:
+        args = sweep_args(
+            tmp_path,
+            "sweep.n_trials=4",
+            "model.n_epochs=60",  # trials run for seconds: caught running
+            "sweep.coordination=storage",
+            "sweep.n_workers=2",
+            f"sweep.storage={pg['url']}",
+        )
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            trials = wait_until(pg["url"], proc, running_after(0), "a worker's trial runs")
+            (victim,) = [t for t in trials if t.state == TrialState.RUNNING][:1]
+            os.kill(owner_pid(victim), signal.SIGKILL)  # the spawned worker running it
+            done = ended(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert "killed" in done.stdout + done.stderr
+        study = only_study(pg["url"])
+        trials = study.get_trials()
+        dead = trials[victim.number]
+        assert dead.state == TrialState.FAIL and "worker died" in dead.user_attrs["failure_reason"]
+        (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+        assert retry.params == dead.params and retry.state in FINISHED  # re-run, same params
+        assert len([t for t in trials if t.state in FINISHED]) >= 4
+        assert not study.get_trials(states=(TrialState.RUNNING,))
+        check_exports_have_no_running_rows(tmp_path, study)
+
+
+@pytest.mark.slow
+def test_a_double_ctrl_c_leaves_no_trial_running_and_the_rerun_completes(tmp_path):
+    import time
+
+    args = sweep_args(tmp_path, "sweep.n_trials=4", "model.n_epochs=60")
+    url = default_storage(tmp_path / "results")
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    # its own process group: a terminal's Ctrl-C reaches the command and its workers
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(args, stdout=stdout, stderr=stderr, env=env, start_new_session=True)
+    try:
+        before = wait_until(url, proc, running_after(0), "a trial records epochs")
+        os.killpg(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 300
+        while True:  # event: the first interrupt's cleanup has begun
+            ended_before = proc.poll() is not None
+            if "stopping (interrupted" in out.read_text() + err.read_text():
+                break
+            assert not ended_before, err.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the interrupt was never handled"
+            time.sleep(0.01)
+        with contextlib.suppress(ProcessLookupError):  # (unless it is already done)
+            os.killpg(proc.pid, signal.SIGINT)  # the second, while the first one's cleanup runs
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    said = err.read_text()
+    assert proc.returncode == 130, said[-3000:]
+    assert "Traceback" not in said, said[-3000:]
+    assert "harness-sweep: interrupted; rerun the same command to resume." in said
+    study = only_study(url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    trials = study.get_trials()
+    for old in before:  # nothing finished was lost
+        if old.state in FINISHED:
+            assert trials[old.number].state == old.state
+    check_exports_have_no_running_rows(tmp_path, study)
+
+    rerun = run(args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    study = only_study(url)
+    assert len(study.get_trials(states=FINISHED)) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    check_exports_have_no_running_rows(tmp_path, study)

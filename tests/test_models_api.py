@@ -285,9 +285,11 @@ def test_model_configs_build(name: str) -> None:
     from pathlib import Path
 
     import yaml
+    from omegaconf import OmegaConf
 
     path = Path(__file__).parents[1] / "conf" / "model" / f"{name}.yaml"
-    params = yaml.safe_load(path.read_text())
+    assert yaml.safe_load(path.read_text())["name"] == name
+    params = OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # without a budget
     assert params.pop("name") == name
     assert set(params) <= model_param_names(name)
     model = build_model(name, 50, 150, **params)

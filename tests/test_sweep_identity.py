@@ -120,7 +120,9 @@ def _cfg(model: str, tmp_path: Path, **changes) -> dict:
     cfg = {
         "dataset": {"name": "no-such-dataset", "options": {}},  # loading it would fail
         "protocol": OmegaConf.to_container(OmegaConf.load(CONF / "protocol" / "strong.yaml")),
-        "model": OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model}.yaml")),
+        "model": OmegaConf.to_container(  # its n_epochs reads a budget: resolved, none here
+            OmegaConf.load(CONF / "model" / f"{model}.yaml"), resolve=True
+        ),
         "search_space": OmegaConf.to_container(
             OmegaConf.load(CONF / "search_space" / f"{model}.yaml")
         ),
@@ -171,6 +173,8 @@ def _cfg(model: str, tmp_path: Path, **changes) -> dict:
 def test_bad_spaces_protocols_and_overrides_fail_before_the_data_loads(
     model, changes, message, tmp_path
 ):
+    # the model keys set "on the command line" (harness-sweep passes what Hydra parsed)
+    overridden = {None: {k.split(".")[1] for k in changes if k.startswith("model.")}}
     with pytest.raises(SweepConfigError, match=message):
-        sweep_from_config(_cfg(model, tmp_path, **changes))
+        sweep_from_config(_cfg(model, tmp_path, **changes), overridden=overridden)
     assert not list(tmp_path.glob("*/trials.csv"))

@@ -10,7 +10,12 @@ Modules:
     serial    `SerialExecutor`: the executor interface run inline in this process
     training  one seeded fit early-stopped on validation users; the test scorer
     summary   the per-model tables (metrics, tests, seeds, budget)
-    stats     intervals, paired tests, multiple-comparison correction
+    stats     intervals, paired tests, Holm's correction, planning (a package: settings,
+              components, comparisons, planning)
+    power     the power preflight: detectable differences before any sweep
+    ledger    the test ledger: every scoring of test users, reused across runs
+    folds     user-level cross-validation: one benchmark per fold, pooled
+    locking   the results folder's lock and the models' staging folder
     layout    the files under ``results/<name>/``: writing and loading
 
 TensorFlow is imported only when a model is built (``harness.models``), never by importing

@@ -231,39 +231,53 @@ class PoolScheduler:
         """
         failure: BaseException | None = None
         while self._ready or self._running:
-            while failure is None and self._ready and len(self._running) < self.executor.n_workers:
-                _, _, func, args, then, label = heapq.heappop(self._ready)
-                future = self.executor.submit(func, *args)
-                self._running[future] = (then, label, func, args, 0)
-                self.submitted.append(label)
-            if failure is not None:
+            if failure is None:
+                self._submit_ready()
+            else:
                 self._ready.clear()
             if not self._running:
                 break
-            for future in self.executor.wait(list(self._running)):
-                then, label, func, args, attempts = self._running.pop(future)
-                if failure is not None:
-                    continue
-                error = future.exception()
-                if isinstance(error, WorkerLost) and attempts < LOST_RETRIES:
-                    log.warning("%s: %s; running it again", _text(label), error.reason)
-                    self.lost.append(label)
-                    again = self.executor.submit(func, *args)
-                    self._running[again] = (then, label, func, args, attempts + 1)
-                    continue
-                if error is not None and self.here:
-                    failure = error  # this process's own exception, traceback and all
-                    continue
-                if error is not None:
-                    detail = error if isinstance(error, WorkerLost) else _traceback(error)
-                    failure = WorkerError(f"{_text(label)} failed in a worker:\n{detail}")
-                    continue
-                try:
-                    then(future.result())
-                except Exception as exc:  # noqa: BLE001 - raised once the workers are idle
-                    failure = exc
+            failure = self._collect(failure)
         if failure is not None:
             raise failure
+
+    # Submitting and collecting are methods of their own so that no local variable of `run`
+    # keeps a finished job's future (and its result, e.g. a fitted model in this process)
+    # alive while the next job runs.
+    def _submit_ready(self) -> None:
+        """Send queued jobs, highest priority first, while a worker is free."""
+        while self._ready and len(self._running) < self.executor.n_workers:
+            _, _, func, args, then, label = heapq.heappop(self._ready)
+            future = self.executor.submit(func, *args)
+            self._running[future] = (then, label, func, args, 0)
+            self.submitted.append(label)
+
+    def _collect(self, failure: BaseException | None) -> BaseException | None:
+        """Wait for running jobs to finish; run each finished job's ``then`` (a lost job
+        runs again instead); the first failure (``failure`` when there was one before)."""
+        for future in self.executor.wait(list(self._running)):
+            then, label, func, args, attempts = self._running.pop(future)
+            if failure is not None:
+                continue
+            error = future.exception()
+            if isinstance(error, WorkerLost) and attempts < LOST_RETRIES:
+                log.warning("%s: %s; running it again", _text(label), error.reason)
+                self.lost.append(label)
+                again = self.executor.submit(func, *args)
+                self._running[again] = (then, label, func, args, attempts + 1)
+                continue
+            if error is not None and self.here:
+                failure = error  # this process's own exception, traceback and all
+                continue
+            if error is not None:
+                detail = error if isinstance(error, WorkerLost) else _traceback(error)
+                failure = WorkerError(f"{_text(label)} failed in a worker:\n{detail}")
+                continue
+            try:
+                then(future.result())
+            except Exception as exc:  # noqa: BLE001 - raised once the workers are idle
+                failure = exc
+        return failure
 
 
 def _traceback(error: BaseException) -> str:

@@ -5,7 +5,8 @@ Public API:
 - `run_sweep(*, split, dataset_name, model_name, model_params, search_space, settings,
   results_dir, config=None) -> optuna.Study`: one model's study, resumable.
 - `sweep_from_config(cfg) -> optuna.Study` and `run_many(cfg_dict, model_names)`: the same from
-  a composed `sweep` config (used by `harness-sweep` and `harness-run`).
+  a composed `sweep` config (used by `harness-sweep`); `harness.sweep.config.sweep_models` runs
+  the models of typed settings (used by `harness-run`).
 - `SweepSettings`, `default_storage(results_dir)`, `load_study(storage, study_name)`,
   `export_study(study, out_dir)`, `parse_search_space(space, model_name=...)`.
 """

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from harness.sweep.objective import INTERRUPTED, LOST
+from harness.sweep.objective import INTERRUPTED, LOST, STOPPED
 from harness.sweep.settings import SweepConfigError
 
 
@@ -22,13 +22,13 @@ class TooManyFailedTrialsError(SweepConfigError):
 
 
 def failed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that failed on their own (a recorded failure reason other than Ctrl-C or a
-    lost or dead worker)."""
+    """Trials that failed on their own (a recorded failure reason other than Ctrl-C, a lost
+    or dead worker or a full disk)."""
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
         if t.user_attrs.get("failure_reason") not in (None, INTERRUPTED)
-        and not str(t.user_attrs["failure_reason"]).startswith((LOST, "worker died"))
+        and not str(t.user_attrs["failure_reason"]).startswith((LOST, STOPPED, "worker died"))
     ]
 
 

@@ -19,6 +19,7 @@ from harness.sweep.space import SearchSpace, suggest
 
 INTERRUPTED = "interrupted (KeyboardInterrupt); rerun the command to resume"
 LOST = "worker lost"  # prefix of the reason of a trial whose worker died, hung or was cancelled
+STOPPED = "stopped"  # prefix of the reason of a trial stopped by its environment (full disk)
 
 
 def trial_seed(sweep_seed: int, trial_number: int) -> int:

@@ -4,6 +4,8 @@
   when it starts. A RUNNING trial whose worker ran on this machine and no longer exists is
   certainly dead: `reap_dead_workers` fails it with a reason and enqueues its parameters
   again at once, whatever the heartbeat grace period (heartbeats still cover other machines).
+  `fail_own_trials` does the same for this process's own trials (a sweep stopped by a full
+  disk).
 - `enqueue_once` enqueues the seed default under a claim that the storage grants to exactly
   one worker (a unique row in RDB storages, a file lock around journal storages), so many
   workers starting together evaluate the default once.
@@ -128,7 +130,6 @@ def reap_dead_workers(study: optuna.Study, max_retry: int | None) -> list[int]:
         Numbers of the trials this call failed.
     """
     failed = []
-    storage = storage_of(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.system_attrs.get(OWNER)
         if not is_dead(owner):
@@ -136,18 +137,45 @@ def reap_dead_workers(study: optuna.Study, max_retry: int | None) -> list[int]:
         reason = (
             f"worker died: process {owner['pid']} on {owner['host']} is gone; the trial is re-run"
         )
-        try:
-            storage.set_trial_user_attr(trial_id_of(trial), "failure_reason", reason)
-            if not storage.set_trial_state_values(trial_id_of(trial), TrialState.FAIL):
-                continue
-        except UpdateFinishedTrialError:
-            continue
-        failed.append(trial.number)
-        log.warning("trial %d: %s", trial.number, reason)
-        dead = copy.deepcopy(storage.get_trial(trial_id_of(trial)))
-        dead.user_attrs = {k: v for k, v in dead.user_attrs.items() if k != "failure_reason"}
-        retry_callback(max_retry)(study, dead)
+        if fail_and_retry(study, trial_id_of(trial), reason, max_retry):
+            failed.append(trial.number)
+            log.warning("trial %d: %s", trial.number, reason)
     return failed
+
+
+def fail_own_trials(study: optuna.Study, reason: str, max_retry: int | None) -> list[int]:
+    """Fail the RUNNING trials this process runs or coordinates, with `reason`; enqueue
+    their retries (a sweep stopped by its environment, e.g. a full disk).
+
+    Returns:
+        Numbers of the trials this call failed.
+    """
+    me = this_worker()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.system_attrs.get(OWNER) or {}
+        if (owner.get("host"), owner.get("pid")) != (me["host"], me["pid"]):
+            continue
+        if fail_and_retry(study, trial_id_of(trial), reason, max_retry):
+            failed.append(trial.number)
+            log.warning("trial %d failed: %s", trial.number, reason)
+    return failed
+
+
+def fail_and_retry(study: optuna.Study, trial_id: int, reason: str, max_retry: int | None) -> bool:
+    """Fail a RUNNING trial with `reason` and enqueue its parameters again (at most
+    `max_retry` times). False if another process finished or failed it first."""
+    storage = storage_of(study)
+    try:
+        storage.set_trial_user_attr(trial_id, "failure_reason", reason)
+        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            return False
+    except UpdateFinishedTrialError:
+        return False
+    dead = copy.deepcopy(storage.get_trial(trial_id))
+    dead.user_attrs = {k: v for k, v in dead.user_attrs.items() if k != "failure_reason"}
+    retry_callback(max_retry)(study, dead)
+    return True
 
 
 def heartbeat_ages(study: optuna.Study) -> dict[int, float]:

@@ -14,6 +14,7 @@ Heartbeats live in `heartbeat.py`, what is printed in `logs.py`, the worker plan
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import time
@@ -25,6 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import (
+    UserError,
     interruptible,
     raise_if_terminated,
     signal_zone,
@@ -49,6 +51,8 @@ from harness.sweep.logs import (
 )
 from harness.sweep.objective import INTERRUPTED, TrialFailedError, objective
 from harness.sweep.plan import FINISHED, WorkerPlan, budget_spent, with_worker_id, worker_seed
+from harness.sweep.reserve import SpaceReserve, full_disk, stop_reason
+from harness.sweep.shield import InterruptOnce
 from harness.sweep.space import SearchSpace, default_trial_params, parse_search_space
 from harness.sweep.study import (
     create_or_load_study,
@@ -147,8 +151,12 @@ def run_sweep(
         split, model_name, fixed, space, settings, storage_url, study_name, k, tuple(callbacks)
     )
     log.info("study %s (%s): %s", study_name, safe_url(storage_url), budget_text(settings))
-    try:
-        with sigterm_as_interrupt():  # SIGTERM = Ctrl-C: trial failed with a reason, exports
+    reserve = SpaceReserve.for_sweep(results_dir, storage_url)
+    reserve.make()  # freed on a full disk, to record the stopped trials and the exports
+    full = None
+    # SIGTERM = Ctrl-C: trials failed with a reason, exports; a second one can't cut that short
+    with sigterm_as_interrupt(), InterruptOnce():
+        try:
             if settings.coordination == "pool" and executor is not None:
                 run_coordinator(plan, study, executor)
             elif settings.coordination == "pool":
@@ -162,12 +170,41 @@ def run_sweep(
                 run_workers(plans, study, run_worker, quiet=settings.quiet, threads=layout.threads)
             else:
                 run_worker(plan, study)
-    finally:
-        # Also on Ctrl-C: the exports then show what the interrupted sweep finished.
-        paths = export_study(study, output_dir(results_dir, study_name, "sweep.study_name"))
-        log.info("exported %s", ", ".join(str(p) for p in paths.values()))
+        except Exception as error:
+            full = full_disk(error)
+            if full is None:
+                raise
+            _stop_on_full_disk(study, full, reserve, settings)
+        finally:
+            # Also on Ctrl-C or a full disk: the exports then show what the sweep finished.
+            _export(study, output_dir(results_dir, study_name, "sweep.study_name"), full)
+    if full is not None:
+        raise full from None  # one line: free space and rerun
     check_failures(study, settings)
     return study
+
+
+def _stop_on_full_disk(study: optuna.Study, full: UserError, reserve: Any, settings: Any) -> None:
+    """Free the space reserve and fail this process's running trials with the reason (their
+    parameters enqueued again for the rerun)."""
+    freed = reserve.release()
+    if not freed:
+        log.warning("no space reserve to free: running trials may stay RUNNING until the rerun")
+    with contextlib.suppress(Exception):  # the disk may be full again: the rerun reaps them
+        recovery.fail_own_trials(study, stop_reason(full), settings.max_retry)
+
+
+def _export(study: optuna.Study, folder: Path, full: UserError | None) -> None:
+    """Write the study's exports; on a full disk, what fits (a failed export keeps the last)."""
+    try:
+        paths = export_study(study, folder)
+    except Exception as error:
+        if full is None:
+            raise  # a full disk here is one line too (`guarded`)
+        detail = (str(error).splitlines() or [type(error).__name__])[0]
+        log.warning("exports not written (%s); the rerun writes them", detail)
+        return
+    log.info("exported %s", ", ".join(str(p) for p in paths.values()))
 
 
 def run_storage_jobs(plan: WorkerPlan, study: optuna.Study, executor: Any) -> None:

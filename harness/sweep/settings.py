@@ -294,12 +294,12 @@ def models_of(
     harness-sweep's one model.
 
     Raises:
-        SweepConfigError: An unknown name; `sweep.models` set in a config file (the old way of
-            choosing several models) without `models`.
+        SweepConfigError: An unknown name; `sweep.models` set (the old way of choosing several
+            models; harness-sweep reads it on its command line as `models=[...]`).
     """
     several = cfg_dict.get("models")
     chosen = (cfg_dict.get("sweep") or {}).get("models")
-    if chosen and not several:
+    if chosen:  # the command line's sweep.models=[...] is read as models=[...] (harness-sweep)
         raise SweepConfigError(
             f"sweep.models={list(chosen)}: choose several models with "
             f"models=[{','.join(chosen)}] (conf/models/<name>.yaml), not sweep.models"

@@ -27,6 +27,7 @@ from harness.sweep.heartbeat import JournalHeartbeat, RdbHeartbeats, journal_hea
 from harness.sweep.logs import log, progress, quiet_optuna, summarize
 from harness.sweep.objective import INTERRUPTED, LOST
 from harness.sweep.plan import FINISHED, WorkerPlan, budget_spent, worker_seed
+from harness.sweep.reserve import full_disk, stop_reason
 from harness.sweep.retry import retry_callback
 from harness.sweep.study import make_sampler
 
@@ -108,7 +109,16 @@ class _Window:
         if kind is None:
             return
         # Interrupted (or an unexpected error): the trials in flight won't be told normally.
-        reason = INTERRUPTED if issubclass(kind, KeyboardInterrupt) else f"{kind.__name__}: {error}"
+        interrupted = issubclass(kind, KeyboardInterrupt)
+        full = None if interrupted else full_disk(error)  # retried; the caller frees space
+        reason = INTERRUPTED if interrupted else f"{kind.__name__}: {error}"
+        if full is not None:
+            reason = stop_reason(full)
+        log.warning(
+            "stopping (%s): failing the %d trial(s) in flight, keeping the finished ones",
+            reason.split(";")[0],
+            len(self.inflight) + (self.asked is not None),
+        )
         with contextlib.suppress(BaseException):  # outcomes that arrived meanwhile
             self._collect(0)
         # Finished trials are told (in number order), never discarded with the interrupt.
@@ -120,13 +130,17 @@ class _Window:
         cancel = getattr(getattr(self.executor, "settings", None), "cancel_on_exit", True)
         with contextlib.suppress(Exception):
             self.executor.close(cancel=cancel)  # their workers/jobs are abandoned
-        for future, trial in list(self.inflight.items()):
-            with contextlib.suppress(Exception):  # a trial told just before: already finished
-                batch.fail_trial(self.study, trial, reason)
+        stopped = [*self.inflight.values(), *([self.asked] if self.asked is not None else [])]
+        for future in list(self.inflight):
             self._stop_beating(future)
-        if self.asked is not None:  # asked, not yet sent to a worker
-            with contextlib.suppress(Exception):
-                batch.fail_trial(self.study, self.asked, reason)
+        for trial in stopped:  # self.asked: asked, not yet sent to a worker
+            with contextlib.suppress(Exception):  # a trial told just before: already finished
+                if full is None:
+                    batch.fail_trial(self.study, trial, reason)
+                else:
+                    recovery.fail_and_retry(
+                        self.study, trial_id_of(trial), reason, self.plan.settings.max_retry
+                    )
 
     def _counts(self) -> tuple[int, int]:
         trials = self.study.get_trials(deepcopy=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,9 +22,16 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from harness.errors import UserError
+from harness.sweep.recovery import reap_dead_workers
+
 log = logging.getLogger("harness.sweep")
 POLL_SECONDS = 2.0
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class WorkersExitedError(UserError):
+    """Storage workers exited abnormally; the message names them and says to rerun."""
 
 
 def run_workers(
@@ -43,25 +51,29 @@ def run_workers(
         quiet: No progress bar.
         threads: TensorFlow intra/inter-op threads per worker (0 = TensorFlow's default).
 
+    A worker killed by a signal (kill -9, the OOM killer) has its trial failed and enqueued
+    again at once and is replaced by a new worker (at most `len(plans)` times per run).
+
     Raises:
-        RuntimeError: A worker exited abnormally (its own traceback is printed above); the
-            other workers are still waited for, so their trials finish cleanly.
+        WorkersExitedError: A worker exited with an error (its own traceback is printed
+            above), or killed workers left the budget unspent; the other workers are still
+            waited for, so their trials finish cleanly.
     """
     context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(
-            target=_worker_main,
-            args=(plan, target, threads),
-            name=f"sweep-worker-{plan.settings.worker_id}",
-        )
-        for plan in plans
-    ]
-    log.info("starting %d worker processes on %s", len(processes), study.study_name)
-    for process in processes:
+
+    def start(plan: Any) -> Any:
+        name = f"sweep-worker-{plan.settings.worker_id}"
+        process = context.Process(target=_worker_main, args=(plan, target, threads), name=name)
         process.start()
+        return process
+
+    log.info("starting %d worker processes on %s", len(plans), study.study_name)
+    processes = [start(plan) for plan in plans]
+    settings = plans[0].settings
+    replacements = len(plans)  # a worker that keeps getting killed is not replaced forever
     # disable=None: no bar when stderr is not a terminal
     bar = tqdm(
-        total=plans[0].settings.n_trials,
+        total=settings.n_trials,
         desc=study.study_name,
         unit="trial",
         disable=True if quiet else None,
@@ -69,8 +81,24 @@ def run_workers(
     try:
         with bar:
             while any(p.is_alive() for p in processes):
-                bar.n = len(study.get_trials(deepcopy=False, states=FINISHED))
+                finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+                bar.n = finished
                 bar.refresh()
+                for i, process in enumerate(processes):
+                    if process.is_alive() or process.exitcode is None or process.exitcode >= 0:
+                        continue
+                    # Killed by a signal (kill -9, the OOM killer): its trial is failed and
+                    # enqueued again at once, and a new worker takes its place.
+                    reap_dead_workers(study, settings.max_retry)
+                    spent = settings.n_trials is not None and finished >= settings.n_trials
+                    if replacements and not spent:
+                        replacements -= 1
+                        log.warning(
+                            "%s was killed (%s); its trial is re-run, a new worker takes its place",
+                            process.name,
+                            _signal_name(process.exitcode),
+                        )
+                        processes[i] = start(plans[i])
                 time.sleep(POLL_SECONDS)
     finally:
         # On Ctrl-C the workers got the SIGINT too and are failing their trials; give them a
@@ -80,13 +108,30 @@ def run_workers(
             if process.is_alive():
                 process.terminate()
                 process.join()
-    bad = [(p.name, p.exitcode) for p in processes if p.exitcode != 0]
-    if bad:
-        raise RuntimeError(
+    reap_dead_workers(study, settings.max_retry)  # a worker killed after the last poll
+    killed = [p for p in processes if p.exitcode is not None and p.exitcode < 0]
+    for process in killed:
+        log.warning(
+            "%s was killed (%s); its trial was failed", process.name, _signal_name(process.exitcode)
+        )
+    bad = [p for p in processes if p.exitcode != 0 and p not in killed]
+    spent = (
+        settings.n_trials is None
+        or len(study.get_trials(deepcopy=False, states=FINISHED)) >= settings.n_trials
+    )
+    if bad or (killed and not spent):
+        raise WorkersExitedError(
             "worker(s) exited abnormally: "
-            + ", ".join(f"{name} (exit code {code})" for name, code in bad)
+            + ", ".join(f"{p.name} (exit code {p.exitcode})" for p in [*bad, *killed])
             + "; see their output above. Rerun the same command to resume the study."
         )
+
+
+def _signal_name(exitcode: int) -> str:
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
 
 
 def _worker_main(plan: Any, target: Callable[[Any], Any], threads: int) -> None:
