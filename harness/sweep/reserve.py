@@ -58,7 +58,7 @@ class SpaceReserve:
     """
 
     def __init__(self, folders: Iterable[Path], size: int = SIZE) -> None:
-        self.paths = list(dict.fromkeys(Path(folder) / NAME for folder in folders))
+        self.paths = list(dict.fromkeys(Path(folder).resolve() / NAME for folder in folders))
         self.size = size
 
     @classmethod
