@@ -628,6 +628,59 @@ def test_a_postgresql_outage_shorter_than_db_retry_seconds_is_ridden_out(tmp_pat
 # --- a sweep stopped by its environment: full disk, killed PostgreSQL worker, double Ctrl-C ---
 
 
+def test_a_second_interrupt_is_held_until_the_cleanup_ends_and_a_third_stops_at_once():
+    from harness.sweep.shield import InterruptOnce
+
+    def interrupt() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+
+    steps = []
+    try:  # (try/except, not pytest.raises: the order of the steps is the point)
+        with InterruptOnce():
+            try:
+                interrupt()
+            except KeyboardInterrupt:
+                steps.append("first raised")
+                interrupt()  # held: the cleanup goes on
+                steps.append("cleanup done")
+    except KeyboardInterrupt:
+        steps.append("raised after the cleanup")
+    assert steps == ["first raised", "cleanup done", "raised after the cleanup"]
+    try:
+        with InterruptOnce():
+            try:
+                interrupt()
+            except KeyboardInterrupt:
+                interrupt()
+                interrupt()  # the third: at once
+                steps.append("never")
+    except KeyboardInterrupt:
+        steps.append("forced")
+    assert steps[-1] == "forced"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_a_full_disk_is_recognised_in_the_cause_of_a_storage_error(tmp_path):
+    from harness.sweep.reserve import SpaceReserve, full_disk
+
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as error:
+            raise RuntimeError("An exception is raised during the commit") from error
+    except RuntimeError as wrapped:
+        assert "no space left" in str(full_disk(wrapped))
+    assert full_disk(RuntimeError("database or disk is full")) is not None
+    assert full_disk(PermissionError(13, "denied")) is None
+    reserve = SpaceReserve([tmp_path, tmp_path / "."], size=1 << 20)
+    reserve.make()
+    (path,) = reserve.paths
+    assert path.stat().st_blocks * 512 >= 1 << 20  # real blocks, not a sparse file
+    assert reserve.release() == 1 << 20 and not path.exists()
+
+
 def ended(proc: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
     stdout, stderr = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout or "", stderr or "")
