@@ -168,18 +168,36 @@ def closed_form_run(tmp: Path, script: str = "harness-run", *extra: str, **kw):
     )
 
 
+@pytest.fixture(scope="module")
+def closed_form_done(tmp_path_factory) -> Path:
+    """One finished closed-form `harness-run` (EASE and popularity, made under umask 022),
+    shared by the tests below: each works on its own copy (`closed_form`)."""
+    tmp = tmp_path_factory.mktemp("closed-form")
+    previous = os.umask(0o022)
+    try:
+        done = closed_form_run(tmp)
+    finally:
+        os.umask(previous)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp
+
+
+@pytest.fixture
+def closed_form(closed_form_done, tmp_path) -> Path:
+    """`tmp_path` holding a copy (modes and times kept) of the finished closed-form run."""
+    for name in ("results", "cache", "reports"):
+        if (closed_form_done / name).exists():
+            subprocess.run(["cp", "-a", str(closed_form_done / name), str(tmp_path)], check=True)
+    return tmp_path
+
+
 def ledger_lines(results: Path) -> list[dict]:
     return [json.loads(line) for line in (results / "test_ledger.jsonl").read_text().splitlines()]
 
 
-def test_torn_ledger_lines_are_cut_and_damaged_arrays_rescored(tmp_path):
+def test_torn_ledger_lines_are_cut_and_damaged_arrays_rescored(closed_form):
+    tmp_path = closed_form  # a finished run, made under umask 022
     results = tmp_path / "results"
-    previous = os.umask(0o022)
-    try:
-        first = closed_form_run(tmp_path)
-    finally:
-        os.umask(previous)
-    assert first.returncode == 0, first.stderr[-3000:]
     entries = ledger_lines(results)
     assert len(entries) == 2  # ease and popularity, one scoring each
     for npz in [*(results / "test_ledger").glob("*.npz"), *results.rglob("models/*.npz")]:
@@ -321,9 +339,8 @@ def test_outputs_that_would_be_refused_are_refused_before_any_compute(tmp_path):
     assert in_the_way.read_text() == "mine"
 
 
-def test_a_full_disk_in_the_benchmark_leaves_no_staging_and_the_rerun_completes(tmp_path, tmpfs):
-    first = closed_form_run(tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+def test_a_full_disk_in_the_benchmark_leaves_no_staging_and_the_rerun_completes(closed_form, tmpfs):
+    tmp_path = closed_form  # a finished run
     disk = tmpfs("disk", "8m")
     results = disk / "results"
     subprocess.run(["cp", "-a", str(tmp_path / "results"), str(results)], check=True)
@@ -361,12 +378,11 @@ def test_a_full_disk_in_the_benchmark_leaves_no_staging_and_the_rerun_completes(
     assert not list(results.glob(".*.models-tmp"))
 
 
-def test_two_benchmarks_at_once_are_serialised_by_the_lock(tmp_path):
+def test_two_benchmarks_at_once_are_serialised_by_the_lock(closed_form):
     import fcntl
     import time
 
-    first = closed_form_run(tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    tmp_path = closed_form  # a finished run
     results = tmp_path / "results"
     running = results / ".other.models-tmp" / "models"  # a running benchmark's staging
     running.mkdir(parents=True)
@@ -518,11 +534,10 @@ def test_a_standalone_report_keeps_the_runs_provenance_and_adds_its_line():
     assert keep_provenance({**run_manifest, "split_fingerprint": "other"}, report) == report
 
 
-def test_a_kill_between_the_two_renames_never_drops_the_test_table_from_the_report(tmp_path):
+def test_a_kill_between_the_two_renames_never_drops_the_test_table_from_the_report(closed_form):
     from harness import outputs
 
-    first = closed_form_run(tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    tmp_path = closed_form  # a finished run
     results = tmp_path / "results"
     bench = results / "synthetic"
     before = (bench / "metrics.csv").read_text()
@@ -613,6 +628,59 @@ def test_a_postgresql_outage_shorter_than_db_retry_seconds_is_ridden_out(tmp_pat
 # --- a sweep stopped by its environment: full disk, killed PostgreSQL worker, double Ctrl-C ---
 
 
+def test_a_second_interrupt_is_held_until_the_cleanup_ends_and_a_third_stops_at_once():
+    from harness.sweep.shield import InterruptOnce
+
+    def interrupt() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+
+    steps = []
+    try:  # (try/except, not pytest.raises: the order of the steps is the point)
+        with InterruptOnce():
+            try:
+                interrupt()
+            except KeyboardInterrupt:
+                steps.append("first raised")
+                interrupt()  # held: the cleanup goes on
+                steps.append("cleanup done")
+    except KeyboardInterrupt:
+        steps.append("raised after the cleanup")
+    assert steps == ["first raised", "cleanup done", "raised after the cleanup"]
+    try:
+        with InterruptOnce():
+            try:
+                interrupt()
+            except KeyboardInterrupt:
+                interrupt()
+                interrupt()  # the third: at once
+                steps.append("never")
+    except KeyboardInterrupt:
+        steps.append("forced")
+    assert steps[-1] == "forced"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_a_full_disk_is_recognised_in_the_cause_of_a_storage_error(tmp_path):
+    from harness.sweep.reserve import SpaceReserve, full_disk
+
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as error:
+            raise RuntimeError("An exception is raised during the commit") from error
+    except RuntimeError as wrapped:
+        assert "no space left" in str(full_disk(wrapped))
+    assert full_disk(RuntimeError("database or disk is full")) is not None
+    assert full_disk(PermissionError(13, "denied")) is None
+    reserve = SpaceReserve([tmp_path, tmp_path / "."], size=1 << 20)
+    reserve.make()
+    (path,) = reserve.paths
+    assert path.stat().st_blocks * 512 >= 1 << 20  # real blocks, not a sparse file
+    assert reserve.release() == 1 << 20 and not path.exists()
+
+
 def ended(proc: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
     stdout, stderr = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout or "", stderr or "")
@@ -638,7 +706,7 @@ def test_a_full_disk_mid_sweep_fails_the_running_trials_exports_and_the_rerun_co
     disk = tmpfs("disk", "16m")
     tmp = disk / "run"  # results on the small disk (the data cache too: 20 kB)
     # 60 epochs: trials run for seconds, long enough to be caught running
-    args = sweep_args(tmp, "sweep.n_trials=4", "model.n_epochs=60")
+    args = sweep_args(tmp, "sweep.n_trials=2", "model.n_epochs=60")
     url = f"sqlite:///{tmp / 'results' / 'optuna.db'}"
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -669,7 +737,7 @@ def test_a_full_disk_mid_sweep_fails_the_running_trials_exports_and_the_rerun_co
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     study = only_study(url)
     trials = study.get_trials()
-    assert len([t for t in trials if t.state in FINISHED]) == 4
+    assert len([t for t in trials if t.state in FINISHED]) == 2
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     for number, retry in retries.items():  # the stopped trials' parameters were evaluated
         assert trials[retry.number].params == trials[number].params
@@ -721,7 +789,7 @@ def test_a_killed_postgresql_storage_worker_is_retried_and_the_run_ends_cleanly(
 def test_a_double_ctrl_c_leaves_no_trial_running_and_the_rerun_completes(tmp_path):
     import time
 
-    args = sweep_args(tmp_path, "sweep.n_trials=4", "model.n_epochs=60")
+    args = sweep_args(tmp_path, "sweep.n_trials=2", "model.n_epochs=60")
     url = default_storage(tmp_path / "results")
     out, err = tmp_path / "out.log", tmp_path / "err.log"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
@@ -760,6 +828,6 @@ def test_a_double_ctrl_c_leaves_no_trial_running_and_the_rerun_completes(tmp_pat
     rerun = run(args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     study = only_study(url)
-    assert len(study.get_trials(states=FINISHED)) == 4
+    assert len(study.get_trials(states=FINISHED)) == 2
     assert not study.get_trials(states=(TrialState.RUNNING,))
     check_exports_have_no_running_rows(tmp_path, study)

@@ -58,7 +58,7 @@ class SpaceReserve:
     """
 
     def __init__(self, folders: Iterable[Path], size: int = SIZE) -> None:
-        self.paths = list(dict.fromkeys(Path(folder) / NAME for folder in folders))
+        self.paths = list(dict.fromkeys(Path(folder).resolve() / NAME for folder in folders))
         self.size = size
 
     @classmethod
@@ -81,7 +81,7 @@ class SpaceReserve:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
                 try:
-                    os.posix_fallocate(fd, 0, self.size)  # real blocks, not a sparse file
+                    _allocate(fd, self.size)
                 finally:
                     os.close(fd)
             except OSError as error:
@@ -98,3 +98,14 @@ class SpaceReserve:
                 path.unlink()
                 freed += size
         return freed
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Give the file `size` bytes of real blocks (not a sparse file)."""
+    allocate = getattr(os, "posix_fallocate", None)  # not on macOS
+    if allocate is not None:
+        allocate(fd, 0, size)
+        return
+    chunk = b"\0" * (1 << 20)
+    for start in range(0, size, len(chunk)):
+        os.write(fd, chunk[: size - start])

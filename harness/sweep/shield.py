@@ -32,7 +32,8 @@ class InterruptOnce:
     def __enter__(self) -> InterruptOnce:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
-                self.previous[signum] = signal.signal(signum, self._handle)
+                if signal.getsignal(signum) != signal.SIG_IGN:  # ignored stays ignored
+                    self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
