@@ -38,7 +38,7 @@ def wraps(library: str, function: str) -> Iterator[None]:
         )
 
 
-@pytest.mark.parametrize("library", ["optuna", "keras", "tensorflow"])
+@pytest.mark.parametrize("library", ["optuna", "keras", "tensorflow", "submitit"])
 def test_the_installed_version_is_in_the_tested_range(library: str) -> None:
     import importlib
 
@@ -275,7 +275,8 @@ def test_tensorflow_csr_matrix_ops_multiply() -> None:
 
 @pytest.mark.parametrize(
     ("library", "distribution"),
-    [("optuna", "optuna"), ("keras", "keras"), ("tensorflow", "tensorflow-cpu")],
+    [("optuna", "optuna"), ("keras", "keras"), ("tensorflow", "tensorflow-cpu"),
+     ("submitit", "submitit")],
 )
 def test_pyproject_pins_the_range_the_compat_layer_is_tested_with(library, distribution) -> None:
     """pyproject.toml's range for each library whose internals harness/compat/ wraps is the
@@ -294,6 +295,31 @@ def test_pyproject_pins_the_range_the_compat_layer_is_tested_with(library, distr
     assert any(s.operator == "<" for s in pin.specifier), f"{pin}: no upper bound"
     upper = {s.version for s in pin.specifier if s.operator == "<"}
     assert upper == {s.version for s in tested if s.operator == "<"}, (pin, tested)
+
+
+# --- submitit ----------------------------------------------------------------------------------
+
+
+def test_submitit_local_process_and_outcome_from_the_result_file(tmp_path: Path) -> None:
+    import submitit
+
+    from harness.compat.submitit import local_process, outcome_and_result
+
+    with wraps("submitit", "local_process / outcome_and_result"):
+        executor = submitit.LocalExecutor(folder=tmp_path)
+        executor.update_parameters(timeout_min=5)
+        job = executor.submit(sum, [1, 2])
+        assert job.result() == 3
+        assert local_process(job) is not None  # started here
+        assert outcome_and_result(job) == ("success", 3)
+        attached = submitit.LocalJob(folder=tmp_path, job_id=job.job_id)
+        assert local_process(attached) is None  # attached from elsewhere: no process of ours
+        assert outcome_and_result(attached) == ("success", 3)
+        failing = executor.submit(int, "not a number")
+        with pytest.raises(Exception):
+            failing.result()
+        outcome, text = outcome_and_result(failing)
+        assert outcome == "error" and "ValueError" in str(text)
 
 
 # --- nothing private outside harness/compat/ ---------------------------------------------------

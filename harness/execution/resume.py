@@ -63,7 +63,7 @@ def reattach(study: optuna.Study, executor: Any) -> list[tuple[Any, optuna.Trial
         future = attach(job_ref, label=f"trial {frozen.number}")
         if future is None:
             continue
-        trial = optuna.Trial(study, frozen._trial_id)
+        trial = optuna.Trial(study, trial_id_of(frozen))
         record_owner(trial)
         track(study, trial, future)
         log.info(

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from harness.compat.submitit import local_process, outcome_and_result
 from harness.execution.base import JobFuture
 from harness.execution.jobs import MESSAGES, JobCall, JobResult, read_messages
 from harness.execution.settings import ExecutorConfigError, ExecutorSettings
@@ -295,7 +296,7 @@ class SubmititExecutor:
             # ended without a result file: give a shared filesystem a moment to show it
             ended = self._ended_at.get(str(job.job_id))
             return ended is not None and time.monotonic() - ended > 2 * STATE_SECONDS
-        if getattr(job, "_process", None) is None:  # attached: is its process still there?
+        if local_process(job) is None:  # attached: is its process still there?
             return not _pid_alive(job.job_id)
         return job.done()
 
@@ -308,7 +309,7 @@ class SubmititExecutor:
             return
         try:
             # the result file itself: job.result() would also wait for the process to exit
-            outcome, result = job._get_outcome_and_result()
+            outcome, result = outcome_and_result(job)
         except Exception as error:  # noqa: BLE001 - an unreadable result file
             future.set_exception(WorkerLost(f"job {job.job_id}: {type(error).__name__}: {error}"))
             return
