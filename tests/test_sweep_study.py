@@ -224,6 +224,20 @@ def test_defaults_are_enqueued_once_but_again_after_an_interrupted_first_run() -
     assert not study.get_trials(states=(TrialState.WAITING,))
 
 
+def test_the_default_trial_is_the_composed_model_config_not_the_shipped_file() -> None:
+    """A user's own model/ease.yaml (lam 50) gives the default trial, not conf/model/ease.yaml's
+    500; keys the composed config lacks still come from the shipped file."""
+    from harness.sweep.runner import _enqueue_defaults
+
+    space = parse_search_space({"lam": "tag(log, interval(1, 1e4))"}, model_name="ease")
+    study = optuna.create_study(direction="maximize")
+    _enqueue_defaults(study, space, "ease", {"name": "ease", "lam": 50.0})
+    assert study.ask().suggest_float("lam", 1, 1e4, log=True) == 50.0
+    study = optuna.create_study(direction="maximize")
+    _enqueue_defaults(study, space, "ease", {"name": "ease"})
+    assert study.ask().suggest_float("lam", 1, 1e4, log=True) == 500.0
+
+
 @pytest.mark.parametrize(
     ("override", "group"), [("model=vae9", "model"), ("dataset=ml-3m", "dataset")]
 )

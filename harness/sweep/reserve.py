@@ -7,8 +7,8 @@ stay RUNNING, nor the exports. So a sweep first allocates `.space-reserve` (`SIZ
 blocks) in its results folder and beside its SQLite or journal file. On a full disk it deletes
 the reserve, fails its own running trials with the reason (their parameters enqueued again,
 as for a lost worker, so the rerun evaluates them), writes the exports and exits with one line.
-The next run allocates the reserve again; one that cannot (the disk is still full) goes on
-without it.
+The reserve is held only while the sweep runs (released at its end, whatever the outcome);
+a sweep that cannot allocate it (the disk is already full) goes on without it.
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def run_sweep(
             attrs=attrs,
         )
         study.set_metric_names([f"ndcg@{k}"])  # dashboards label the value, not "Objective 0"
-    _enqueue_defaults(study, space, model_name)
+    _enqueue_defaults(study, space, model_name, model_params)
     plan = WorkerPlan(
         split, model_name, fixed, space, settings, storage_url, study_name, k, tuple(callbacks)
     )
@@ -177,7 +177,10 @@ def run_sweep(
             _stop_on_full_disk(study, full, reserve, settings)
         finally:
             # Also on Ctrl-C or a full disk: the exports then show what the sweep finished.
-            _export(study, output_dir(results_dir, study_name, "sweep.study_name"), full)
+            try:
+                _export(study, output_dir(results_dir, study_name, "sweep.study_name"), full)
+            finally:
+                reserve.release()  # held only while the sweep runs: no file is left behind
     if full is not None:
         raise full from None  # one line: free space and rerun
     check_failures(study, settings)
@@ -313,8 +316,16 @@ def run_worker(plan: WorkerPlan, study: optuna.Study | None = None) -> int:
     return ran
 
 
-def _enqueue_defaults(study: optuna.Study, space: SearchSpace, model_name: str) -> None:
-    """Enqueue the model's seed defaults as the next trial unless the study already has them.
+def _enqueue_defaults(
+    study: optuna.Study,
+    space: SearchSpace,
+    model_name: str,
+    model_params: Mapping[str, Any] | None = None,
+) -> None:
+    """Enqueue the model's defaults as the next trial unless the study already has them.
+
+    The defaults are the composed model config's values (`model_params`: a user's own
+    `model/<name>.yaml` included), over the shipped `conf/model/<name>.yaml` for keys it lacks.
 
     "Has them" = any trial with these params, except ones failed by Ctrl-C: an interrupted
     first run must not lose its baseline. A default that diverged is not tried again.
@@ -323,7 +334,7 @@ def _enqueue_defaults(study: optuna.Study, space: SearchSpace, model_name: str) 
         return
     from harness.models.registry import model_defaults
 
-    params = default_trial_params(space, model_defaults(model_name))
+    params = default_trial_params(space, {**model_defaults(model_name), **(model_params or {})})
     if not params:  # no default lies inside the space: nothing to enqueue
         return
     n_interrupted = 0
