@@ -204,9 +204,10 @@ def run_report_stage(
     stage_seconds: dict[str, float] | None = None,
 ) -> Path:
     """Write reports/<report.name>/ from the studies and (if required/present) the benchmark."""
+    from harness.execution import placement_summary
     from harness.outputs import recover
     from harness.report import build_report, collect_manifest
-    from harness.report.manifest import keep_provenance
+    from harness.report.manifest import keep_provenance, rerun_facts
 
     bench_dir = run.results_dir / run.benchmark.name
     hint = f"harness-benchmark dataset={run.dataset_name}"
@@ -249,6 +250,8 @@ def run_report_stage(
         split_fingerprint=fingerprint,
         stage_seconds=stages,
         model_configs={m.name: dict(m.params) for m in run.models},
+        rerun=rerun_facts(run.sweep, run.benchmark, run.protocol.get("seed")),
+        jobs=placement_summary(run.executor),
     )
     if not stage_seconds:  # a standalone report: keep the run's provenance, add this line
         manifest = keep_provenance(_previous_manifest(run.reports_dir / run.report.name), manifest)

@@ -98,7 +98,8 @@ def test_the_same_command_from_a_clean_folder_gives_the_same_numbers(smoke_run, 
     ]
     assert seeds[0].equals(seeds[1])
     manifest = json.loads((tmp_path / "reports" / "synthetic" / "manifest.json").read_text())
-    assert manifest["rerun"]["sweep_seed"] == 0 and manifest["rerun"]["benchmark_seeds"] == [0, 1]
+    assert manifest["rerun"]["sweep_seed"] == 0 and manifest["rerun"]["selection_seeds"] == [0, 1]
+    assert manifest["rerun"]["test_seeds"] == [2, 3]  # fresh seeds for the test users
     assert manifest["rerun"]["protocol_seed"] == 98765 and manifest["git"]["commit"]
     assert "dirty" in manifest["git"]
     ledger = (tmp_path / "results" / "test_ledger.jsonl").read_text().splitlines()

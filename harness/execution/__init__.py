@@ -75,17 +75,18 @@ def make_executor(settings: ExecutorSettings, split: Any) -> Executor:
     return SubmititExecutor(settings, split)
 
 
-def placement_summary(config: Any) -> dict[str, Any] | None:
+def placement_summary(settings: ExecutorSettings | Any) -> dict[str, Any] | None:
     """Where the jobs of a run's submitit/Slurm executor ran, for the run's manifest: the
     backend, the per-job file (`<executor.folder>/placements.jsonl`: job id, host, Slurm node,
     device, restarts), and the jobs counted by node and by device. None for the local pool
     (the manifest's own machine and device are where its jobs ran) or without jobs."""
     from harness.execution.submitit_backend import PLACEMENTS, placements
 
-    try:
-        settings = ExecutorSettings.from_config(config)
-    except Exception:  # noqa: BLE001 - a manifest never fails over this
-        return None
+    if not isinstance(settings, ExecutorSettings):  # the composed config, as a mapping
+        try:
+            settings = ExecutorSettings.from_config(settings)
+        except Exception:  # noqa: BLE001 - a manifest never fails over this
+            return None
     if settings.backend == "local":
         return None
     jobs = placements(settings.folder_path)

@@ -92,26 +92,25 @@ def machine() -> dict[str, Any]:
     }
 
 
-def rerun_facts(config: dict[str, Any]) -> dict[str, Any]:
-    """The seeds and settings that fix a run's numbers, read from the composed config.
+def rerun_facts(sweep: Any, benchmark: Any, protocol_seed: int | None) -> dict[str, Any]:
+    """The seeds and settings that fix a run's numbers, from its typed settings.
 
     Trial seeds derive from the sweep seed and trial number (`harness.sweep.objective.
-    trial_seed`); benchmark seeds are `benchmark.seed + i`; the protocol seed fixes which
-    users are validation and test users; the stats seed fixes every resampling.
+    trial_seed`); selection uses `benchmark.seed .. seed + n_seeds - 1` and the test runs the
+    next `n_seeds` seeds; the protocol seed fixes which users are validation and test users.
+
+    Args:
+        sweep: The run's `SweepSettings`.
+        benchmark: The run's `BenchmarkSettings`.
+        protocol_seed: `protocol.seed`.
     """
-    sweep = config.get("sweep") or {}
-    bench = config.get("benchmark") or {}
-    protocol = config.get("protocol") or {}
-    first, n = bench.get("seed"), bench.get("n_seeds")
     return {
-        "sweep_seed": sweep.get("seed"),
-        "sampler": sweep.get("sampler"),
-        "n_workers": sweep.get("n_workers"),
-        "benchmark_seeds": list(range(first, first + n)) if None not in (first, n) else None,
-        "protocol_seed": protocol.get("seed"),
-        "protocol_seeds": bench.get("protocol_seeds"),
-        "stats_seed": bench.get("stats_seed"),
-        "n_resamples": bench.get("n_resamples"),
+        "sweep_seed": sweep.seed,
+        "sampler": sweep.sampler,
+        "n_workers": sweep.n_workers,
+        "selection_seeds": list(benchmark.seeds),
+        "test_seeds": list(benchmark.test_seeds),
+        "protocol_seed": protocol_seed,
     }
 
 
@@ -121,6 +120,8 @@ def collect_manifest(
     split_fingerprint: str | None,
     stage_seconds: dict[str, float],
     model_configs: dict[str, Any] | None = None,
+    rerun: dict[str, Any] | None = None,
+    jobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to reproduce (or distrust) a report.
 
@@ -129,8 +130,10 @@ def collect_manifest(
         split_fingerprint: the data split's sha256 fingerprint.
         stage_seconds: wall time per stage, e.g. {"sweep": .., "benchmark": .., "report": ..}.
         model_configs: model -> its composed config (also in ``config["models"]``).
+        rerun: the seeds that fix the numbers (`rerun_facts`).
+        jobs: where a submitit/Slurm executor's jobs ran (`harness.execution.
+            placement_summary`); None for the local pool.
     """
-    from harness.execution import placement_summary
     from harness.secrets import mask, mask_text
 
     return {
@@ -139,10 +142,10 @@ def collect_manifest(
         "command": mask_text(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])),
         "packages": package_versions(),
         "git": git_commit(),
-        "rerun": rerun_facts(config),
+        "rerun": rerun,
         "machine": machine(),
         "device": describe_device(),
-        "jobs": placement_summary(config),  # executor=slurm|submitit_local: nodes and devices
+        "jobs": jobs,  # executor=slurm|submitit_local: nodes and devices
         "split_fingerprint": split_fingerprint,
         "stage_seconds": {k: round(float(v), 1) for k, v in stage_seconds.items()},
         "config": mask(config),  # no database password in a report
@@ -185,7 +188,7 @@ def manifest_section(manifest: dict[str, Any]) -> Section:
         ["command", f"`{manifest['command']}`"],
         ["git commit", commit],
         ["split fingerprint", str(manifest["split_fingerprint"])],
-        *[[f"rerun: {k}", str(v)] for k, v in manifest.get("rerun", {}).items() if v is not None],
+        *[[f"rerun: {k}", str(v)] for k, v in (manifest.get("rerun") or {}).items() if v is not None],
         [
             "machine",
             f"{mach['cpu']}, {mach['cores']} cores ({mach['cores_usable']} usable), "
