@@ -57,6 +57,7 @@ def hide_argv_secrets(argv: list[str]) -> list[str]:
     known = _secret_urls()
     out = []
     for arg in argv:
+
         def swap(match: re.Match[str]) -> str:
             url = match[0]
             masked = mask_text(url)

@@ -275,8 +275,12 @@ def test_tensorflow_csr_matrix_ops_multiply() -> None:
 
 @pytest.mark.parametrize(
     ("library", "distribution"),
-    [("optuna", "optuna"), ("keras", "keras"), ("tensorflow", "tensorflow-cpu"),
-     ("submitit", "submitit")],
+    [
+        ("optuna", "optuna"),
+        ("keras", "keras"),
+        ("tensorflow", "tensorflow-cpu"),
+        ("submitit", "submitit"),
+    ],
 )
 def test_pyproject_pins_the_range_the_compat_layer_is_tested_with(library, distribution) -> None:
     """pyproject.toml's range for each library whose internals harness/compat/ wraps is the
@@ -316,7 +320,7 @@ def test_submitit_local_process_and_outcome_from_the_result_file(tmp_path: Path)
         assert local_process(attached) is None  # attached from elsewhere: no process of ours
         assert outcome_and_result(attached) == ("success", 3)
         failing = executor.submit(int, "not a number")
-        with pytest.raises(Exception):
+        with pytest.raises(submitit.core.utils.FailedJobError, match="ValueError"):
             failing.result()
         outcome, text = outcome_and_result(failing)
         assert outcome == "error" and "ValueError" in str(text)

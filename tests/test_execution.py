@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import until
 
 from harness.benchmark.parallel import PoolScheduler, run_all
 from harness.execution import (
@@ -25,16 +26,6 @@ from harness.execution.local import LocalExecutor
 from harness.pool import plan_workers
 
 DEADLINE = 120.0  # generous: a condition, not a timing
-
-
-def _wait_for(condition, what: str):
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def _hold(folder: str, name: str) -> int:
@@ -80,7 +71,7 @@ def test_futures_give_results_kwargs_and_job_errors(executor) -> None:
 def test_a_killed_worker_fails_its_job_only_and_is_replaced(executor, tmp_path) -> None:
     held = executor.submit(_hold, str(tmp_path), "a")
     other = executor.submit(_square, 7)
-    pid = int(_wait_for(lambda: _read(tmp_path / "a.pid"), "the job's pid file"))
+    pid = int(until(lambda: _read(tmp_path / "a.pid"), "the job's pid file"))
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(WorkerLost, match=r"died \(killed by signal 9\) while running _hold"):
         held.result(timeout=DEADLINE)
@@ -94,7 +85,7 @@ def test_a_stopped_worker_is_killed_after_the_silence_limit(tmp_path) -> None:
         plan_workers(1), None, preload_tensorflow=False, worker_timeout=5
     ) as executor:
         held = executor.submit(_hold, str(tmp_path), "b")
-        pid = int(_wait_for(lambda: _read(tmp_path / "b.pid"), "the job's pid file"))
+        pid = int(until(lambda: _read(tmp_path / "b.pid"), "the job's pid file"))
         os.kill(pid, signal.SIGSTOP)
         with pytest.raises(WorkerLost, match=r"sent nothing for .* s .*hung or stopped"):
             held.result(timeout=DEADLINE)
@@ -108,10 +99,10 @@ def test_a_busy_worker_that_beats_is_not_killed(tmp_path) -> None:
         plan_workers(1), None, preload_tensorflow=False, worker_timeout=3
     ) as executor:
         held = executor.submit(_hold, str(tmp_path), "c")
-        pid = int(_wait_for(lambda: _read(tmp_path / "c.pid"), "the job's pid file"))
+        pid = int(until(lambda: _read(tmp_path / "c.pid"), "the job's pid file"))
         # several beats pass: wait for the parent to have heard at least two of them
         start = executor.pool._slots[0].heard
-        _wait_for(
+        until(
             lambda: (executor.wait([held], 0.5), executor.pool._slots[0].heard > start + 3)[1],
             "beats from the busy worker",
         )

@@ -7,6 +7,7 @@ it finished. Event-driven: jobs write marker files the test waits for; nothing i
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+import waiting
 
 from harness.execution import ExecutorSettings, WorkerLost, make_executor, placement_summary
 from harness.execution.jobs import JobCall, _FileConnection, _TimedOut, read_messages
@@ -24,6 +26,7 @@ from harness.pool import emit
 # the jobs import this module's functions by value: tests/ is not on the jobs' path
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 DEADLINE = 300.0
+until = functools.partial(waiting.until, deadline=DEADLINE)
 
 
 def start_then_wait(folder: str) -> int:
@@ -38,16 +41,6 @@ def start_then_wait(folder: str) -> int:
     while count == 1 and not (marker / "release").exists():
         time.sleep(0.05)
     return count
-
-
-def _until(condition, what: str):
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    pytest.fail(f"gave up waiting for {what}")
 
 
 def _executor(tmp: Path, **changes):
@@ -89,9 +82,9 @@ def test_a_preempted_job_restarts_once_and_completes_its_future_once(tmp_path) -
         future = executor.submit(start_then_wait, str(marker))
         future.on_message = messages.append
         starts = marker / "starts"
-        _until(lambda: executor.wait([future], 0.05) or starts.exists(), "the job to start")
+        until(lambda: executor.wait([future], 0.05) or starts.exists(), "the job to start")
         (pid,) = starts.read_text().split()
-        _until(lambda: executor.wait([future], 0.05) or messages, "the job's first message")
+        until(lambda: executor.wait([future], 0.05) or messages, "the job's first message")
         os.kill(int(pid), signal.SIGUSR2)  # what Slurm sends a job it preempts
         assert future.result(timeout=DEADLINE) == 2  # restarted once, from scratch
     assert messages == [("start", 1), ("start", 2)]
@@ -118,7 +111,7 @@ def test_a_job_is_attached_by_folder_and_id_while_running_or_finished(tmp_path) 
         attached = second.attach(job_ref, label="trial 0")
         seen = []
         attached.on_message = seen.append
-        _until(lambda: second.wait([attached], 0.05) or seen, "the attached job's message")
+        until(lambda: second.wait([attached], 0.05) or seen, "the attached job's message")
         assert not attached.done()
         (marker / "release").touch()
         assert attached.result(timeout=DEADLINE) == 1

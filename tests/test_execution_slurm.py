@@ -10,6 +10,7 @@ refusal of a partition is one line with its message. Event-driven with generous 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -17,11 +18,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
+import waiting
 from optuna.trial import TrialState
 from slurm_cluster import missing, slurm_cluster
 
@@ -36,6 +37,7 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DEADLINE = 900.0
+until = functools.partial(waiting.until, deadline=DEADLINE, every=0.2)
 MODEL = {"name": "mult_vae", "intermediate_dim": 16, "latent_dim": 6, "n_epochs": 3,
          "batch_size": 50, "k": 20}  # fmt: skip
 SPACE = {"learning_rate": "tag(log, interval(1e-4, 1e-2))", "anneal_cap": "interval(0.1, 1.0)"}
@@ -203,11 +205,11 @@ def test_kill_9_of_the_coordinator_then_a_rerun_loses_and_duplicates_nothing(clu
             return jobs if _live_epochs(db, 0) else None
         return None
 
-    jobs = _until(both_jobs_running, "both trials' jobs running")
+    jobs = until(both_jobs_running, "both trials' jobs running")
     first.send_signal(signal.SIGSTOP)  # tells nothing more
     subprocess.run(["scontrol", "suspend", jobs[1]], env=cluster.env, check=True)
     finished = _job_paths(db, 0).result_pickle
-    _until(finished.exists, "trial 0's job to finish")
+    until(finished.exists, "trial 0's job to finish")
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert _states(db) == ["RUNNING", "RUNNING"]  # trial 0's result is only in the folder
@@ -218,7 +220,7 @@ def test_kill_9_of_the_coordinator_then_a_rerun_loses_and_duplicates_nothing(clu
                                  stderr=subprocess.STDOUT)  # fmt: skip
     try:
         waiting = f"trial 1: waiting for its job {jobs[1]}"
-        _until(lambda: waiting in rerun_log.read_text() or rerun.poll() is not None, waiting)
+        until(lambda: waiting in rerun_log.read_text() or rerun.poll() is not None, waiting)
         assert rerun.poll() is None, rerun_log.read_text()[-3000:]
         assert cluster.jobs()[jobs[1]] == "SUSPENDED"  # still running when taken over
         subprocess.run(["scontrol", "resume", jobs[1]], env=cluster.env, check=True)
@@ -236,16 +238,6 @@ def test_kill_9_of_the_coordinator_then_a_rerun_loses_and_duplicates_nothing(clu
                           timeout=DEADLINE)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert _values(db) == _values(tmp_path / "straight" / "optuna.db")
-
-
-def _until(condition, what: str):
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.2)
-    pytest.fail(f"gave up waiting for {what}")
 
 
 def _job_refs(db: Path) -> dict[int, dict]:

@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from harness.configs import conf_dir
 from harness.sweep import (
     StudyNotFoundError,
     SweepConfigError,
@@ -23,7 +24,6 @@ from harness.sweep import (
     parse_search_space,
 )
 from harness.sweep.app import quote_search_space_args
-from harness.configs import conf_dir
 from harness.sweep.config import model_config
 from harness.sweep.heartbeat import JournalHeartbeat
 from harness.sweep.study import journal_path, make_pruner, make_sampler, resolve_storage_url

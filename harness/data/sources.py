@@ -256,14 +256,14 @@ def load_file(
                 raise DataError(
                     f"{path} is not a text file (it holds NUL bytes): a binary or compressed "
                     "file? Fix: point dataset.options.path at a UTF-8 CSV/TSV (compressed ones "
-                    'need their suffix, e.g. .csv.gz) or a .parquet file, or set '
+                    "need their suffix, e.g. .csv.gz) or a .parquet file, or set "
                     'dataset.options.sep="parquet".'
                 )
         try:
             frame = pd.read_csv(path, sep=sep, header=0 if header else None)
         except UnicodeDecodeError as error:
             raise DataError(
-                f"{path} is not a text file (byte {error.object[error.start:error.start + 1]!r} "
+                f"{path} is not a text file (byte {error.object[error.start : error.start + 1]!r} "
                 f"at offset {error.start} is not UTF-8): a binary or compressed file? Fix: point "
                 "dataset.options.path at a UTF-8 CSV/TSV (compressed ones need their suffix, "
                 'e.g. .csv.gz) or a .parquet file, or set dataset.options.sep="parquet".'

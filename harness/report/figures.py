@@ -251,9 +251,7 @@ def optimization_history_figure(study: optuna.Study, title: str) -> Figure:
         done = np.array([t.state == TrialState.COMPLETE for t in trials])
         ax.scatter(x[done], y[done], s=18, color="C0", label="trial (complete)")
         if (~done).any():
-            ax.scatter(
-                x[~done], y[~done], s=18, facecolors="none", edgecolors="C0", label="pruned"
-            )
+            ax.scatter(x[~done], y[~done], s=18, facecolors="none", edgecolors="C0", label="pruned")
         best = np.maximum.accumulate(np.where(done, y, -np.inf))
         ok = np.isfinite(best)
         ax.step(x[ok], best[ok], where="post", color="C3", lw=1.6, label="best so far")

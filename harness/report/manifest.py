@@ -188,7 +188,11 @@ def manifest_section(manifest: dict[str, Any]) -> Section:
         ["command", f"`{manifest['command']}`"],
         ["git commit", commit],
         ["split fingerprint", str(manifest["split_fingerprint"])],
-        *[[f"rerun: {k}", str(v)] for k, v in (manifest.get("rerun") or {}).items() if v is not None],
+        *[
+            [f"rerun: {k}", str(v)]
+            for k, v in (manifest.get("rerun") or {}).items()
+            if v is not None
+        ],
         [
             "machine",
             f"{mach['cpu']}, {mach['cores']} cores ({mach['cores_usable']} usable), "

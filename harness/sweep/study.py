@@ -354,9 +354,12 @@ def _retry_wrapper(name: str) -> Any:
 from harness.compat.optuna import RDB_PRIVATE_CALLS  # noqa: E402
 
 for _name in dir(RDBStorage):
-    if (_name.startswith("_") and _name not in RDB_PRIVATE_CALLS) or _name in ("remove_session", "upgrade") or _name.endswith(
-        "_version"
-    ) or _name.endswith("_versions"):
+    if (
+        (_name.startswith("_") and _name not in RDB_PRIVATE_CALLS)
+        or _name in ("remove_session", "upgrade")
+        or _name.endswith("_version")
+        or _name.endswith("_versions")
+    ):
         continue
     if callable(getattr(RDBStorage, _name, None)):
         setattr(RetryingRDBStorage, _name, _retry_wrapper(_name))
