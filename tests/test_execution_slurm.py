@@ -90,24 +90,28 @@ def test_a_six_trial_sweep_on_slurm_equals_the_local_pool(cluster, split, tmp_pa
 
 
 def test_scancel_of_a_running_job_fails_its_trial_and_retries_it(cluster, split, tmp_path):
-    long_model = {**MODEL, "n_epochs": 400}
+    """The first job is cancelled once it has reported an epoch, with ~1000 left to train.
+    Slurm sends SIGTERM, which submitit's job ignores, then SIGKILL after KillWait (2 s in
+    the test cluster, 30 s by default): a job that ends within KillWait has its result, and
+    then its trial is rightly complete."""
+    long_model = {**MODEL, "n_epochs": 1000}
     executor = make_executor(_slurm(tmp_path), split)
     cancelled: dict[str, str] = {}
 
     def cancel_first_running() -> None:  # called by the coordinator's waits (its own thread)
-        if cancelled:
+        if cancelled or not executor._jobs:
             return
-        running = [j for j, state in cluster.jobs().items() if state == "RUNNING"]
-        if running:
-            job = min(running, key=int)
-            subprocess.run(["scancel", job], env=cluster.env, check=True)
-            cancelled["job"] = job
+        job = min(executor._jobs.values(), key=lambda job: int(job.job_id))
+        messages = job.paths.folder / f"{job.job_id}_messages.pkl"
+        if messages.exists() and messages.stat().st_size:  # an epoch reported: training
+            subprocess.run(["scancel", str(job.job_id)], env=cluster.env, check=True)
+            cancelled["job"] = str(job.job_id)
 
     wait = executor.wait
 
     def waiting(futures, timeout=None):
         cancel_first_running()
-        return wait(futures, timeout if timeout is None else min(timeout, 1.0))
+        return wait(futures, timeout if timeout is None else min(timeout, 0.3))
 
     executor.wait = waiting
     settings = SweepSettings(n_trials=2, quiet=True, pruner="none", batch_size=2, n_workers=2)

@@ -136,14 +136,47 @@ def test_unsafe_output_names_destroy_nothing(tmp_path):
 # --- interrupted sweeps (minutes) ------------------------------------------------------------
 
 
+def _tables_ready(url: str) -> bool:
+    """The harness has created Optuna's tables (polling never races it to create them)."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :]).exists()
+    import sqlalchemy
+
+    from harness.sweep.study import _with_installed_driver
+
+    engine = sqlalchemy.create_engine(_with_installed_driver(url))
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(sqlalchemy.text("SELECT to_regclass('alembic_version')"))
+            if found.scalar() is None:
+                return False
+            stamped = connection.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version"))
+            return bool(stamped.scalar())
+    except sqlalchemy.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
 def wait_until(url: str, proc: subprocess.Popen, ready, what: str) -> list:
+    """Poll the study (one storage, opened once the harness made the tables) until
+    ``ready(trials)``; the command's stderr is shown if it ends first."""
     deadline = time.monotonic() + 300
+    storage = None
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the command ended before {what}"
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            tail = err[-3000:] if isinstance(err, str) else ""
+            raise AssertionError(f"the command ended ({proc.returncode}) before {what}: {tail}")
+        trials = []
         try:
-            trials = only_study(url).get_trials()
-        except Exception:  # no database or study yet
-            trials = []
+            if storage is None and _tables_ready(url):
+                storage = open_storage(url)
+            if storage is not None:
+                (name,) = optuna.study.get_all_study_names(storage)
+                trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+        except Exception:  # no study yet, or the database is busy
+            pass
         if ready(trials):
             return trials
         time.sleep(0.05)

@@ -380,22 +380,23 @@ def _rdb_storage(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-            if url.startswith("sqlite"):
-                _use_sqlite_wal(storage)
-            return storage
-        except Exception as error:
-            integrity = type(error).__name__ == "IntegrityError"  # e.g. alembic_version row
-            if not (url.startswith(("postgresql", "mysql")) or integrity):
-                raise
-            # Workers (or a sweep and a report) started together on a fresh database race to
-            # create Optuna's tables; the loser fails once, and by now the tables exist.
-            time.sleep(1.0 + random.random())
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-            if url.startswith("sqlite"):
-                _use_sqlite_wal(storage)
-            return storage
+        attempts = 4
+        for attempt in range(attempts):
+            try:
+                storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+                if url.startswith("sqlite"):
+                    _use_sqlite_wal(storage)
+                return storage
+            except Exception as error:
+                # e.g. the alembic_version row, or "relation ... already exists"
+                race = type(error).__name__ in ("IntegrityError", "ProgrammingError")
+                if not (race or (server and attempt == 0)) or attempt == attempts - 1:
+                    raise
+                # Workers (or a sweep and a report, or a job array) started together on a
+                # fresh database race to create Optuna's tables; a loser tries again a moment
+                # later, when the tables exist.
+                time.sleep((1.0 + random.random()) * (attempt + 1))
+        raise AssertionError("unreachable")
 
 
 def _use_sqlite_wal(storage: RDBStorage) -> None:
