@@ -205,6 +205,27 @@ def environment_error(error: BaseException) -> UserError | None:
     return None
 
 
+def check_known_keys(
+    group: str, values: Any, valid: Any, error: type[Exception], what: str = "setting"
+) -> None:
+    """Raise ``error`` naming every key of ``values`` outside ``valid`` (a typo guard).
+
+    The message names each unknown key as ``<group>.<key>``, the closest valid key where one
+    is close, and the valid keys, e.g. "unknown sweep setting(s) sweep.n_trails (did you mean
+    sweep.n_trials?); valid keys are ...".
+    """
+    import difflib
+
+    names = sorted(set(valid))
+    unknown = sorted(set(values) - set(names))
+    if not unknown:
+        return
+    close = {k: difflib.get_close_matches(k, names, n=1, cutoff=0.6) for k in unknown}
+    hints = [f"{group}.{k}" + (f" (did you mean {group}.{close[k][0]}?)" if close[k] else "")
+             for k in unknown]  # fmt: skip
+    raise error(f"unknown {group} {what}(s) {', '.join(hints)}; valid keys are {', '.join(names)}.")
+
+
 def fail(command: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
     """Print ``<command>: error: <message>`` on one line and exit with ``code``."""
     text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.benchmark import BenchmarkSettings
-from harness.errors import UserError
+from harness.errors import UserError, check_known_keys
 from harness.execution.settings import ExecutorSettings
 from harness.outputs import results_dir_of
 from harness.sweep.settings import ModelConfig, SweepSettings, models_of
@@ -48,12 +48,7 @@ class ReportSettings:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ReportSettings:
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ReportConfigError(
-                f"unknown report option(s) {', '.join('report.' + k for k in unknown)}; "
-                f"valid keys are {', '.join(sorted(names))}"
-            )
+        check_known_keys("report", values, names, ReportConfigError, "option")
         return cls(**values)
 
 
@@ -67,12 +62,7 @@ def benchmark_settings(values: Mapping[str, Any], models: tuple[str, ...]) -> Be
 
     b = dict(values)
     known = {f.name for f in dataclasses.fields(BenchmarkSettings)} - {"models"}
-    unknown = sorted(set(b) - known)
-    if unknown:
-        raise StatsConfigError(
-            f"unknown benchmark option(s) {', '.join('benchmark.' + k for k in unknown)}; "
-            f"valid keys are {', '.join(sorted(known))}"
-        )
+    check_known_keys("benchmark", b, known, StatsConfigError, "option")
     for key in ("fixed_models", "ks", "protocol_seeds"):  # protocol_seeds: refused
         if b.get(key) is not None:
             b[key] = tuple(b[key])

@@ -157,7 +157,10 @@ def test_settings_from_config_and_bad_input(monkeypatch) -> None:
         30,
         "/tmp/r/executor",
     )
-    with pytest.raises(ExecutorConfigError, match="executor.partiton.*valid keys"):
+    with pytest.raises(
+        ExecutorConfigError,
+        match=r"executor.partiton \(did you mean executor.partition\?\).*valid keys",
+    ):
         ExecutorSettings.from_config({"executor": {"name": "slurm", "partiton": "x"}})
     with pytest.raises(ExecutorConfigError, match="executor='pbs' is unknown"):
         ExecutorSettings(backend="pbs")

@@ -49,8 +49,10 @@ def test_bad_settings_name_the_key(changes: dict, message: str) -> None:
 
 
 def test_settings_from_mapping_rejects_typos() -> None:
-    with pytest.raises(SweepConfigError, match="unknown sweep setting.*sweep.n_trails"):
-        SweepSettings.from_mapping({"n_trails": 3})
+    with pytest.raises(SweepConfigError, match="unknown sweep setting.*sweep.n_trails") as info:
+        SweepSettings.from_mapping({"n_trails": 3, "zzz": 1})
+    assert "sweep.n_trails (did you mean sweep.n_trials?)" in str(info.value)
+    assert "sweep.zzz;" in str(info.value)  # nothing close: no guess
     settings = SweepSettings.from_mapping({"models": ["ease", "popularity"], "n_trials": 3})
     assert settings.models == ("ease", "popularity") and settings.effective_grace_period == 15
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, check_known_keys
 from harness.outputs import results_dir_of
 
 BACKENDS = ("local", "submitit_local", "slurm")
@@ -81,12 +81,7 @@ class ExecutorSettings:
         values = dict(cfg.get("executor") or {})
         backend = values.pop("name", None) or values.pop("backend", None) or "local"
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ExecutorConfigError(
-                f"unknown executor setting(s) {', '.join('executor.' + k for k in unknown)}; "
-                f"valid keys are {', '.join(sorted(names - {'backend'}))}."
-            )
+        check_known_keys("executor", values, names - {"backend"}, ExecutorConfigError)
         for key in ("n_workers", "recycle_after", "gpus", "worker_timeout"):
             if key in sweep:
                 values.setdefault(key, sweep[key])

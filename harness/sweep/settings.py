@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, check_known_keys
 
 # No "gp": Optuna's GPSampler needs PyTorch, a dependency too large for this harness.
 SAMPLERS = ("tpe", "random", "qmc", "grid")
@@ -201,12 +201,7 @@ class SweepSettings:
             SweepConfigError: On a key that is not a sweep setting (typo guard).
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise SweepConfigError(
-                f"unknown sweep setting(s) {', '.join('sweep.' + k for k in unknown)}; "
-                f"valid keys are {', '.join(sorted(names))}."
-            )
+        check_known_keys("sweep", values, names, SweepConfigError)
         kwargs = {key: _typed(key, value) for key, value in values.items()}
         if kwargs.get("models") is not None:
             kwargs["models"] = tuple(kwargs["models"])
