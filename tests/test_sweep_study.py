@@ -105,6 +105,52 @@ def test_unreachable_storage_is_a_clear_error_before_any_trial(url: str) -> None
     assert "secret" not in str(info.value)
 
 
+_OPEN_ON_GO = """
+import sys, time
+from pathlib import Path
+from harness.sweep.study import open_storage
+go = Path(sys.argv[2])
+Path(sys.argv[3]).touch()  # imported: ready
+while not go.exists() or not go.read_text():
+    time.sleep(0.001)
+start = float(go.read_text())
+while time.time() < start:  # spin: released within microseconds of each other
+    pass
+open_storage(sys.argv[1])
+"""
+
+
+def test_processes_opening_a_fresh_sqlite_study_at_once_all_succeed(tmp_path: Path) -> None:
+    """A sweep and a report (or a poller) opening a new study file together race to create
+    Optuna's tables; the loser ("table ... already exists") tries again instead of failing
+    with "cannot connect". Four processes released at once, on four fresh files (before the
+    retry, most rounds had a loser)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for round_ in range(4):
+        url = f"sqlite:///{tmp_path / f'fresh{round_}.db'}"
+        go, ready = tmp_path / f"go{round_}", [tmp_path / f"ready{round_}-{i}" for i in range(4)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_ON_GO, url, str(go), str(r)],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for r in ready
+        ]
+        deadline = time.monotonic() + 120
+        while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        tmp = go.with_suffix(".tmp")
+        tmp.write_text(str(time.time() + 0.5))
+        tmp.rename(go)
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, [e[-600:] for e in errors if e]
+
+
 def test_load_study_lists_what_the_storage_holds(tmp_path: Path) -> None:
     url = default_storage(tmp_path)
     optuna.create_study(storage=url, study_name="present")

@@ -388,8 +388,12 @@ def _rdb_storage(
                     _use_sqlite_wal(storage)
                 return storage
             except Exception as error:
-                # e.g. the alembic_version row, or "relation ... already exists"
-                race = type(error).__name__ in ("IntegrityError", "ProgrammingError")
+                # Another process created them first: the alembic_version row, "relation ...
+                # already exists" (PostgreSQL), "table ... already exists" (SQLite)
+                text = str(error).lower()
+                race = type(error).__name__ in ("IntegrityError", "ProgrammingError") or any(
+                    t in text for t in ("already exists", "database is locked")
+                )
                 if not (race or (server and attempt == 0)) or attempt == attempts - 1:
                     raise
                 # Workers (or a sweep and a report, or a job array) started together on a
