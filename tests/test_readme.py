@@ -25,25 +25,33 @@ NOT_RUN = {
     "protocol.folds=5": "five sweeps and benchmarks; tests/test_run_e2e.py runs harness-run "
     "protocol.folds=2 on small synthetic data",
 }
+# Every command's data: a 400-user synthetic set (its split builds in a fraction of a second).
+SMALL = {
+    "dataset": "synthetic",
+    "dataset.options.n_users": "400",
+    "dataset.options.n_items": "200",
+    "dataset.options.density": "0.05",
+    "dataset.n_heldout_users": "50",
+}
 # What each command gets so it runs in seconds on synthetic data.
 SHRINK = {
     "harness-run": {
+        **SMALL,
         "budget": "smoke",
-        "dataset": "synthetic",
-        "sweep.n_trials": "2",
-        "budget.n_epochs": "2",
+        "sweep.n_trials": "1",
+        "budget.n_epochs": "1",
         "benchmark.n_seeds": "2",
     },
-    "harness-benchmark": {"budget": "smoke", "dataset": "synthetic"},
-    "harness-report": {"budget": "smoke", "dataset": "synthetic"},
+    "harness-benchmark": {**SMALL, "budget": "smoke"},
+    "harness-report": {**SMALL, "budget": "smoke"},
     "harness-sweep": {
-        "dataset": "synthetic",
+        **SMALL,
         "budget": "smoke",  # as harness-run's: the same studies, resumed (one configuration)
         "sweep.n_trials": "1",
-        "budget.n_epochs": "2",  # every model of the command, as harness-run's
+        "budget.n_epochs": "1",  # every model of the command, as harness-run's
         "sweep.quiet": "true",
     },
-    "harness-split": {"dataset": "synthetic"},
+    "harness-split": SMALL,
 }
 
 
