@@ -96,8 +96,17 @@ def test_the_installed_wheel_runs_from_any_folder(venv, tmp_path):
     helped = _run([str(bin_dir / "harness-run"), "--help"], cwd=tmp_path, env=env, timeout=120)
     assert helped.returncode == 0 and helped.stdout.startswith("harness-run: sweep every model")
 
+    small = [  # a 400-user synthetic set, one trial of one epoch: the configs are the point
+        "dataset.options.n_users=400",
+        "dataset.options.n_items=200",
+        "dataset.options.density=0.05",
+        "dataset.n_heldout_users=50",
+        "sweep.n_trials=1",
+        "budget.n_epochs=1",
+        "models=[mult_vae,ease]",
+    ]
     done = _run(
-        [str(bin_dir / "harness-run"), "budget=smoke", "dataset=synthetic"],
+        [str(bin_dir / "harness-run"), "budget=smoke", "dataset=synthetic", *small],
         cwd=tmp_path, env=env, timeout=1500,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
