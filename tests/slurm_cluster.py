@@ -143,11 +143,15 @@ def slurm_cluster(root: Path) -> Iterator[SlurmCluster]:
         _wait(idle, "the node to come up")
         yield cluster
     finally:
-        for pid_file in reversed(pids):  # the processes this fixture started, by their pid
+        # The processes this fixture started, by their pid: each takes about 2 s to stop, so
+        # all are told at once and waited for together (slurmd and slurmctld first).
+        stopping = []
+        for pid_file in reversed(pids):
             with contextlib.suppress(OSError, ValueError):
                 pid = int(pid_file.read_text().strip())
                 os.kill(pid, signal.SIGTERM)
-                _wait(lambda p=pid: not _alive(p), f"process {pid} to stop", 30)
+                stopping.append(pid)
+        _wait(lambda: not any(_alive(pid) for pid in stopping), f"{stopping} to stop", 30)
 
 
 def _alive(pid: int) -> bool:
