@@ -1,6 +1,6 @@
 """A throwaway Slurm cluster on localhost for tests: munged, slurmctld and slurmd started from
 a short slurm.conf in a temporary folder (Debian's `slurm-wlm` and `munge`; `.ci/run` installs
-them), stopped afterwards. A requeued (preempted) job starts again after `cred_expire` (20 s
+them), stopped afterwards once no job runs (a job still running after 30 s is scancelled). A requeued (preempted) job starts again after `cred_expire` (20 s
 here, Slurm's default 120 s). Skipped with the reason when the binaries are missing or this is
 not root (slurmd runs jobs as their user and needs root here).
 
@@ -143,11 +143,30 @@ def slurm_cluster(root: Path) -> Iterator[SlurmCluster]:
         _wait(idle, "the node to come up")
         yield cluster
     finally:
-        for pid_file in reversed(pids):  # the processes this fixture started, by their pid
+        if len(pids) == 3:  # a test may end as its last job writes its result: let Slurm
+            _settle(env)  # finish the job (its slurmstepd needs slurmd) before stopping
+        # The processes this fixture started, by their pid: each takes about 2 s to stop, so
+        # all are told at once and waited for together (slurmd and slurmctld first).
+        stopping = []
+        for pid_file in reversed(pids):
             with contextlib.suppress(OSError, ValueError):
                 pid = int(pid_file.read_text().strip())
                 os.kill(pid, signal.SIGTERM)
-                _wait(lambda p=pid: not _alive(p), f"process {pid} to stop", 30)
+                stopping.append(pid)
+        _wait(lambda: not any(_alive(pid) for pid in stopping), f"{stopping} to stop", 30)
+
+
+def _settle(env: dict[str, str], deadline: float = 30.0) -> None:
+    """Wait until no job is running or completing; scancel what is left after `deadline`."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%T"], env=env,
+                             capture_output=True, text=True, check=False)  # fmt: skip
+        busy = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED"}
+        if out.returncode or not busy.intersection(out.stdout.split()):
+            return
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--full", "--user", "root"], env=env, check=False)
 
 
 def _alive(pid: int) -> bool:

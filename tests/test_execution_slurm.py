@@ -4,8 +4,9 @@ trials and values; `scancel` of a running job fails that trial with Slurm's stat
 it; a preempted job is requeued and its trial completes once; kill -9 of the coordinator,
 then a rerun, waits for the jobs in flight (or reads their results from submitit's folder)
 and loses and duplicates nothing; `harness-run budget=smoke dataset=synthetic executor=slurm`
-writes the local run's metrics.csv and a manifest naming each job's node and device; Slurm's
-refusal of a partition is one line with its message. Event-driven with generous deadlines."""
+(small data, two models) writes the local run's metrics.csv and a manifest naming each job's
+node and device; Slurm's refusal of a partition is one line with its message. Event-driven
+with generous deadlines."""
 
 from __future__ import annotations
 
@@ -93,8 +94,9 @@ def test_scancel_of_a_running_job_fails_its_trial_and_retries_it(cluster, split,
     """The first job is cancelled once it has reported an epoch, with ~1000 left to train.
     Slurm sends SIGTERM, which submitit's job ignores, then SIGKILL after KillWait (2 s in
     the test cluster, 30 s by default): a job that ends within KillWait has its result, and
-    then its trial is rightly complete."""
-    long_model = {**MODEL, "n_epochs": 1000}
+    then its trial is rightly complete. A batch of 200 holds all 160 training users: one step
+    per epoch (four at MODEL's 50) for the other trial and the retry, which run to the end."""
+    long_model = {**MODEL, "n_epochs": 1000, "batch_size": 200}
     executor = make_executor(_slurm(tmp_path), split)
     cancelled: dict[str, str] = {}
 
@@ -288,13 +290,24 @@ def _states(db: Path) -> list[str]:
         return []
 
 
+SMOKE_ARGS = ["budget=smoke", "dataset=synthetic", "dataset.options.n_users=300",
+              "dataset.options.n_items=150", "dataset.options.density=0.05",
+              "dataset.n_heldout_users=50", "models=[mult_vae,ease]",
+              "sweep.n_workers=2"]  # fmt: skip
+
+
 def test_smoke_run_on_slurm_writes_the_local_metrics(cluster, tmp_path) -> None:
+    """`harness-run budget=smoke dataset=synthetic` (sweeps, benchmark, report) on Slurm writes
+    the bytes of the local run's metrics.csv, and its manifest names this host's node and the
+    CPU device of its jobs. Small synthetic data and two models (Mult-VAE, seeded and
+    iterative, and EASE); `benchmarks/bench_executor.py --part smoke` compares the default
+    smoke run (2000 users, four models) and times it."""
     env = _cli_env(cluster, tmp_path)
     tables = {}
     for name, extra in (("slurm", ["executor=slurm", "executor.cpus_per_task=1"]),
                         ("local", [])):  # fmt: skip
-        command = [str(BIN / "harness-run"), "budget=smoke", "dataset=synthetic",
-                   "sweep.n_workers=2", *extra, f"results_dir={tmp_path / name / 'results'}",
+        command = [str(BIN / "harness-run"), *SMOKE_ARGS, *extra,
+                   f"results_dir={tmp_path / name / 'results'}",
                    f"reports_dir={tmp_path / name / 'reports'}"]  # fmt: skip
         done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
                               timeout=DEADLINE)  # fmt: skip

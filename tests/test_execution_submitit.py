@@ -36,7 +36,9 @@ def split():
 
 
 def _sweep(split, results: Path, executor) -> optuna.Study:
-    settings = SweepSettings(n_trials=5, quiet=True, n_startup_trials=2, n_warmup_epochs=1,
+    # 4 trials, 3 in flight: trial 3 is asked once trial 0 is told, TPE-sampled and pruned
+    # against the history shipped to its job
+    settings = SweepSettings(n_trials=4, quiet=True, n_startup_trials=2, n_warmup_epochs=1,
                              pruner="successive_halving", batch_size=3, n_workers=2)  # fmt: skip
     return run_sweep(split=split, dataset_name="synthetic", model_name="mult_vae",
                      model_params=MODEL, search_space=SPACE, settings=settings,
