@@ -365,6 +365,16 @@ def test_searched_beta_with_annealing_warns_in_the_sweep(split, tmp_path, caplog
 # --- commands: bad input and plain output off a terminal ----------------------------------
 
 
+# a small synthetic dataset for the commands (the default one takes longer to generate and split)
+SMALL = (
+    "dataset=synthetic",
+    "dataset.options.n_users=300",
+    "dataset.options.n_items=150",
+    "dataset.options.density=0.05",
+    "dataset.n_heldout_users=50",
+)
+
+
 def _command(tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "VAE_SWEEP_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
     return subprocess.run(
@@ -379,12 +389,10 @@ def _command(tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow  # subprocesses or training: tens of seconds on 2 cores
 def test_bad_gpu_and_tracking_settings_stop_the_command_before_any_trial(tmp_path):
-    done = _command(tmp_path, "harness-sweep", "dataset=synthetic", "sweep.gpus=[7]")
+    done = _command(tmp_path, "harness-sweep", *SMALL, "sweep.gpus=[7]")
     assert done.returncode == 2, done.stderr[-2000:]
     assert "sweep.gpus: GPU 7 is not visible; visible GPUs:" in done.stderr
-    done = _command(
-        tmp_path, "harness-sweep", "dataset=synthetic", "tracking.mlflow.uri=nosuch://x"
-    )
+    done = _command(tmp_path, "harness-sweep", *SMALL, "tracking.mlflow.uri=nosuch://x")
     assert done.returncode == 2, done.stderr[-2000:]
     assert "tracking.mlflow.uri=nosuch://x: cannot reach the MLflow tracking store" in done.stderr
     storage = f"sqlite:///{tmp_path / 'results' / 'optuna.db'}"  # opened by the checks
@@ -393,9 +401,7 @@ def test_bad_gpu_and_tracking_settings_stop_the_command_before_any_trial(tmp_pat
 
 @pytest.mark.slow  # subprocesses or training: tens of seconds on 2 cores
 def test_progress_bars_give_way_to_plain_lines_off_a_terminal(tmp_path):
-    done = _command(
-        tmp_path, "harness-sweep", "dataset=synthetic", "model=popularity", "sweep.n_trials=2"
-    )
+    done = _command(tmp_path, "harness-sweep", *SMALL, "model=popularity", "sweep.n_trials=2")
     assert done.returncode == 0, done.stderr[-2000:]
     output = done.stdout + done.stderr
     assert "\r" not in output and "trial/s" not in output and "it/s" not in output
