@@ -94,9 +94,8 @@ def test_scancel_of_a_running_job_fails_its_trial_and_retries_it(cluster, split,
     """The first job is cancelled once it has reported an epoch, with ~1000 left to train.
     Slurm sends SIGTERM, which submitit's job ignores, then SIGKILL after KillWait (2 s in
     the test cluster, 30 s by default): a job that ends within KillWait has its result, and
-    then its trial is rightly complete. A batch of 200 holds all 160 training users: one step
-    per epoch (four at MODEL's 50) for the other trial and the retry, which run to the end."""
-    long_model = {**MODEL, "n_epochs": 1000, "batch_size": 200}
+    then its trial is rightly complete."""
+    long_model = {**MODEL, "n_epochs": 1000}
     executor = make_executor(_slurm(tmp_path), split)
     cancelled: dict[str, str] = {}
 
