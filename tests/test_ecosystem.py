@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from small_data import SMALL_SYNTHETIC
 
 from harness.configs import (
     ConfigDirError,
@@ -365,14 +366,7 @@ def test_searched_beta_with_annealing_warns_in_the_sweep(split, tmp_path, caplog
 # --- commands: bad input and plain output off a terminal ----------------------------------
 
 
-# a small synthetic dataset for the commands (the default one takes longer to generate and split)
-SMALL = (
-    "dataset=synthetic",
-    "dataset.options.n_users=300",
-    "dataset.options.n_items=150",
-    "dataset.options.density=0.05",
-    "dataset.n_heldout_users=50",
-)
+SMALL = SMALL_SYNTHETIC  # the default synthetic set takes longer to generate and split
 
 
 def _command(tmp_path, *args: str) -> subprocess.CompletedProcess:

@@ -17,18 +17,13 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 from pg_server import postgres_server
+from small_data import SMALL_SYNTHETIC
 
 from harness.sweep import default_storage, open_storage
 
 BIN = Path(sys.executable).parent
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-TINY = [
-    "dataset=synthetic",
-    "dataset.options.n_users=300",
-    "dataset.options.n_items=150",
-    "dataset.options.density=0.05",
-    "dataset.n_heldout_users=50",
-]
+TINY = list(SMALL_SYNTHETIC)
 
 
 def command(script: str, tmp: Path, *extra: str) -> list[str]:

@@ -11,20 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from small_data import SMALL_SYNTHETIC
 from test_report import FIGURES, check_report
 
 from harness.benchmark.layout import load_results
 
 BIN = Path(sys.executable).parent
 TUNED = ("standard_vae", "mult_vae", "ease")
-# a small synthetic dataset: every stage runs, on a fraction of the default's users and items
-SMALL = (
-    "dataset=synthetic",
-    "dataset.options.n_users=300",
-    "dataset.options.n_items=150",
-    "dataset.options.density=0.05",
-    "dataset.n_heldout_users=50",
-)
+SMALL = SMALL_SYNTHETIC  # every stage runs, on a fraction of the default's users and items
 SMOKE = ("budget=smoke", *SMALL)  # the default models: Standard-VAE, Mult-VAE, EASE, popularity
 
 
