@@ -1,7 +1,8 @@
 """A throwaway Slurm cluster on localhost for tests: munged, slurmctld and slurmd started from
 a short slurm.conf in a temporary folder (Debian's `slurm-wlm` and `munge`; `.ci/run` installs
-them), stopped afterwards once no job runs (a job still running after 30 s is scancelled). A requeued (preempted) job starts again after `cred_expire` (20 s
-here, Slurm's default 120 s). Skipped with the reason when the binaries are missing or this is
+them), stopped afterwards once no job runs (a job still running after 30 s is scancelled).
+A requeued (preempted) job starts again after `cred_expire` (20 s here, Slurm's default
+120 s). Skipped with the reason when the binaries are missing or this is
 not root (slurmd runs jobs as their user and needs root here).
 
     with slurm_cluster(tmp_path) as cluster:   # sets SLURM_CONF for sbatch/squeue/scancel
