@@ -26,6 +26,7 @@ import pytest
 import waiting
 from optuna.trial import TrialState
 from slurm_cluster import missing, slurm_cluster
+from small_data import SMALL_SYNTHETIC
 
 from harness.data import load_interactions, make_split
 from harness.execution import ExecutorConfigError, ExecutorSettings, make_executor
@@ -90,6 +91,15 @@ def test_a_six_trial_sweep_on_slurm_equals_the_local_pool(cluster, split, tmp_pa
     assert len([r for r in on_slurm if r[1] in (TrialState.COMPLETE, TrialState.PRUNED)]) == 6
 
 
+def _first_job_training(executor):
+    """The executor's first job once it has reported an epoch (it is training), else None."""
+    if not executor._jobs:
+        return None
+    job = min(executor._jobs.values(), key=lambda job: int(job.job_id))
+    messages = job.paths.folder / f"{job.job_id}_messages.pkl"
+    return job if messages.exists() and messages.stat().st_size else None
+
+
 def test_scancel_of_a_running_job_fails_its_trial_and_retries_it(cluster, split, tmp_path):
     """The first job is cancelled once it has reported an epoch, with ~1000 left to train.
     Slurm sends SIGTERM, which submitit's job ignores, then SIGKILL after KillWait (2 s in
@@ -100,11 +110,8 @@ def test_scancel_of_a_running_job_fails_its_trial_and_retries_it(cluster, split,
     cancelled: dict[str, str] = {}
 
     def cancel_first_running() -> None:  # called by the coordinator's waits (its own thread)
-        if cancelled or not executor._jobs:
-            return
-        job = min(executor._jobs.values(), key=lambda job: int(job.job_id))
-        messages = job.paths.folder / f"{job.job_id}_messages.pkl"
-        if messages.exists() and messages.stat().st_size:  # an epoch reported: training
+        job = None if cancelled else _first_job_training(executor)
+        if job is not None:
             subprocess.run(["scancel", str(job.job_id)], env=cluster.env, check=True)
             cancelled["job"] = str(job.job_id)
 
@@ -141,11 +148,8 @@ def test_a_preempted_trial_restarts_and_completes_once(cluster, split, tmp_path)
     preempted: dict[str, str] = {}
 
     def preempt_after_first_epoch() -> None:  # called by the coordinator's waits
-        if preempted or not executor._jobs:
-            return
-        job = min(executor._jobs.values(), key=lambda job: int(job.job_id))
-        messages = job.paths.folder / f"{job.job_id}_messages.pkl"
-        if messages.exists() and messages.stat().st_size:
+        job = None if preempted else _first_job_training(executor)
+        if job is not None:
             subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], env=cluster.env,
                            check=True)  # fmt: skip
             preempted["job"] = str(job.job_id)
@@ -289,10 +293,7 @@ def _states(db: Path) -> list[str]:
         return []
 
 
-SMOKE_ARGS = ["budget=smoke", "dataset=synthetic", "dataset.options.n_users=300",
-              "dataset.options.n_items=150", "dataset.options.density=0.05",
-              "dataset.n_heldout_users=50", "models=[mult_vae,ease]",
-              "sweep.n_workers=2"]  # fmt: skip
+SMOKE_ARGS = ["budget=smoke", *SMALL_SYNTHETIC, "models=[mult_vae,ease]", "sweep.n_workers=2"]
 
 
 def test_smoke_run_on_slurm_writes_the_local_metrics(cluster, tmp_path) -> None:

@@ -380,13 +380,19 @@ def _rdb_storage(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        attempts = 4
-        for attempt in range(attempts):
+
+        def open_once() -> RDBStorage:
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            if url.startswith("sqlite"):
+                _use_sqlite_wal(storage)
+            return storage
+
+        # Workers (or a sweep and a report, or a job array) started together on a fresh
+        # database race to create Optuna's tables; a loser tries again a moment later, when
+        # the tables exist. The last of 4 attempts raises whatever it meets.
+        for attempt in range(3):
             try:
-                storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-                if url.startswith("sqlite"):
-                    _use_sqlite_wal(storage)
-                return storage
+                return open_once()
             except Exception as error:
                 # Another process created them first: the alembic_version row, "relation ...
                 # already exists" (PostgreSQL), "table ... already exists" (SQLite)
@@ -394,13 +400,10 @@ def _rdb_storage(
                 race = type(error).__name__ in ("IntegrityError", "ProgrammingError") or any(
                     t in text for t in ("already exists", "database is locked")
                 )
-                if not (race or (server and attempt == 0)) or attempt == attempts - 1:
+                if not (race or (server and attempt == 0)):
                     raise
-                # Workers (or a sweep and a report, or a job array) started together on a
-                # fresh database race to create Optuna's tables; a loser tries again a moment
-                # later, when the tables exist.
                 time.sleep((1.0 + random.random()) * (attempt + 1))
-        raise AssertionError("unreachable")
+        return open_once()
 
 
 def _use_sqlite_wal(storage: RDBStorage) -> None:
