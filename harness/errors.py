@@ -79,6 +79,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     except KeyboardInterrupt:
         _terminated.clear()  # on its way out: no stale flag for a later sweep in this process
         _redelivered.clear()
+        _redelivering.clear()
         raise
     finally:
         sys.unraisablehook = hook
@@ -100,7 +101,24 @@ def _redeliver_lost_interrupt(unraisable: Any) -> None:
     if issubclass(unraisable.exc_type, Terminated) and len(_redelivered) < 3:
         _redelivered.append(1)
         # from another thread, a moment later: the handler must not run inside this hook
-        threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        threading.Timer(0.01, _redeliver).start()
+
+
+_redelivering: list[int] = []
+
+
+def _redeliver() -> None:
+    _redelivering.append(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def take_redelivery() -> bool:
+    """True (once) for a SIGTERM re-sent by `_redeliver_lost_interrupt`: the first interrupt
+    again, whose exception was lost, not a second one (`harness.sweep.shield` counts them)."""
+    if not _redelivering:
+        return False
+    _redelivering.clear()
+    return True
 
 
 _terminated: list[int] = []
@@ -152,6 +170,7 @@ def _drop_interrupt_traceback(record: logging.LogRecord) -> bool:
 
 def _raise_terminated(signum: int, frame: Any) -> None:
     _terminated.append(signum)  # cleared where the exception is handled, not here: it may be lost
+    _redelivering.clear()  # a re-sent one arrives here last (after `InterruptOnce` took it)
     if not _zones or _zones[-1]:
         raise Terminated(f"terminated by signal {signum}")
 

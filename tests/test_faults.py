@@ -560,3 +560,54 @@ def test_sigterm_raises_inside_a_trial_and_waits_for_a_check_between_trials():
     with sigterm_as_interrupt():  # nothing left over for a later sweep in this process
         raise_if_terminated()
     assert caught == ["trial", "deferred", "check"]
+
+
+def test_a_sigterm_lost_in_a_finalizer_is_raised_again_as_the_first_interrupt():
+    # The sweep's order: SIGTERM as an interrupt, with the second-interrupt shield inside.
+    # A SIGTERM whose handler runs inside a finalizer raises where Python prints and drops the
+    # exception; it is re-sent. Main's shield counted the re-sent one as a second interrupt and
+    # held it until the block ended: a pool sweep trained its whole window before stopping.
+    import gc
+    import signal
+
+    from harness.errors import Terminated, sigterm_as_interrupt
+    from harness.sweep.shield import InterruptOnce
+
+    class Finalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs here: its exception is lost
+                time.sleep(0.0001)
+
+    steps = []
+    try:  # (try/except, not pytest.raises: pytest lets KeyboardInterrupt subclasses through)
+        with sigterm_as_interrupt(), InterruptOnce():
+            Finalized()  # collected at once
+            gc.collect()
+            steps.append("finalized")
+            deadline = time.monotonic() + 60  # the sweep loop goes on until the signal
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+            steps.append("loop ended")
+    except Terminated:
+        steps.append("terminated")
+    assert steps == ["finalized", "terminated"]
+
+    # ... and a real second SIGTERM during the cleanup after it is still held, not forced
+    try:
+        with sigterm_as_interrupt(), InterruptOnce():
+            try:
+                Finalized()
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    time.sleep(0.01)
+                steps.append("never raised")
+            except Terminated:
+                steps.append("first")
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    time.sleep(0.0001)
+                steps.append("cleanup done")
+    except Terminated:
+        steps.append("raised after the cleanup")
+    assert steps[2:] == ["first", "cleanup done", "raised after the cleanup"]

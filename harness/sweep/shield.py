@@ -15,7 +15,7 @@ import signal
 import threading
 from typing import Any
 
-from harness.errors import Terminated
+from harness.errors import Terminated, take_redelivery
 
 log = logging.getLogger("harness.sweep")
 FORCE = 3  # interrupts in one block that stop it at once
@@ -37,6 +37,10 @@ class InterruptOnce:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGTERM and take_redelivery() and self.seen:
+            # the first SIGTERM again, re-sent because its exception was lost in a finalizer:
+            # raised as the first one, not held as a second
+            self.seen[-1:] = []
         self.seen.append(signum)
         if len(self.seen) == 1:  # the first: as before
             previous = self.previous.get(signum)

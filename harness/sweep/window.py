@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.compat.optuna import trial_id_of, unvisited_grid_ids
+from harness.errors import raise_if_terminated
 from harness.execution import resume
 from harness.pool import WorkerLost
 from harness.sweep import batch, recovery
@@ -62,6 +63,9 @@ def run_coordinator(plan: WorkerPlan, study: optuna.Study, executor: Any) -> int
     with bar, redirect, quiet_optuna(), window:
         window.adopt()  # before reaping: a killed coordinator's jobs are waited for
         while True:
+            # a SIGTERM whose exception was lost (e.g. raised inside a finalizer) stops the
+            # sweep here, within one wait, instead of after the trials in flight
+            raise_if_terminated()
             window.reap()
             window.fill()
             if not window.inflight:
