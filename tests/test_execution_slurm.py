@@ -30,6 +30,7 @@ from small_data import SMALL_SYNTHETIC
 
 from harness.data import load_interactions, make_split
 from harness.execution import ExecutorConfigError, ExecutorSettings, make_executor
+from harness.execution.jobs import MESSAGES
 from harness.sweep import SweepSettings, run_sweep
 
 pytestmark = [
@@ -96,7 +97,7 @@ def _first_job_training(executor):
     if not executor._jobs:
         return None
     job = min(executor._jobs.values(), key=lambda job: int(job.job_id))
-    messages = job.paths.folder / f"{job.job_id}_messages.pkl"
+    messages = job.paths.folder / f"{job.job_id}{MESSAGES}"  # where the job reports epochs
     return job if messages.exists() and messages.stat().st_size else None
 
 

@@ -40,7 +40,7 @@ class InterruptOnce:
         if signum == signal.SIGTERM and take_redelivery() and self.seen:
             # the first SIGTERM again, re-sent because its exception was lost in a finalizer:
             # raised as the first one, not held as a second
-            self.seen[-1:] = []
+            self.seen.pop()
         self.seen.append(signum)
         if len(self.seen) == 1:  # the first: as before
             previous = self.previous.get(signum)
