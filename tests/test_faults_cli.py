@@ -18,6 +18,7 @@ import pytest
 from optuna.trial import TrialState
 from pg_server import postgres_server
 from small_data import SMALL_SYNTHETIC
+from waiting import tables_ready
 
 from harness.sweep import default_storage, open_storage
 
@@ -131,28 +132,6 @@ def test_unsafe_output_names_destroy_nothing(tmp_path):
 # --- interrupted sweeps (minutes) ------------------------------------------------------------
 
 
-def _tables_ready(url: str) -> bool:
-    """The harness has created Optuna's tables (polling never races it to create them)."""
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///") :]).exists()
-    import sqlalchemy
-
-    from harness.sweep.study import _with_installed_driver
-
-    engine = sqlalchemy.create_engine(_with_installed_driver(url))
-    try:
-        with engine.connect() as connection:
-            found = connection.execute(sqlalchemy.text("SELECT to_regclass('alembic_version')"))
-            if found.scalar() is None:
-                return False
-            stamped = connection.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version"))
-            return bool(stamped.scalar())
-    except sqlalchemy.exc.OperationalError:
-        return False
-    finally:
-        engine.dispose()
-
-
 def wait_until(url: str, proc: subprocess.Popen, ready, what: str) -> list:
     """Poll the study (one storage, opened once the harness made the tables) until
     ``ready(trials)``; the command's stderr is shown if it ends first."""
@@ -165,7 +144,7 @@ def wait_until(url: str, proc: subprocess.Popen, ready, what: str) -> list:
             raise AssertionError(f"the command ended ({proc.returncode}) before {what}: {tail}")
         trials = []
         try:
-            if storage is None and _tables_ready(url):
+            if storage is None and tables_ready(url):
                 storage = open_storage(url)
             if storage is not None:
                 (name,) = optuna.study.get_all_study_names(storage)

@@ -10,12 +10,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 from pg_server import postgres_server
+from waiting import tables_ready
 
 from harness.sweep import default_storage, open_storage
 
@@ -61,16 +61,11 @@ def check_finished_study(study: optuna.Study, *, n_trials: int, n_workers: int) 
 
 
 def wait_for_running_after_finished(url: str, proc: subprocess.Popen, n_finished: int) -> dict:
-    """Poll the storage until `n_finished` trials finished and another one is RUNNING.
-
-    The file is opened only once the sweep has written it: opening it first would create an
-    empty file, which a sweep slowed past its 30 s grace (a loaded machine) rightly refuses.
-    """
-    db = Path(unquote(url.removeprefix("sqlite:///")))
+    """Poll the storage until `n_finished` trials finished and another one is RUNNING."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the sweep ended before it could be killed"
-        if not (db.exists() and db.stat().st_size):
+        if not tables_ready(url):  # opening it first would create an empty file
             time.sleep(0.05)
             continue
         try:
