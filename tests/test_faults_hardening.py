@@ -9,6 +9,7 @@ never timed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -687,16 +688,34 @@ def ended(proc: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedP
 
 
 def fill(disk: Path) -> Path:
-    """Write zeros until the file system of `disk` is full."""
+    """Write zeros until the file system of `disk` is full.
+
+    Unbuffered: a buffered writer keeps the tail of a short write (under its
+    8 KiB buffer) and raises ENOSPC again when the file is closed, whenever
+    the free space happens to end just short of a MiB.
+    """
     filler = disk / "filler"
-    with filler.open("wb") as out:
+    chunk = b"\0" * (1 << 20)
+    with filler.open("wb", buffering=0) as out:
         try:
             while True:
-                out.write(b"\0" * (1 << 20))
-                out.flush()
-        except OSError:
-            pass
+                out.write(chunk)  # a short write returns; the next one raises
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
     return filler
+
+
+@pytest.mark.parametrize("used", [0, 4096, 12288])
+def test_fill_leaves_no_free_block_whatever_space_was_used(tmpfs, used):
+    # 4096: the free space ends one page short of a MiB, where a buffered
+    # writer raised ENOSPC again on close
+    disk = tmpfs("disk", "4m")
+    if used:
+        (disk / "used").write_bytes(b"x" * used)
+    filler = fill(disk)
+    assert os.statvfs(disk).f_bavail == 0
+    assert filler.stat().st_size + used >= (4 << 20) - 4096
 
 
 @pytest.mark.slow
