@@ -21,7 +21,7 @@ def _check(command: str) -> str:
     first (harness.configs.user_dirs_first) and return Hydra's `config_path`."""
     import sys
 
-    from harness.configs import check_argv_or_exit
+    from harness.argv_checks import check_argv_or_exit
     from harness.secrets import hide_argv_secrets
 
     # Hydra never sees a password: it is taken off the command line here (see harness.secrets)

@@ -30,7 +30,7 @@ from harness.data.split import load_cached, save_cached
 from harness.outputs import MARKER, UnsafeOutputError, replace_folder
 from harness.secrets import mask, mask_text, with_env_password
 from harness.sweep import recovery
-from harness.sweep.study import open_storage
+from harness.sweep.storage import open_storage
 
 BAD_NAMES = ["", " ", ".", "..", "...", "../x", "/abs", "a/b", "a\\b", ".hidden", "x\0y"]
 DATASET = {
@@ -482,7 +482,7 @@ def test_gp_is_not_offered_and_bad_types_are_one_line_errors():
 
 _WRITE_SCRIPT = """
 import sys, optuna
-from harness.sweep.study import open_storage
+from harness.sweep.storage import open_storage
 storage = open_storage(sys.argv[1])
 study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
 for value in (0.1, 0.3):

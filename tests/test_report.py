@@ -298,7 +298,8 @@ def test_missing_benchmark_names_the_command(tmp_path):
 def test_folds_and_ledger_tables_show_each_fold_and_the_meetings(tmp_path):
     import dataclasses
 
-    from harness.report.tables import folds_table, ledger_table
+    from harness.report.run_tables import ledger_table
+    from harness.report.tables import folds_table
 
     results = load_results(_fake_results(tmp_path, ["mult_vae", "ease"]))
     assert folds_table(results) is None and ledger_table(results) is None

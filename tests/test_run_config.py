@@ -16,7 +16,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from harness.configs import UnknownKeyError, conf_dir, prepare_argv, user_dirs_first
+from harness.argv_checks import UnknownKeyError, prepare_argv
+from harness.configs import conf_dir, user_dirs_first
 from harness.models.registry import UnknownModelError
 from harness.sweep.app import models_spelling
 from harness.sweep.config import command_line_model_keys, model_config, preflight

@@ -104,7 +104,7 @@ def test_a_sweep_of_failing_trials_stops_at_the_limit(split, tmp_path):
             results_dir=tmp_path,
         )
     from harness.sweep import load_study, study_name_for
-    from harness.sweep.study import default_storage
+    from harness.sweep.storage import default_storage
 
     study = load_study(
         default_storage(tmp_path), study_name_for("synthetic", split.fingerprint, "standard_vae")

@@ -26,7 +26,8 @@ from harness.sweep import (
 from harness.sweep.app import quote_search_space_args
 from harness.sweep.config import model_config
 from harness.sweep.heartbeat import JournalHeartbeat
-from harness.sweep.study import journal_path, make_pruner, make_sampler, resolve_storage_url
+from harness.sweep.storage import journal_path, resolve_storage_url
+from harness.sweep.study import make_pruner, make_sampler
 
 
 @pytest.mark.parametrize(
@@ -108,7 +109,7 @@ def test_unreachable_storage_is_a_clear_error_before_any_trial(url: str) -> None
 _OPEN_ON_GO = """
 import sys, time
 from pathlib import Path
-from harness.sweep.study import open_storage
+from harness.sweep.storage import open_storage
 go = Path(sys.argv[2])
 Path(sys.argv[3]).touch()  # imported: ready
 while not go.exists() or not go.read_text():

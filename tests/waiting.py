@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 import sqlalchemy
 
-from harness.sweep.study import _with_installed_driver
+from harness.sweep.storage import _with_installed_driver
 
 T = TypeVar("T")
 

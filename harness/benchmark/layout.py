@@ -172,7 +172,7 @@ def _storage_missing(storage: str) -> Path | None:
 
     Checked before opening because opening a SQLite URL silently creates an empty database.
     """
-    from harness.sweep.study import check_sqlite_file, is_journal_url, journal_path, sqlite_path
+    from harness.sweep.storage import check_sqlite_file, is_journal_url, journal_path, sqlite_path
 
     if storage.startswith("sqlite:///"):
         path = sqlite_path(storage)

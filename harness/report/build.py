@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from harness.benchmark.layout import BenchmarkResults
 from harness.outputs import replace_folder
 from harness.report import figures as F
+from harness.report import run_tables as R
 from harness.report import tables as T
 from harness.report.document import FIGURES_DIR, Document, FigureRef, Section, to_html, to_markdown
 from harness.report.manifest import manifest_section
@@ -127,7 +128,7 @@ def _benchmark_sections(
             "models are trained once: seeds change nothing). Test scorings: "
             f"{_scorings(info)}.",
             T.metrics_table(results),
-            *[t for t in (T.folds_table(results), T.ledger_table(results)) if t is not None],
+            *[t for t in (T.folds_table(results), R.ledger_table(results)) if t is not None],
             w.figure(
                 F.test_metrics_figure(results.metrics, names),
                 "test_metrics",
@@ -141,7 +142,7 @@ def _benchmark_sections(
         summary,
         Section(
             "Tuning budget, selection and seeds",
-            [T.budget_table(results), T.selection_table(results), T.seeds_table(results)]
+            [R.budget_table(results), R.selection_table(results), R.seeds_table(results)]
             + ([saved] if saved is not None else []),
         ),
     ]
@@ -185,7 +186,7 @@ def _beta_section(
             )
         )
     if results is not None:
-        section.blocks.append(T.beta_table(results))
+        section.blocks.append(R.beta_table(results))
     return section
 
 
@@ -273,7 +274,7 @@ def build_report(
             Section(
                 "Sweeps",
                 [
-                    T.study_table(studies),
+                    R.study_table(studies),
                     w.figure(
                         F.ndcg_per_epoch_figure(studies, k=k, chosen=_chosen_trials(results)),
                         "ndcg_per_epoch",
@@ -283,7 +284,7 @@ def build_report(
                 ],
             )
         )
-        epochs_table, late = T.best_epoch_table(T.best_epochs(results, studies))
+        epochs_table, late = R.best_epoch_table(R.best_epochs(results, studies))
         if epochs_table is not None:
             doc.sections.append(Section("Best epochs", [*late, epochs_table]))
         doc.sections.append(_beta_section(w, studies, results, k))

@@ -17,13 +17,8 @@ from harness.sweep.objective import TrialFailedError, objective
 from harness.sweep.runner import run_sweep
 from harness.sweep.settings import SweepConfigError, SweepSettings
 from harness.sweep.space import SearchSpace, parse_search_space
-from harness.sweep.study import (
-    StudyNotFoundError,
-    default_storage,
-    load_study,
-    open_storage,
-    study_name_for,
-)
+from harness.sweep.storage import default_storage, open_storage
+from harness.sweep.study import StudyNotFoundError, load_study, study_name_for
 
 __all__ = [
     "SearchSpace",

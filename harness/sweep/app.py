@@ -71,7 +71,7 @@ def models_spelling(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console entry point of `harness-sweep`."""
-    from harness.configs import check_argv_or_exit
+    from harness.argv_checks import check_argv_or_exit
 
     argv = add_search_space_keys(quote_search_space_args(models_spelling(sys.argv[1:])))
     config_path, argv = check_argv_or_exit("harness-sweep", argv)

@@ -33,7 +33,7 @@ from harness.sweep.settings import (
     models_of,
 )
 from harness.sweep.space import parse_search_space
-from harness.sweep.study import open_storage, resolve_storage_url
+from harness.sweep.storage import open_storage, resolve_storage_url
 
 __all__ = [
     "check_models",

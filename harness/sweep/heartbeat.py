@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from harness.compat.optuna import storage_of, trial_id_of
 from harness.sweep.plan import WorkerPlan
 from harness.sweep.retry import retry_callback
-from harness.sweep.study import is_journal_url, journal_path
+from harness.sweep.storage import is_journal_url, journal_path
 
 log = logging.getLogger(__name__)
 

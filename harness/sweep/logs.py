@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from harness.sweep.study import _hide_password
+from harness.sweep.storage import hide_password
 
 log = logging.getLogger("harness.sweep")
 
@@ -51,7 +51,7 @@ def budget_text(settings: Any) -> str:
 
 def safe_url(url: str) -> str:
     """The storage URL with its password hidden, for messages."""
-    return _hide_password(url)
+    return hide_password(url)
 
 
 def progress(total: int | None, desc: str, show: bool) -> tuple[Any, Any]:

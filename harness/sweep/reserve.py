@@ -22,7 +22,7 @@ from pathlib import Path
 
 from harness.errors import UserError, environment_error
 from harness.sweep.objective import STOPPED
-from harness.sweep.study import is_journal_url, journal_path, sqlite_path
+from harness.sweep.storage import is_journal_url, journal_path, sqlite_path
 
 log = logging.getLogger("harness.sweep")
 

@@ -54,14 +54,8 @@ from harness.sweep.plan import FINISHED, WorkerPlan, budget_spent, with_worker_i
 from harness.sweep.reserve import SpaceReserve, full_disk, stop_reason
 from harness.sweep.shield import InterruptOnce
 from harness.sweep.space import SearchSpace, default_trial_params, parse_search_space
-from harness.sweep.study import (
-    create_or_load_study,
-    make_pruner,
-    make_sampler,
-    open_storage,
-    resolve_storage_url,
-    study_name_for,
-)
+from harness.sweep.storage import open_storage, resolve_storage_url
+from harness.sweep.study import create_or_load_study, make_pruner, make_sampler, study_name_for
 from harness.sweep.window import local_executor, run_coordinator
 from harness.sweep.workers import run_workers
 
