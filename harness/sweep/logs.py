@@ -16,8 +16,6 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from harness.sweep.storage import hide_password
-
 log = logging.getLogger("harness.sweep")
 
 
@@ -47,11 +45,6 @@ def budget_text(settings: Any) -> str:
     if settings.timeout is not None:
         parts.append(f"timeout={settings.timeout}s")
     return ", ".join(parts + [f"sampler={settings.sampler}", f"pruner={settings.pruner}"])
-
-
-def safe_url(url: str) -> str:
-    """The storage URL with its password hidden, for messages."""
-    return hide_password(url)
 
 
 def progress(total: int | None, desc: str, show: bool) -> tuple[Any, Any]:

@@ -46,7 +46,6 @@ from harness.sweep.logs import (
     log,
     progress,
     quiet_optuna,
-    safe_url,
     summarize,
 )
 from harness.sweep.objective import INTERRUPTED, TrialFailedError, objective
@@ -54,7 +53,7 @@ from harness.sweep.plan import FINISHED, WorkerPlan, budget_spent, with_worker_i
 from harness.sweep.reserve import SpaceReserve, full_disk, stop_reason
 from harness.sweep.shield import InterruptOnce
 from harness.sweep.space import SearchSpace, default_trial_params, parse_search_space
-from harness.sweep.storage import open_storage, resolve_storage_url
+from harness.sweep.storage import hide_password, open_storage, resolve_storage_url
 from harness.sweep.study import create_or_load_study, make_pruner, make_sampler, study_name_for
 from harness.sweep.window import local_executor, run_coordinator
 from harness.sweep.workers import run_workers
@@ -144,7 +143,7 @@ def run_sweep(
     plan = WorkerPlan(
         split, model_name, fixed, space, settings, storage_url, study_name, k, tuple(callbacks)
     )
-    log.info("study %s (%s): %s", study_name, safe_url(storage_url), budget_text(settings))
+    log.info("study %s (%s): %s", study_name, hide_password(storage_url), budget_text(settings))
     reserve = SpaceReserve.for_sweep(results_dir, storage_url)
     reserve.make()  # freed on a full disk, to record the stopped trials and the exports
     full = None
@@ -219,7 +218,7 @@ def run_storage_jobs(plan: WorkerPlan, study: optuna.Study, executor: Any) -> No
     if plan.storage_url.startswith("sqlite"):
         raise SweepConfigError(
             f"sweep.coordination=storage on executor={executor.settings.backend} is refused with "
-            f"SQLite storage ({safe_url(plan.storage_url)}): several jobs would write one "
+            f"SQLite storage ({hide_password(plan.storage_url)}): several jobs would write one "
             "SQLite file. Use PostgreSQL (sweep.storage=postgresql://user@host/db) or a journal "
             "file on the shared filesystem (sweep.storage=journal:///shared/path/optuna.log), or "
             "drop sweep.coordination=storage (the default pool coordination is reproducible)."
